@@ -1,0 +1,232 @@
+"""`lesanet` command line: one entry point for every job of the toolkit.
+
+Each command group lives in its own ``_add_<group>`` function and imports its room
+(``ontology``, ``textmine``, ``vision``, ``kg``) lazily, so ``lesanet --help`` is fast.
+Exit codes: 0 success, 1 a clear error (one line on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file + rename (never half-written)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _emit(text: str, output: str | None) -> None:
+    """Print to stdout, or write atomically to ``output`` when given (``-`` = stdout)."""
+    if output is None or output == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        _write_text_atomic(output, text if text.endswith("\n") else text + "\n")
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _add_ontology_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ontology",
+        metavar="PATH",
+        default=None,
+        help="ontology file (RDF/XML, Turtle or OWL/XML); default: the shipped ontology/lesion.owl",
+    )
+
+
+def _load_ontology(args: argparse.Namespace):  # -> ontology.Ontology
+    from ontology import load_ontology
+
+    return load_ontology(getattr(args, "ontology", None))
+
+
+# --------------------------------------------------------------------------- ontology
+
+
+def _add_ontology(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("ontology", help="the OWL lesion ontology: import, stats, check, reasoning")
+    gsub = group.add_subparsers(dest="ontology_command", metavar="COMMAND", required=True)
+
+    p = gsub.add_parser("import-xlsx", help="build the OWL ontology from the LesaNet spreadsheet")
+    p.add_argument("xlsx", help="lesion_ontology_181022.xlsx")
+    p.add_argument(
+        "--labels",
+        metavar="JSON",
+        default=None,
+        help="text_mined_labels_171_and_split.json (gives the 171-label set and its order); "
+        "default: next to the spreadsheet",
+    )
+    p.add_argument("-o", "--output", required=True, help="output OWL (RDF/XML)")
+    p.add_argument("--report", metavar="FILE", help="also write the defect report (Markdown) here")
+    p.set_defaults(func=_cmd_ontology_import)
+
+    p = gsub.add_parser("stats", help="counts: terms, labels, categories, pairs, unsatisfiable")
+    _add_ontology_option(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_ontology_stats)
+
+    p = gsub.add_parser("check", help="cycles, dangling references, unsatisfiable classes (networkx + HermiT)")
+    _add_ontology_option(p)
+    p.add_argument("--no-reasoner", action="store_true", help="skip the HermiT cross-check (no Java)")
+    p.set_defaults(func=_cmd_ontology_check)
+
+    p = gsub.add_parser("expand", help="a label set with its ancestors and inferred composites")
+    _add_ontology_option(p)
+    p.add_argument("names", nargs="+", metavar="NAME", help="label name, synonym or IRI")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_ontology_expand)
+
+    p = gsub.add_parser("exclusive", help="labels mutually exclusive with NAME (inherited)")
+    _add_ontology_option(p)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--label-set", default=None, help="restrict to a label set, e.g. lesanet171")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_ontology_exclusive)
+
+    p = gsub.add_parser("export", help="write the ontology as OWL (RDF/XML), Turtle or JSON")
+    _add_ontology_option(p)
+    p.add_argument("--format", choices=["owl", "ttl", "json"], default="owl")
+    p.add_argument("-o", "--output", default=None, help="output file (default stdout)")
+    p.set_defaults(func=_cmd_ontology_export)
+
+
+def _cmd_ontology_import(args: argparse.Namespace) -> int:
+    from ontology.xlsx_import import import_xlsx
+
+    labels = args.labels
+    if labels is None:
+        guess = Path(args.xlsx).with_name("text_mined_labels_171_and_split.json")
+        labels = str(guess) if guess.exists() else None
+    result = import_xlsx(args.xlsx, labels)
+    _write_text_atomic(args.output, result.owl_xml)
+    if args.report:
+        _write_text_atomic(args.report, result.report_markdown())
+    for line in result.defect_lines():
+        print(line, file=sys.stderr)
+    print(f"wrote {args.output}: {result.summary()}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_ontology_stats(args: argparse.Namespace) -> int:
+    onto = _load_ontology(args)
+    stats = onto.stats()
+    if args.json:
+        _print_json(stats)
+    else:
+        for key, value in stats.items():
+            if isinstance(value, list):
+                value = ", ".join(value) if value else "none"
+            print(f"{key:>20}: {value}")
+    return EXIT_OK
+
+
+def _cmd_ontology_check(args: argparse.Namespace) -> int:
+    onto = _load_ontology(args)
+    report = onto.check(reasoner=not args.no_reasoner)
+    for line in report.lines():
+        print(line)
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def _cmd_ontology_expand(args: argparse.Namespace) -> int:
+    onto = _load_ontology(args)
+    names = [onto.term(n).name for n in args.names]
+    expanded = onto.sort_specific_first(onto.expand(names))
+    if args.json:
+        _print_json(expanded)
+    else:
+        print("\n".join(expanded))
+    return EXIT_OK
+
+
+def _cmd_ontology_exclusive(args: argparse.Namespace) -> int:
+    onto = _load_ontology(args)
+    name = onto.term(args.name).name
+    exclusive = onto.exclusive(name)
+    if args.label_set:
+        allowed = set(onto.label_set(args.label_set))
+        exclusive = {e for e in exclusive if e in allowed}
+    ordered = sorted(exclusive, key=str.lower)
+    if args.json:
+        _print_json(ordered)
+    else:
+        print("\n".join(ordered))
+    return EXIT_OK
+
+
+def _cmd_ontology_export(args: argparse.Namespace) -> int:
+    onto = _load_ontology(args)
+    _emit(onto.serialize(args.format), args.output)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lesanet",
+        description="Holistic lesion annotation on CT (LesaNet) with an OWL lesion ontology.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _COMMAND_GROUPS:
+        add(sub)
+    return parser
+
+
+# One entry per command group; each group adds its own sub-parsers.
+_COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_ontology,
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("lesanet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the one place errors become one line
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        known = isinstance(exc, (CommandError, ValueError, LookupError, OSError))
+        hint = "" if known else f" ({type(exc).__name__}; run with --debug for the traceback)"
+        print(f"lesanet: error: {message}{hint}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
