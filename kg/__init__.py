@@ -1,0 +1,1 @@
+"""Predictions as RDF (W3C Web Annotation + PROV-O), a SPARQL store and canned queries."""
