@@ -1,0 +1,278 @@
+"""Similar-lesion retrieval: an embeddings file, nearest neighbours by L2, and its quality.
+
+An embeddings file is a directory (memory-mapped, so a few million vectors load at once):
+
+- ``embeddings.npy`` — float32 ``N × D`` (LesaNet's L2-normalised 256-D embedding);
+- ``scores.npy`` — float32 ``N × C`` label probabilities (the score-vector baseline);
+- ``index.json`` — ``{"format": "lesanet-embeddings", "version": 1, "term_list": [...],
+  "model": {...}, "checkpoint_sha256": str, "ontology_version": str, "cache": str,
+  "lesions": [{"lesion_id", "lesion_idx", "split", "labels", "sentence"}]}``.
+
+Search is exact (blocked matrix products on torch) by default; ``backend="faiss"`` puts a
+``faiss.IndexFlatL2`` behind the same interface when faiss is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+EMBEDDINGS_FORMAT = "lesanet-embeddings"
+EMBEDDINGS_VERSION = 1
+
+
+class RetrievalError(ValueError):
+    """A bad embeddings file or query (one line)."""
+
+
+# --------------------------------------------------------------------------- search
+
+
+class NeighbourIndex(Protocol):
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances, ids)``, both ``Q × k``, nearest first; distances are L2 (not squared)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+class ExactIndex:
+    """Exact L2 search: ||q||² + ||x||² − 2 q·x in blocks, then top-k, on torch (CPU or GPU)."""
+
+    def __init__(self, vectors: np.ndarray, block_rows: int = 262_144, device: str | None = None) -> None:
+        import torch
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2:
+            raise RetrievalError(f"vectors must be N × D, got shape {vectors.shape}")
+        self._device = torch.device(device or "cpu")
+        self._vectors = torch.from_numpy(np.ascontiguousarray(vectors)).to(self._device)
+        self._sq_norms = (self._vectors.double() ** 2).sum(1)
+        self._block = block_rows
+
+    def __len__(self) -> int:
+        return int(self._vectors.shape[0])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        q = torch.from_numpy(np.ascontiguousarray(np.asarray(queries, dtype=np.float32))).to(self._device)
+        if q.ndim != 2 or q.shape[1] != self._vectors.shape[1]:
+            raise RetrievalError(f"queries must be Q × {self._vectors.shape[1]}, got {tuple(q.shape)}")
+        k = min(int(k), len(self))
+        if k < 1:
+            raise RetrievalError("k must be >= 1 and the index must not be empty")
+        q_sq = (q.double() ** 2).sum(1, keepdim=True)
+        best_d = torch.full((q.shape[0], 0), 0.0, dtype=torch.float64, device=self._device)
+        best_i = torch.zeros((q.shape[0], 0), dtype=torch.int64, device=self._device)
+        for start in range(0, len(self), self._block):
+            block = self._vectors[start : start + self._block]
+            # float32 product (fast), float64 sum; distances near 0 carry ~1e-4 of rounding
+            d2 = q_sq + self._sq_norms[start : start + block.shape[0]][None, :] - 2.0 * (q @ block.T).double()
+            d, i = torch.topk(d2, min(k, block.shape[0]), dim=1, largest=False, sorted=True)
+            best_d = torch.cat([best_d, d], 1)
+            best_i = torch.cat([best_i, i + start], 1)
+            if best_d.shape[1] > k:
+                best_d, pick = torch.topk(best_d, k, dim=1, largest=False, sorted=True)
+                best_i = torch.gather(best_i, 1, pick)
+        distances = best_d.clamp_min(0.0).sqrt()
+        return distances.cpu().numpy(), best_i.cpu().numpy()
+
+
+class FaissIndex:
+    """faiss ``IndexFlatL2`` (or any faiss index) behind the ``NeighbourIndex`` interface."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        try:
+            import faiss  # type: ignore[import-not-found]
+        except ImportError:
+            raise RetrievalError("faiss is not installed: pip install 'lesanet[faiss]', or use --backend exact") from None
+        vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+        self._index = faiss.IndexFlatL2(vectors.shape[1])
+        self._index.add(vectors)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        d2, ids = self._index.search(np.ascontiguousarray(np.asarray(queries, dtype=np.float32)), min(k, len(self)))
+        return np.sqrt(np.maximum(d2, 0.0)).astype(np.float64), ids.astype(np.int64)
+
+
+def make_index(vectors: np.ndarray, backend: str = "exact") -> NeighbourIndex:
+    """``"exact"`` (numpy/torch), ``"faiss"``, or ``"auto"`` (faiss when installed and N > 2 M)."""
+    if backend == "auto":
+        try:
+            import faiss  # type: ignore[import-not-found]  # noqa: F401
+
+            backend = "faiss" if len(vectors) > 2_000_000 else "exact"
+        except ImportError:
+            backend = "exact"
+    if backend == "exact":
+        return ExactIndex(vectors)
+    if backend == "faiss":
+        return FaissIndex(vectors)
+    raise RetrievalError(f"unknown retrieval backend {backend!r} (exact, faiss, auto)")
+
+
+# --------------------------------------------------------------------------- quality
+
+
+def label_set_similarity(a: set[str] | frozenset[str], b: set[str] | frozenset[str]) -> float:
+    """The paper's sim(A, B) = |X ∩ Y|² / |X ∪ Y| of two label sets (0 when both are empty)."""
+    union = len(a | b)
+    return len(a & b) ** 2 / union if union else 0.0
+
+
+@dataclass(frozen=True)
+class RetrievalQuality:
+    """Mean over queries of: precision@k (hit relevant when sim >= theta), mean sim@k, mean IoU@k."""
+
+    k: int
+    theta: float
+    n_queries: int
+    precision_at_k: float
+    mean_sim_at_k: float
+    mean_iou_at_k: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def retrieval_quality(
+    query_vectors: np.ndarray,
+    query_labels: Sequence[set[str]],
+    base_vectors: np.ndarray,
+    base_labels: Sequence[set[str]],
+    k: int = 5,
+    theta: float = 1.0,
+    exclude_self: np.ndarray | None = None,
+    backend: str = "exact",
+) -> RetrievalQuality:
+    """Precision@k of label-set similarity for queries against a database.
+
+    ``exclude_self[q]`` is the database row of query q itself (or -1), skipped in its hits.
+    A hit is relevant when sim(query, hit) >= theta (the triplet loss's positive rule).
+    """
+    if len(query_vectors) != len(query_labels) or len(base_vectors) != len(base_labels):
+        raise RetrievalError("vectors and label sets differ in length")
+    if len(query_vectors) == 0:
+        raise RetrievalError("no query lesions")
+    index = make_index(base_vectors, backend)
+    extra = 1 if exclude_self is not None else 0
+    _, ids = index.search(query_vectors, k + extra)
+    precision, sims, ious = [], [], []
+    for q, row in enumerate(ids):
+        if exclude_self is not None:
+            row = row[row != exclude_self[q]]
+        row = row[:k]
+        s = [label_set_similarity(query_labels[q], base_labels[j]) for j in row]
+        iou = [_iou(query_labels[q], base_labels[j]) for j in row]
+        precision.append(np.mean([v >= theta for v in s]))
+        sims.append(np.mean(s))
+        ious.append(np.mean(iou))
+    return RetrievalQuality(
+        k=k,
+        theta=theta,
+        n_queries=len(query_vectors),
+        precision_at_k=float(np.mean(precision)),
+        mean_sim_at_k=float(np.mean(sims)),
+        mean_iou_at_k=float(np.mean(ious)),
+    )
+
+
+def _iou(a: set[str], b: set[str]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+# --------------------------------------------------------------------------- embeddings file
+
+
+@dataclass
+class Embeddings:
+    """An embeddings directory, loaded (arrays memory-mapped)."""
+
+    path: Path
+    vectors: np.ndarray
+    scores: np.ndarray
+    info: dict[str, Any]
+
+    @property
+    def lesions(self) -> list[dict[str, Any]]:
+        return self.info["lesions"]
+
+    def row_of(self, lesion_idx: int) -> int:
+        """The row of a lesion by its dataset index; a clear error when absent."""
+        for row, lesion in enumerate(self.lesions):
+            if lesion.get("lesion_idx") == lesion_idx:
+                return row
+        raise RetrievalError(f"{self.path}: lesion {lesion_idx} is not in the embeddings file")
+
+    def label_sets(self) -> list[set[str]]:
+        return [set(lesion.get("labels") or []) for lesion in self.lesions]
+
+
+def write_embeddings(
+    path: str | Path, vectors: np.ndarray, scores: np.ndarray, info: dict[str, Any]
+) -> Path:
+    """Write an embeddings directory atomically (build in a temp dir, then rename into place)."""
+    path = Path(path)
+    if len(vectors) != len(scores) or len(vectors) != len(info.get("lesions", [])):
+        raise RetrievalError("embeddings, scores and lesion list differ in length")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        np.save(tmp / "embeddings.npy", np.asarray(vectors, dtype=np.float32))
+        np.save(tmp / "scores.npy", np.asarray(scores, dtype=np.float32))
+        body = {"format": EMBEDDINGS_FORMAT, "version": EMBEDDINGS_VERSION, **info}
+        (tmp / "index.json").write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            _remove_tree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove_tree(tmp)
+        raise
+    return path
+
+
+def load_embeddings(path: str | Path) -> Embeddings:
+    """Open an embeddings directory; errors name the file and what is wrong."""
+    path = Path(path)
+    index_file = path / "index.json"
+    try:
+        info = json.loads(index_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RetrievalError(f"{path}: not an embeddings directory (no index.json); make one with `lesanet embed`") from None
+    except json.JSONDecodeError as exc:
+        raise RetrievalError(f"{index_file}: not valid JSON (line {exc.lineno})") from None
+    if info.get("format") != EMBEDDINGS_FORMAT:
+        raise RetrievalError(f"{index_file}: format is {info.get('format')!r}, expected {EMBEDDINGS_FORMAT!r}")
+    if info.get("version") != EMBEDDINGS_VERSION:
+        raise RetrievalError(
+            f"{index_file}: version {info.get('version')!r} is not supported (expected {EMBEDDINGS_VERSION}); re-run `lesanet embed`"
+        )
+    try:
+        vectors = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        scores = np.load(path / "scores.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RetrievalError(f"{path}: cannot read the arrays ({exc})") from None
+    if not (len(vectors) == len(scores) == len(info.get("lesions", []))):
+        raise RetrievalError(f"{path}: embeddings, scores and lesion list differ in length (truncated file?)")
+    return Embeddings(path, vectors, scores, info)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
