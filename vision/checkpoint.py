@@ -1,0 +1,208 @@
+"""Run directories: model weights (safetensors), run.json, and the resumable training state.
+
+Layout (docs/architecture.md, "Run directory"):
+
+- ``checkpoint.safetensors`` - model weights, never a pickle;
+- ``run.json`` - config, term list, ontology version, model name/version, epoch and the
+  checkpoint's sha256;
+- ``train_state.pt`` - optimizer and RNG states for ``--resume``; plain tensors and
+  numbers only, read with ``torch.load(weights_only=True)``.
+
+Every file is written to a temp file in the same folder and renamed into place, so a
+kill leaves the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vision.config import Config, ConfigError, config_from_dict
+from vision.model import MODEL_NAME, MODEL_VERSION, LesaNet
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+RUN_FILE = "run.json"
+TRAIN_STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+class CheckpointError(ValueError):
+    """A run directory that cannot be used as asked (one line, says what to do)."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ``run.json`` says about a trained model."""
+
+    run_dir: Path
+    config: Config
+    term_list: list[str]
+    ontology_version: str
+    epoch: int
+    checkpoint_sha256: str
+    model_name: str
+    model_version: str
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path`` (same folder, so the rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(run_dir: str | Path, model: LesaNet, config: Config, term_list: list[str],
+                    ontology_version: str, epoch: int) -> RunInfo:
+    """Write the weights, then run.json pointing at them by sha256; returns the new RunInfo."""
+    run_dir = Path(run_dir)
+    if len(term_list) != model.num_labels:
+        raise CheckpointError(f"term list has {len(term_list)} labels but the model has {model.num_labels}")
+    # safetensors needs contiguous tensors (channels_last weights on CUDA are not).
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"model": MODEL_NAME, "version": MODEL_VERSION, "num_labels": str(model.num_labels)}
+    _atomic_write(run_dir / CHECKPOINT_FILE, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    sha = file_sha256(run_dir / CHECKPOINT_FILE)
+    run = {
+        "config": config.to_dict(),
+        "term_list": list(term_list),
+        "ontology_version": ontology_version,
+        "model": {"name": MODEL_NAME, "version": MODEL_VERSION},
+        "epoch": int(epoch),
+        "checkpoint_sha256": sha,
+    }
+    write_json_atomic(run_dir / RUN_FILE, run)
+    return read_run_info(run_dir)
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """Parse and validate ``run.json`` (no weights loaded)."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no run.json - is {run_dir} a training run directory (lesanet train -o DIR)?")
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable run.json ({exc})") from None
+    required = ["config", "term_list", "ontology_version", "model", "epoch", "checkpoint_sha256"]
+    missing = [k for k in required if k not in run] if isinstance(run, dict) else required
+    if missing:
+        raise CheckpointError(f"{path}: run.json lacks {', '.join(missing)}")
+    name = run["model"].get("name") if isinstance(run["model"], dict) else None
+    if name != MODEL_NAME:
+        raise CheckpointError(f"{path}: model {name!r} is not {MODEL_NAME}; this loader reads LesaNet runs only")
+    try:
+        config = config_from_dict(run["config"], f"{path} (config)")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    return RunInfo(
+        run_dir=run_dir,
+        config=config,
+        term_list=[str(t) for t in run["term_list"]],
+        ontology_version=str(run["ontology_version"]),
+        epoch=int(run["epoch"]),
+        checkpoint_sha256=str(run["checkpoint_sha256"]),
+        model_name=name,
+        model_version=str(run["model"].get("version", "")),
+    )
+
+
+def _first_difference(expected: list[str], found: list[str]) -> str:
+    if len(expected) != len(found):
+        return f"{len(found)} labels instead of {len(expected)}"
+    for i, (a, b) in enumerate(zip(expected, found)):
+        if a != b:
+            return f"label {i} is {b!r}, expected {a!r}"
+    return "same labels"  # pragma: no cover - only called on a difference
+
+
+def load_run(run_dir: str | Path, term_list: list[str] | None = None,
+             device: str | torch.device = "cpu", expect_model: "Config | None" = None) -> tuple[LesaNet, RunInfo]:
+    """Load a trained LesaNet (eval mode) and its run info.
+
+    Refuses, with one clear line: a checkpoint whose tensors do not fit the architecture in
+    run.json (or ``expect_model``'s), a checkpoint changed after run.json was written, and
+    a label list different from ``term_list`` when given.
+    """
+    info = read_run_info(run_dir)
+    path = info.run_dir / CHECKPOINT_FILE
+    if term_list is not None and list(term_list) != info.term_list:
+        raise CheckpointError(
+            f"{info.run_dir}: the model was trained on another label list "
+            f"({_first_difference(list(term_list), info.term_list)}); use a run trained on these labels"
+        )
+    if expect_model is not None and expect_model.model != info.config.model:
+        raise CheckpointError(
+            f"{info.run_dir}: architecture mismatch: run has {info.config.model}, expected {expect_model.model}"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; the run has no saved weights yet")
+    sha = file_sha256(path)
+    if sha != info.checkpoint_sha256:
+        raise CheckpointError(f"{path}: sha256 {sha[:12]} does not match run.json ({info.checkpoint_sha256[:12]}); "
+                              "the weights were replaced after training - retrain or restore the file")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    model = LesaNet(info.config.model, len(info.term_list))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected
+                  else f"{wrong[0]} is {tuple(tensors[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}")
+        raise CheckpointError(
+            f"{path}: weights do not fit the architecture in run.json ({detail}; "
+            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrong shapes)"
+        )
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), info
+
+
+def save_train_state(run_dir: str | Path, state: dict[str, Any]) -> None:
+    """Optimizer + RNG + position state for exact resume (tensors and numbers only)."""
+    _atomic_write(Path(run_dir) / TRAIN_STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+
+def load_train_state(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / TRAIN_STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no training state to resume from; train without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling refusal is one clear line
+        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}); "
+                              "train again without --resume") from None
