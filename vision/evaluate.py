@@ -1,0 +1,415 @@
+"""Evaluation as in the paper: calibrated thresholds, Table 1, Table 2, and their breakdowns.
+
+Two kinds of truth:
+
+- *text-mined* (the cache's ``relevant`` / ``uncertain`` labels of a split): positives are
+  the relevant labels expanded through the ontology; uncertain lesion-label pairs that
+  are not positive are left out of every metric.
+- *complete* (``truth`` in the cache index, e.g. the phantom, or a hand-labeled JSON file
+  ``[{"lesion_idx", "expanded_terms"}]``): every pair counts.
+
+Thresholds are calibrated per label on the validation split (exact best F1, see
+``vision.metrics.best_f1_threshold``), saved as ``RUN/thresholds.json`` and applied to
+any other split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from vision.metrics import (
+    DEFAULT_THRESHOLD,
+    Averages,
+    LabelMetrics,
+    average_metrics,
+    calibrate_thresholds as calibrate_label_thresholds,
+    decide_thresholds,
+    decide_top_k,
+    filter_exclusive,
+    label_metrics,
+)
+
+THRESHOLDS_FILE = "thresholds.json"
+THRESHOLDS_FORMAT = "lesanet-thresholds"
+# The paper's training-frequency groups (number of training positives per label).
+FREQUENCY_BINS: tuple[tuple[str, int, float], ...] = (
+    ("> 1000", 1001, math.inf),
+    ("101-1000", 101, 1000),
+    ("<= 100", 0, 100),
+)
+CATEGORY_ORDER = ("bodypart", "type", "attribute")
+
+
+class EvaluationError(ValueError):
+    """A bad truth file, split or thresholds file (one line)."""
+
+
+# --------------------------------------------------------------------------- truth
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Targets of an evaluation set: ``positive`` and ``mask`` (pairs that count), N × C."""
+
+    kind: str  # "text-mined" | "complete"
+    positive: np.ndarray
+    mask: np.ndarray
+    unknown_labels: tuple[str, ...] = ()  # truth names outside the run's label list (ignored)
+
+
+def mined_truth(records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: Any) -> Truth:
+    """Text-mined truth: relevant labels expanded are positive; uncertain non-positives are left out."""
+    column = {name: c for c, name in enumerate(term_list)}
+    positive = np.zeros((len(records), len(term_list)), dtype=bool)
+    mask = np.ones_like(positive)
+    for i, record in enumerate(records):
+        relevant = onto.expand(record.get("relevant") or [])
+        uncertain = onto.expand(record.get("uncertain") or []) - relevant
+        positive[i, [column[n] for n in relevant if n in column]] = True
+        mask[i, [column[n] for n in uncertain if n in column]] = False
+    return Truth("text-mined", positive, mask)
+
+
+def complete_truth(label_sets: Sequence[Iterable[str]], term_list: Sequence[str], onto: Any) -> Truth:
+    """Complete truth: every listed label (expanded) is positive, every other label negative."""
+    column = {name: c for c, name in enumerate(term_list)}
+    positive = np.zeros((len(label_sets), len(term_list)), dtype=bool)
+    unknown: set[str] = set()
+    for i, labels in enumerate(label_sets):
+        names = set(labels)
+        known = {n for n in names if n in onto.terms}
+        unknown |= names - known
+        for name in onto.expand(known):
+            if name in column:
+                positive[i, column[name]] = True
+    return Truth("complete", positive, np.ones_like(positive), tuple(sorted(unknown)))
+
+
+def read_truth_file(path: str | Path) -> dict[int, list[str]]:
+    """A hand-labeled file (``[{"lesion_idx": N, "expanded_terms": [...]}, ...]``) by lesion idx."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EvaluationError(f"{path}: cannot read truth file ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"{path}: line {exc.lineno}: not valid JSON") from None
+    if not isinstance(data, list):
+        raise EvaluationError(f"{path}: expected a JSON list of {{lesion_idx, expanded_terms}} records")
+    truth: dict[int, list[str]] = {}
+    for n, record in enumerate(data):
+        if not isinstance(record, dict) or not isinstance(record.get("lesion_idx"), int):
+            raise EvaluationError(f"{path}: record {n}: needs an integer lesion_idx")
+        terms = record.get("expanded_terms")
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise EvaluationError(f"{path}: record {n} (lesion {record['lesion_idx']}): expanded_terms must be a list of names")
+        truth[record["lesion_idx"]] = terms
+    return truth
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def thresholds_document(
+    term_list: Sequence[str], choices: Sequence[Any], checkpoint_sha256: str, split: str, n_lesions: int
+) -> dict[str, Any]:
+    """The ``thresholds.json`` body: one entry per label in the run's label order."""
+    return {
+        "format": THRESHOLDS_FORMAT,
+        "version": 1,
+        "checkpoint_sha256": checkpoint_sha256,
+        "calibrated_on": split,
+        "n_lesions": n_lesions,
+        "rule": "per-label best F1, exact search over sorted scores; decision = score >= threshold",
+        "labels": [
+            {"label": name, "threshold": c.threshold, "f1": c.f1, "calibrated": c.calibrated}
+            for name, c in zip(term_list, choices)
+        ],
+    }
+
+
+def read_thresholds(run_dir: str | Path, term_list: Sequence[str], checkpoint_sha256: str) -> np.ndarray | None:
+    """The calibrated thresholds of a run in label order, or None when not calibrated yet."""
+    path = Path(run_dir) / THRESHOLDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"{path}: unreadable ({exc}); re-run `lesanet evaluate RUN --calibrate`") from None
+    if doc.get("format") != THRESHOLDS_FORMAT:
+        raise EvaluationError(f"{path}: not a thresholds file (format {doc.get('format')!r})")
+    if doc.get("checkpoint_sha256") != checkpoint_sha256:
+        raise EvaluationError(
+            f"{path}: calibrated for another checkpoint; re-run `lesanet evaluate RUN --calibrate`"
+        )
+    names = [entry.get("label") for entry in doc.get("labels", [])]
+    if names != list(term_list):
+        raise EvaluationError(f"{path}: its label list differs from the run's; re-run `lesanet evaluate RUN --calibrate`")
+    return np.array([float(entry["threshold"]) for entry in doc["labels"]])
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one run on one evaluation set, with the paper's tables."""
+
+    name: str  # e.g. "test (text-mined)"
+    truth_kind: str
+    term_list: list[str]
+    categories: list[str]
+    train_positives: np.ndarray
+    thresholds: np.ndarray
+    decision: str  # how decisions were made
+    n_lesions: int
+    metrics: LabelMetrics
+    averages: Averages
+    by_category: dict[str, Averages]
+    by_frequency: dict[str, Averages]
+    exclusive_filtered: Averages | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    unknown_labels: tuple[str, ...] = ()
+
+    # -- rows
+
+    def label_rows(self, sort: str = "index") -> list[dict[str, Any]]:
+        """Table 2: one row per label (evaluable or not), sorted by ``sort``."""
+        m = self.metrics
+        rows = []
+        for c, name in enumerate(self.term_list):
+            rows.append(
+                {
+                    "index": c,
+                    "label": name,
+                    "category": self.categories[c],
+                    "train_positives": int(self.train_positives[c]),
+                    "test_positives": int(m.n_pos[c]),
+                    "test_negatives": int(m.n_neg[c]),
+                    "auc": _num(m.auc[c]),
+                    "precision": _num(m.precision[c]) if m.evaluable[c] else None,
+                    "recall": _num(m.recall[c]) if m.evaluable[c] else None,
+                    "f1": _num(m.f1[c]) if m.evaluable[c] else None,
+                    "threshold": float(self.thresholds[c]),
+                    "evaluable": bool(m.evaluable[c]),
+                }
+            )
+        if sort != "index":
+            if rows and sort not in rows[0]:
+                raise EvaluationError(f"cannot sort Table 2 by {sort!r} (columns: {', '.join(rows[0])})")
+            descending = sort not in ("label", "category")
+            rows.sort(key=lambda r: _sort_key(r[sort], descending))
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "truth": self.truth_kind,
+            "decision": self.decision,
+            "n_lesions": self.n_lesions,
+            "run": self.run,
+            "averages": _clean(self.averages.as_dict()),
+            "by_category": {k: _clean(v.as_dict()) for k, v in self.by_category.items()},
+            "by_frequency": {k: _clean(v.as_dict()) for k, v in self.by_frequency.items()},
+            "exclusive_filtered": _clean(self.exclusive_filtered.as_dict()) if self.exclusive_filtered else None,
+            "unknown_truth_labels": list(self.unknown_labels),
+            "labels": self.label_rows(),
+        }
+
+    # -- renderings
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, ensure_ascii=False)
+
+    def to_csv(self, sort: str = "index") -> str:
+        """Table 2 as CSV (one row per label)."""
+        return _csv(self.label_rows(sort), extra={"set": self.name})
+
+    def to_markdown(self, sort: str = "f1", top: int | None = None) -> str:
+        """Averages, breakdowns and Table 2 (``top`` rows, all when None) as Markdown."""
+        lines = [f"### {self.name}", ""]
+        lines.append(
+            f"{self.n_lesions} lesions, {self.averages.n_labels} evaluable labels; decisions: {self.decision}."
+        )
+        if self.unknown_labels:
+            lines.append(f"Truth labels outside the run's label list (ignored): {', '.join(self.unknown_labels)}.")
+        lines += ["", breakdown_markdown(self), "", f"Table 2 (per label, sorted by {sort}):", ""]
+        rows = self.label_rows(sort)
+        rows = rows if top is None else rows[:top]
+        lines.append(_markdown(rows, ["label", "category", "train_positives", "test_positives", "auc",
+                                      "precision", "recall", "f1", "threshold"]))
+        return "\n".join(lines) + "\n"
+
+
+def breakdown_markdown(result: EvalResult) -> str:
+    """Averages overall, by category and by training frequency, one Markdown table."""
+    rows = [_average_row("all labels", result.averages)]
+    rows += [_average_row(f"category: {k}", v) for k, v in result.by_category.items()]
+    rows += [_average_row(f"train positives {k}", v) for k, v in result.by_frequency.items()]
+    if result.exclusive_filtered is not None:
+        rows.append(_average_row("all labels, exclusive-filtered", result.exclusive_filtered))
+    return _markdown(rows, ["group", "labels", "AUC", "P", "R", "F1", "micro P", "micro R", "micro F1", "weighted AUC"])
+
+
+def table1_rows(results: Mapping[str, Sequence[EvalResult]]) -> list[dict[str, Any]]:
+    """Table 1: one row per method, AUC/P/R/F1 (per-class means) for each evaluation set."""
+    rows = []
+    for method, method_results in results.items():
+        row: dict[str, Any] = {"method": method}
+        for r in method_results:
+            a = r.averages
+            for key, value in (("AUC", a.auc), ("P", a.precision), ("R", a.recall), ("F1", a.f1)):
+                row[f"{r.name} {key}"] = _num(value)
+        rows.append(row)
+    return rows
+
+
+def table1_markdown(results: Mapping[str, Sequence[EvalResult]]) -> str:
+    rows = table1_rows(results)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return _markdown(rows, columns)
+
+
+def table1_csv(results: Mapping[str, Sequence[EvalResult]]) -> str:
+    return _csv(table1_rows(results))
+
+
+# --------------------------------------------------------------------------- arrays -> result
+
+
+def evaluate_scores(
+    name: str,
+    scores: np.ndarray,
+    truth: Truth,
+    term_list: Sequence[str],
+    categories: Sequence[str],
+    train_positives: np.ndarray,
+    thresholds: np.ndarray | None = None,
+    top_k: int | None = None,
+    exclusive: np.ndarray | None = None,
+    run: Mapping[str, Any] | None = None,
+    decision_note: str | None = None,
+) -> EvalResult:
+    """All metrics of one evaluation set from its score matrix.
+
+    ``top_k`` decides the K best labels per lesion instead of thresholds. ``exclusive``
+    (a C × C bool matrix) adds averages after exclusive-label filtering, reported separately.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != truth.positive.shape:
+        raise EvaluationError(f"scores {scores.shape} and truth {truth.positive.shape} differ in shape")
+    if thresholds is None:
+        thresholds = np.full(len(term_list), DEFAULT_THRESHOLD)
+        decision = decision_note or f"fixed threshold {DEFAULT_THRESHOLD}"
+    else:
+        decision = decision_note or "calibrated thresholds"
+    if top_k is not None:
+        decisions = decide_top_k(scores, top_k)
+        decision = f"top-{top_k} labels per lesion"
+    else:
+        decisions = decide_thresholds(scores, thresholds)
+    metrics = label_metrics(scores, truth.positive, decisions, truth.mask)
+    categories = list(categories)
+    cats = np.array(categories)
+    by_category = {c: average_metrics(metrics, cats == c) for c in CATEGORY_ORDER if (cats == c).any()}
+    by_frequency = {
+        label: average_metrics(metrics, (train_positives >= lo) & (train_positives <= hi))
+        for label, lo, hi in FREQUENCY_BINS
+    }
+    filtered = None
+    if exclusive is not None:
+        kept = filter_exclusive(scores, decisions, exclusive)
+        filtered = average_metrics(label_metrics(scores, truth.positive, kept, truth.mask))
+    return EvalResult(
+        name=name,
+        truth_kind=truth.kind,
+        term_list=list(term_list),
+        categories=categories,
+        train_positives=np.asarray(train_positives),
+        thresholds=np.asarray(thresholds, dtype=np.float64),
+        decision=decision,
+        n_lesions=int(scores.shape[0]),
+        metrics=metrics,
+        averages=average_metrics(metrics),
+        by_category=by_category,
+        by_frequency=by_frequency,
+        exclusive_filtered=filtered,
+        run=dict(run or {}),
+        unknown_labels=truth.unknown_labels,
+    )
+
+
+def calibrate_on_scores(scores: np.ndarray, truth: Truth) -> list[Any]:
+    """Per-label best-F1 thresholds of a validation score matrix (ThresholdChoice list)."""
+    return calibrate_label_thresholds(scores, truth.positive, truth.mask)
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _clean(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (_num(v) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def _sort_key(value: Any, descending: bool) -> tuple[int, Any]:
+    if value is None:
+        return (1, 0)
+    if isinstance(value, str):
+        return (0, value.lower())
+    return (0, -value if descending else value)
+
+
+def _average_row(group: str, a: Averages) -> dict[str, Any]:
+    return {
+        "group": group,
+        "labels": a.n_labels,
+        "AUC": _num(a.auc),
+        "P": _num(a.precision),
+        "R": _num(a.recall),
+        "F1": _num(a.f1),
+        "micro P": _num(a.micro_precision),
+        "micro R": _num(a.micro_recall),
+        "micro F1": _num(a.micro_f1),
+        "weighted AUC": _num(a.weighted_auc),
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value).replace("|", "\\|")
+
+
+def _markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None) -> str:
+    out = io.StringIO()
+    if not rows:
+        return ""
+    columns = [*(extra or {}), *rows[0].keys()]
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**(extra or {}), **{k: ("" if v is None else v) for k, v in row.items()}})
+    return out.getvalue()
