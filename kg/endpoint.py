@@ -1,0 +1,123 @@
+"""A SPARQL 1.1 Protocol client: the same queries and loads against any remote server.
+
+Works with Oxigraph server, Apache Jena Fuseki, GraphDB, Virtuoso… Queries ask for the
+union of the project graphs with ``default-graph-uri`` (the same dataset the embedded
+store queries); loads are SPARQL 1.1 ``INSERT DATA`` updates in chunks. Parameters are
+bound with a ``VALUES`` block placed first in the outermost ``WHERE`` group, built from
+validated RDF terms (pyoxigraph), never from pasted text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Iterable, Mapping
+
+import pyoxigraph as ox
+
+from kg import vocab
+from kg.results import QueryResult
+from kg.store import Binding, chunked, to_oxigraph
+
+_WHERE = re.compile(r"\bWHERE\s*\{", re.IGNORECASE)
+_COMMENT_LINE = re.compile(r"^[ \t]*#.*$", re.MULTILINE)
+_RESULTS_JSON = "application/sparql-results+json"
+_NTRIPLES = "application/n-triples"
+
+
+class EndpointError(OSError):
+    """The server refused a request or could not be reached (message says which)."""
+
+
+def bind_values(query: str, bindings: Mapping[str, Binding]) -> str:
+    """``query`` with ``VALUES (?a ?b) { (t1 t2) }`` first in its outermost WHERE group.
+
+    Terms are serialised by pyoxigraph (IRIs validated, literals escaped), so a bound
+    value can never change the query's structure.
+    """
+    if not bindings:
+        return query
+    for name in bindings:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"not a SPARQL variable name: {name!r}")
+    # Blank out whole-line comments (same length) so a comment cannot hold the match.
+    searchable = _COMMENT_LINE.sub(lambda m: " " * len(m.group(0)), query)
+    match = _WHERE.search(searchable)
+    if match is None:
+        raise ValueError("cannot bind parameters: the query has no WHERE { … } group")
+    names = " ".join(f"?{name}" for name in bindings)
+    terms = " ".join(str(to_oxigraph(term)) for term in bindings.values())
+    block = f"\n  VALUES ({names}) {{ ({terms}) }}\n"
+    return query[: match.end()] + block + query[match.end() :]
+
+
+class SparqlEndpoint:
+    """A remote SPARQL 1.1 server.
+
+    ``query_url`` answers queries; ``update_url`` takes updates (default: the query URL
+    with a trailing ``/query`` or ``/sparql`` replaced by ``/update``, else the same URL).
+    ``token`` is sent as ``Authorization: Bearer`` on updates.
+    """
+
+    def __init__(self, query_url: str, update_url: str | None = None, token: str | None = None, timeout: float = 120) -> None:
+        parsed = urllib.parse.urlparse(query_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"not an http(s) SPARQL endpoint URL: {query_url!r}")
+        self.query_url = query_url
+        self.update_url = update_url or re.sub(r"/(query|sparql)/?$", "/update", query_url)
+        self.token = token
+        self.timeout = timeout
+
+    def _post(self, url: str, form: list[tuple[str, str]], accept: str, auth: bool) -> tuple[str, bytes]:
+        data = urllib.parse.urlencode(form).encode("ascii")
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": accept}
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.headers.get("Content-Type", ""), response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace").strip().splitlines()
+            reason = detail[0][:300] if detail else exc.reason
+            raise EndpointError(f"{url} answered HTTP {exc.code}: {reason}") from exc
+        except urllib.error.URLError as exc:
+            raise EndpointError(f"cannot reach {url}: {exc.reason}") from exc
+
+    def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult:
+        form = [("query", bind_values(text, bindings or {}))]
+        form += [("default-graph-uri", g) for g in vocab.QUERY_GRAPHS]
+        content_type, body = self._post(self.query_url, form, f"{_RESULTS_JSON}, {_NTRIPLES};q=0.9", auth=False)
+        if content_type.startswith(_NTRIPLES) or content_type.startswith("text/plain"):
+            return QueryResult(ntriples=body.decode("utf-8"))
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise EndpointError(f"{self.query_url} did not answer SPARQL JSON results (got {content_type!r})") from exc
+        if "boolean" in data:
+            return QueryResult(boolean=bool(data["boolean"]))
+        return QueryResult(variables=list(data["head"].get("vars", [])), rows=list(data["results"]["bindings"]))
+
+    def update(self, text: str) -> None:
+        self._post(self.update_url, [("update", text)], "*/*", auth=True)
+
+    def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS, lines_per_request: int = 20_000) -> int:
+        """Upload N-Triples lines into ``graph`` with ``INSERT DATA`` (N-Triples is valid
+        SPARQL triple syntax); returns the number of lines sent."""
+        target = str(to_oxigraph_iri(graph))
+        sent = 0
+        for chunk in chunked(lines, lines_per_request):
+            self.update(f"INSERT DATA {{ GRAPH {target} {{\n{chunk}}} }}")
+            sent += chunk.count("\n")
+        return sent
+
+    def clear_graph(self, graph: str) -> None:
+        self.update(f"CLEAR SILENT GRAPH {to_oxigraph_iri(graph)}")
+
+
+def to_oxigraph_iri(iri: str) -> str:
+    """``<iri>`` after validation (raises ValueError on a malformed IRI)."""
+    return str(ox.NamedNode(iri))

@@ -1,0 +1,444 @@
+"""Predictions and text-mined labels as RDF: W3C Web Annotation + PROV-O.
+
+The model (described by ``kg/shapes.ttl``):
+
+* a lesion ``kg:Lesion`` with its source (dataset, index, file, key slice, box in pixels
+  and mm); its key-slice region is an ``oa:SpecificResource`` whose
+  ``oa:FragmentSelector`` has the value ``xywh=x,y,w,h``;
+* each scored label an ``oa:Annotation`` (motivation ``oa:classifying``) with the class
+  IRI as body, the region as target, ``kg:score``/``kg:threshold`` (``xsd:double``) and
+  ``kg:decision`` (``xsd:boolean``); a decided label also types the lesion (``rdf:type``);
+* every annotation ``prov:wasGeneratedBy`` one inference activity that ``prov:used`` the
+  model (name, version, checkpoint SHA-256, config) and the ontology version;
+* text-mined training labels: ``kg:TrainingLabel`` annotations derived from the report
+  sentence (``prov:wasDerivedFrom``) with the mention's text position as evidence.
+
+Triples are produced once, as N-Triples lines, from which both the fast store path
+(:meth:`kg.store.LesionStore.load_records`) and the rdflib graph are built; every IRI is
+minted by :mod:`kg.vocab` from %-encoded identifiers and every literal is escaped, so no
+record value can form RDF syntax.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import pyoxigraph as ox
+from rdflib import Graph
+from rdflib.namespace import DCTERMS, PROV, RDF, RDFS, XSD
+
+from kg import vocab
+from kg.records import (
+    LabelResolver,
+    MinedSentence,
+    OntologyLike,
+    Prediction,
+    RecordError,
+    numbered,
+    parse_prediction,
+    parse_sentence,
+)
+from kg.vocab import KG, OA
+
+# ----------------------------------------------------------------- N-Triples terms
+
+_XSD_DOUBLE = f"<{XSD.double}>"
+_XSD_INTEGER = f"<{XSD.integer}>"
+_TRUE = f'"true"^^<{XSD.boolean}>'
+_FALSE = f'"false"^^<{XSD.boolean}>'
+
+_A = f"<{RDF.type}>"
+_VALUE = f"<{RDF.value}>"
+_LABEL = f"<{RDFS.label}>"
+_SUBCLASS = f"<{RDFS.subClassOf}>"
+
+
+def _iri(value: str) -> str:
+    if any(c in value for c in '<>"{}|^`\\ \n\r\t'):
+        raise RecordError(f"not a usable IRI: {value!r}")
+    return f"<{value}>"
+
+
+def _p(ns_term: Any) -> str:
+    return f"<{ns_term}>"
+
+
+def _string(text: str) -> str:
+    # JSON string escaping is valid N-Triples STRING_LITERAL_QUOTE syntax.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _double(value: float) -> str:
+    return f'"{float(value)!r}"^^{_XSD_DOUBLE}'
+
+
+def _integer(value: int) -> str:
+    return f'"{int(value)}"^^{_XSD_INTEGER}'
+
+
+def _bool(value: bool) -> str:
+    return _TRUE if value else _FALSE
+
+
+def _line(s: str, p: str, o: str) -> str:
+    return f"{s} {p} {o} .\n"
+
+
+# ----------------------------------------------------------------- predictions
+
+
+def _fragment_xywh(box: tuple[float, float, float, float]) -> str:
+    """Media-fragment ``xywh=`` (integers): the smallest pixel rectangle holding the box."""
+    x1, y1 = math.floor(box[0]), math.floor(box[1])
+    x2, y2 = math.ceil(box[2]), math.ceil(box[3])
+    return f"xywh={x1},{y1},{max(x2 - x1, 1)},{max(y2 - y1, 1)}"
+
+
+def _activity_lines(activity_id: str, model: Mapping[str, Any], ontology_version: str) -> Iterator[str]:
+    activity = _iri(vocab.activity_iri(activity_id))
+    model_id = vocab.short_hash(dict(model))
+    model_node = _iri(vocab.model_iri(model_id))
+    onto_node = _iri(vocab.ontology_version_iri(ontology_version))
+    yield _line(activity, _A, _p(PROV.Activity))
+    yield _line(activity, _A, _p(KG.InferenceActivity))
+    yield _line(activity, _LABEL, _string(f"LesaNet inference with {model.get('name')} {model.get('version', '')}".strip()))
+    yield _line(activity, _p(PROV.used), model_node)
+    yield _line(activity, _p(PROV.used), onto_node)
+    yield _line(model_node, _A, _p(PROV.Entity))
+    yield _line(model_node, _A, _p(KG.Model))
+    yield _line(model_node, _p(KG.modelName), _string(str(model["name"])))
+    if model.get("version") is not None:
+        yield _line(model_node, _p(KG.modelVersion), _string(str(model["version"])))
+    if model.get("checkpoint_sha256"):
+        yield _line(model_node, _p(KG.checkpointSha256), _string(str(model["checkpoint_sha256"])))
+    if model.get("config") is not None:
+        config = model["config"]
+        text = config if isinstance(config, str) else json.dumps(config, sort_keys=True)
+        yield _line(model_node, _p(KG.config), _string(text))
+    yield from _ontology_version_lines(ontology_version)
+
+
+def _ontology_version_lines(ontology_version: str) -> Iterator[str]:
+    node = _iri(vocab.ontology_version_iri(ontology_version))
+    yield _line(node, _A, _p(PROV.Entity))
+    yield _line(node, _A, _p(KG.OntologyVersion))
+    yield _line(node, _p(KG.versionString), _string(ontology_version))
+    yield _line(node, _p(PROV.specializationOf), _iri(vocab.PREFIXES["lesion"].rstrip("#/")))
+
+
+def activity_id_for(model: Mapping[str, Any], ontology_version: str) -> str:
+    """The inference activity id: one per (model, ontology version)."""
+    return vocab.short_hash({"model": dict(model), "ontology_version": ontology_version})
+
+
+def _lesion_source_lines(pred: Prediction) -> Iterator[str]:
+    lesion = _iri(vocab.lesion_iri(pred.lesion_id))
+    yield _line(lesion, _A, _p(KG.Lesion))
+    yield _line(lesion, _p(KG.lesionId), _string(pred.lesion_id))
+    yield _line(lesion, _p(KG.dataset), _string(pred.dataset))
+    if pred.lesion_idx is not None:
+        yield _line(lesion, _p(KG.lesionIndex), _integer(pred.lesion_idx))
+    if pred.box_px is None:
+        return
+    region = _iri(vocab.region_iri(pred.lesion_id))
+    selector = _iri(vocab.selector_iri(pred.lesion_id))
+    image = _iri(vocab.image_iri(pred.dataset, pred.file or pred.lesion_id, pred.slice_index))
+    yield _line(lesion, _p(KG.keyRegion), region)
+    yield _line(lesion, _p(KG.boxPx), _string(" ".join(f"{v:g}" for v in pred.box_px)))
+    if pred.spacing_mm is not None:
+        sx, sy = pred.spacing_mm[0], pred.spacing_mm[1]
+        x1, y1, x2, y2 = pred.box_px
+        box_mm = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+        yield _line(lesion, _p(KG.boxMm), _string(" ".join(f"{v:.4g}" for v in box_mm)))
+        yield _line(lesion, _p(KG.widthMm), _double(round((x2 - x1) * sx, 4)))
+        yield _line(lesion, _p(KG.heightMm), _double(round((y2 - y1) * sy, 4)))
+        yield _line(lesion, _p(KG.spacingMm), _string(" ".join(f"{v:g}" for v in pred.spacing_mm)))
+    yield _line(region, _A, _p(OA.SpecificResource))
+    yield _line(region, _p(OA.hasSource), image)
+    yield _line(region, _p(OA.hasSelector), selector)
+    yield _line(selector, _A, _p(OA.FragmentSelector))
+    yield _line(selector, _p(DCTERMS.conformsTo), _iri(vocab.MEDIA_FRAGMENTS))
+    yield _line(selector, _VALUE, _string(_fragment_xywh(pred.box_px)))
+    yield _line(image, _A, _p(KG.Slice))
+    if pred.file is not None:
+        yield _line(image, _p(KG.file), _string(pred.file))
+    if pred.slice_index is not None:
+        yield _line(image, _p(KG.sliceIndex), _integer(pred.slice_index))
+
+
+def _prediction_lines(pred: Prediction, activity_id: str) -> Iterator[str]:
+    yield from _lesion_source_lines(pred)
+    lesion = _iri(vocab.lesion_iri(pred.lesion_id))
+    # Without a box the whole lesion is the target (still an IRI the annotation points at).
+    target = _iri(vocab.region_iri(pred.lesion_id)) if pred.box_px is not None else lesion
+    activity = _iri(vocab.activity_iri(activity_id))
+    a, motivated, body, has_target = _A, _p(OA.motivatedBy), _p(OA.hasBody), _p(OA.hasTarget)
+    classifying, annotation_class = _p(OA.classifying), _p(OA.Annotation)
+    score_p, threshold_p, decision_p = _p(KG.score), _p(KG.threshold), _p(KG.decision)
+    generated = _p(PROV.wasGeneratedBy)
+    for label in pred.labels:
+        node = _iri(vocab.annotation_iri(activity_id, pred.lesion_id, vocab.local_name(label.class_iri)))
+        cls = _iri(label.class_iri)
+        yield (
+            f"{node} {a} {annotation_class} .\n"
+            f"{node} {motivated} {classifying} .\n"
+            f"{node} {body} {cls} .\n"
+            f"{node} {has_target} {target} .\n"
+            f"{node} {score_p} {_double(label.score)} .\n"
+            f"{node} {threshold_p} {_double(label.threshold)} .\n"
+            f"{node} {decision_p} {_bool(label.decision)} .\n"
+            f"{node} {generated} {activity} .\n"
+        )
+        if label.decision:
+            yield _line(lesion, a, cls)
+    for rank, neighbor in enumerate(pred.neighbors, start=1):
+        node = _iri(vocab.neighbor_iri(activity_id, pred.lesion_id, rank))
+        yield _line(lesion, _p(KG.neighbor), node)
+        yield _line(node, _A, _p(KG.Neighbor))
+        yield _line(node, _p(KG.neighborLesion), _iri(vocab.lesion_iri(neighbor.lesion_id)))
+        yield _line(node, _p(KG.distance), _double(neighbor.distance))
+        yield _line(node, _p(KG.rank), _integer(rank))
+        yield _line(node, generated, activity)
+
+
+def prediction_ntriples(
+    records: Iterable[Any], onto: OntologyLike, errors: list[str] | None = None
+) -> Iterator[str]:
+    """N-Triples lines for prediction records (docs/architecture.md format).
+
+    A bad record raises :class:`RecordError`, or, when ``errors`` is a list, is reported
+    there (one line naming the record) and skipped so the rest still converts.
+    """
+    resolver = LabelResolver(onto)
+    activities: set[str] = set()
+    for where, record in numbered(records):
+        try:
+            pred = parse_prediction(record, resolver, where)
+            activity_id = activity_id_for(pred.model, pred.ontology_version)
+            lines = list(_prediction_lines(pred, activity_id))
+        except RecordError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+            continue
+        if activity_id not in activities:
+            activities.add(activity_id)
+            yield from _activity_lines(activity_id, pred.model, pred.ontology_version)
+        yield from lines
+
+
+# ----------------------------------------------------------------- mined sentences
+
+
+def _sentence_lines(sentence: MinedSentence, activity_id: str, dataset: str) -> Iterator[str]:
+    lesion_id = f"{dataset}/{sentence.lesion_idx}"
+    lesion = _iri(vocab.lesion_iri(lesion_id))
+    node = _iri(vocab.sentence_iri(sentence.sentence_id))
+    activity = _iri(vocab.activity_iri(activity_id))
+    yield _line(lesion, _A, _p(KG.Lesion))
+    yield _line(lesion, _p(KG.lesionId), _string(lesion_id))
+    yield _line(lesion, _p(KG.dataset), _string(dataset))
+    yield _line(lesion, _p(KG.lesionIndex), _integer(sentence.lesion_idx))
+    yield _line(node, _A, _p(KG.ReportSentence))
+    yield _line(node, _A, _p(PROV.Entity))
+    yield _line(node, _VALUE, _string(sentence.text))
+    yield _line(node, _p(KG.describes), lesion)
+    mentions_by_class: dict[str, list[str]] = {}
+    for mention in sentence.mentions:
+        mnode = _iri(vocab.mention_iri(activity_id, sentence.sentence_id, mention.start, mention.end))
+        mentions_by_class.setdefault(mention.class_iri, []).append(mnode)
+        yield _line(mnode, _A, _p(OA.TextPositionSelector))
+        yield _line(mnode, _p(OA.start), _integer(mention.start))
+        yield _line(mnode, _p(OA.end), _integer(mention.end))
+        yield _line(mnode, _p(OA.exact), _string(mention.text))
+        yield _line(mnode, _p(KG.inSentence), node)
+    for relation, _name, class_iri in sentence.relations:
+        label = _iri(vocab.training_label_iri(activity_id, sentence.sentence_id, vocab.local_name(class_iri)))
+        yield _line(label, _A, _p(OA.Annotation))
+        yield _line(label, _A, _p(KG.TrainingLabel))
+        yield _line(label, _p(OA.motivatedBy), _p(OA.classifying))
+        yield _line(label, _p(OA.hasBody), _iri(class_iri))
+        yield _line(label, _p(OA.hasTarget), lesion)
+        yield _line(label, _p(KG.relation), _string(relation))
+        yield _line(label, _p(PROV.wasDerivedFrom), node)
+        yield _line(label, _p(PROV.wasGeneratedBy), activity)
+        for mnode in mentions_by_class.get(class_iri, []):
+            yield _line(label, _p(KG.evidence), mnode)
+
+
+def sentence_ntriples(
+    records: Iterable[Any],
+    onto: OntologyLike,
+    miner: Mapping[str, Any] | None = None,
+    dataset: str = "deeplesion",
+    errors: list[str] | None = None,
+) -> Iterator[str]:
+    """N-Triples lines for mined-sentence records: training labels with their provenance.
+
+    ``dataset`` makes the lesion ids (``<dataset>/<lesion_idx>``) meet those of the
+    prediction records; ``miner`` names the text-mining step (name, version, config).
+    """
+    miner = dict(miner or {"name": "lesanet-textmine"})
+    activity_id = vocab.short_hash({"miner": miner, "ontology_version": onto.version})
+    activity = _iri(vocab.activity_iri(activity_id))
+    resolver = LabelResolver(onto)
+    header_done = False
+    for where, record in numbered(records):
+        try:
+            lines = list(_sentence_lines(parse_sentence(record, resolver, where), activity_id, dataset))
+        except RecordError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+            continue
+        if not header_done:
+            header_done = True
+            yield _line(activity, _A, _p(PROV.Activity))
+            yield _line(activity, _A, _p(KG.TextMiningActivity))
+            yield _line(activity, _LABEL, _string(f"label mining with {miner.get('name')}"))
+            yield _line(activity, _p(PROV.used), _iri(vocab.ontology_version_iri(onto.version)))
+            yield from _ontology_version_lines(onto.version)
+        yield from lines
+
+
+# ----------------------------------------------------------------- ontology
+
+
+def ontology_inferred_ntriples(onto: OntologyLike) -> Iterator[str]:
+    """Direct parent edges (asserted + inferred composites) as ``rdfs:subClassOf``.
+
+    The OWL file states composites as ``owl:intersectionOf``; materialising the ontology
+    package's inferred edges lets plain SPARQL ``rdfs:subClassOf*`` see them.
+    """
+    for name in sorted(onto.terms):
+        child = _iri(str(onto.iri(name)))
+        for parent in sorted(onto.parents(name)):
+            yield _line(child, _SUBCLASS, _iri(str(onto.iri(parent))))
+
+
+# ----------------------------------------------------------------- rdflib graphs and files
+
+
+def _bind_prefixes(graph: Graph) -> Graph:
+    for prefix, namespace in vocab.PREFIXES.items():
+        graph.bind(prefix, namespace, override=True)
+    return graph
+
+
+def ntriples_to_graph(lines: Iterable[str]) -> Graph:
+    """Parse N-Triples lines into an rdflib graph with the project prefixes bound."""
+    graph = _bind_prefixes(Graph())
+    graph.parse(data="".join(lines), format="nt")
+    return graph
+
+
+def predictions_to_graph(records: Iterable[Any], onto: OntologyLike, errors: list[str] | None = None) -> Graph:
+    """Prediction records as an rdflib graph (see :func:`prediction_ntriples` for errors)."""
+    return ntriples_to_graph(prediction_ntriples(records, onto, errors))
+
+
+def sentences_to_graph(
+    records: Iterable[Any],
+    onto: OntologyLike,
+    miner: Mapping[str, Any] | None = None,
+    dataset: str = "deeplesion",
+    errors: list[str] | None = None,
+) -> Graph:
+    """Mined-sentence records as an rdflib graph of training labels with provenance."""
+    return ntriples_to_graph(sentence_ntriples(records, onto, miner, dataset, errors))
+
+
+#: Output formats: name -> (rdflib serializer, file suffixes).
+FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "turtle": ("turtle", (".ttl",)),
+    "nt": ("nt", (".nt",)),
+    "json-ld": ("json-ld", (".jsonld", ".json")),
+}
+_FORMAT_ALIASES = {"ttl": "turtle", "ntriples": "nt", "n-triples": "nt", "jsonld": "json-ld"}
+
+
+def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """Normalise a format name, or guess it from the file suffix (.ttl, .nt, .jsonld)."""
+    if fmt:
+        fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown RDF format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    for name, (_serializer, suffixes) in FORMATS.items():
+        if suffix in suffixes:
+            return name
+    raise ValueError(f"cannot tell the RDF format of {path} from its suffix; use .ttl, .nt or .jsonld, or give the format")
+
+
+def turtle_from_ntriples(ntriples: str) -> str:
+    """Turtle with the project prefixes, subjects grouped, literals kept exactly as written
+    (pyoxigraph; rdflib's Turtle writer would round doubles to 7 digits)."""
+    triples = sorted(
+        ox.parse(ntriples, format=ox.RdfFormat.N_TRIPLES),
+        key=lambda t: (str(t.subject), str(t.predicate), str(t.object)),
+    )
+    # No prefix for data IRIs: their local parts hold '/', which Turtle would escape.
+    prefixes = {k: v for k, v in vocab.PREFIXES.items() if k != "data"}
+    return ox.serialize(triples, format=ox.RdfFormat.TURTLE, prefixes=prefixes).decode("utf-8")
+
+
+def serialize_graph(graph: Graph, fmt: str) -> str:
+    """A graph as Turtle, sorted N-Triples or compacted JSON-LD (project prefixes)."""
+    fmt = format_for("", fmt)
+    if fmt == "json-ld":
+        context = {prefix: ns for prefix, ns in vocab.PREFIXES.items()}
+        return graph.serialize(format="json-ld", context=context, auto_compact=True)
+    ntriples = graph.serialize(format="nt")
+    if fmt == "nt":
+        return "".join(sorted(ntriples.splitlines(keepends=True)))
+    return turtle_from_ntriples(ntriples)
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_rdf(
+    graph_or_records: Graph | Iterable[Any],
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    onto: OntologyLike | None = None,
+    errors: list[str] | None = None,
+) -> int:
+    """Write a graph, or prediction records, as Turtle / N-Triples / JSON-LD (atomically).
+
+    Records need ``onto``; Turtle and N-Triples from records skip rdflib. Returns the
+    number of triples written.
+    """
+    target = Path(path)
+    fmt = format_for(target, fmt)
+    if isinstance(graph_or_records, Graph):
+        text = serialize_graph(graph_or_records, fmt)
+        _write_atomic(target, lambda handle: handle.write(text))
+        return len(graph_or_records)
+    if onto is None:
+        raise ValueError("write_rdf needs the ontology to convert prediction records")
+    if fmt == "json-ld":
+        graph = predictions_to_graph(graph_or_records, onto, errors)
+        text = serialize_graph(graph, fmt)
+        _write_atomic(target, lambda handle: handle.write(text))
+        return len(graph)
+    lines = list(prediction_ntriples(graph_or_records, onto, errors))
+    ntriples = "".join(lines)
+    text = "".join(sorted(ntriples.splitlines(keepends=True))) if fmt == "nt" else turtle_from_ntriples(ntriples)
+    _write_atomic(target, lambda handle: handle.write(text))
+    return ntriples.count("\n")

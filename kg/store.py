@@ -1,0 +1,366 @@
+"""The embedded on-disk store (pyoxigraph) and an rdflib in-memory twin for comparison.
+
+Named graphs: the ontology (OWL as shipped), its inferred direct parent edges, the
+predictions and the text-mined training labels (see :mod:`kg.vocab`). Queries run over
+their union as the default graph, the same dataset the endpoint client asks a remote
+server for (``default-graph-uri``), so the same SPARQL text works everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Protocol
+
+import pyoxigraph as ox
+import rdflib
+from rdflib.term import Identifier
+
+from kg import rdf, vocab
+from kg.records import OntologyLike, RecordError, read_json_records
+from kg.results import Cell, QueryResult
+
+Binding = Identifier | ox.NamedNode | ox.Literal | ox.BlankNode
+
+_LINES_PER_CHUNK = 20_000
+
+
+class SparqlBackend(Protocol):
+    """What canned queries and the CLI need from a store or an endpoint."""
+
+    def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult: ...
+
+    def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int: ...
+
+
+# ----------------------------------------------------------------- term conversions
+
+
+def to_oxigraph(term: Binding) -> ox.NamedNode | ox.Literal | ox.BlankNode:
+    """An rdflib or pyoxigraph term as a pyoxigraph term (IRIs validated)."""
+    if isinstance(term, (ox.NamedNode, ox.Literal, ox.BlankNode)):
+        return term
+    if isinstance(term, rdflib.URIRef):
+        return ox.NamedNode(str(term))
+    if isinstance(term, rdflib.BNode):
+        return ox.BlankNode(str(term))
+    if isinstance(term, rdflib.Literal):
+        if term.language:
+            return ox.Literal(str(term), language=term.language)
+        if term.datatype:
+            return ox.Literal(str(term), datatype=ox.NamedNode(str(term.datatype)))
+        return ox.Literal(str(term))
+    raise TypeError(f"cannot bind a {type(term).__name__}; use an IRI or a literal")
+
+
+def to_rdflib(term: Binding) -> Identifier:
+    if isinstance(term, Identifier):
+        return term
+    if isinstance(term, ox.NamedNode):
+        return rdflib.URIRef(term.value)
+    if isinstance(term, ox.BlankNode):
+        return rdflib.BNode(term.value)
+    if isinstance(term, ox.Literal):
+        if term.language:
+            return rdflib.Literal(term.value, lang=term.language)
+        return rdflib.Literal(term.value, datatype=rdflib.URIRef(term.datatype.value))
+    raise TypeError(f"cannot bind a {type(term).__name__}; use an IRI or a literal")
+
+
+_XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
+_LANG_STRING = "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString"
+
+
+def _oxigraph_cell(term: Any) -> Cell:
+    if isinstance(term, ox.NamedNode):
+        return {"type": "uri", "value": term.value}
+    if isinstance(term, ox.BlankNode):
+        return {"type": "bnode", "value": term.value}
+    cell = {"type": "literal", "value": term.value}
+    if term.language:
+        cell["xml:lang"] = term.language
+    elif term.datatype.value != _XSD_STRING:
+        cell["datatype"] = term.datatype.value
+    return cell
+
+
+def _rdflib_cell(term: Any) -> Cell:
+    if isinstance(term, rdflib.URIRef):
+        return {"type": "uri", "value": str(term)}
+    if isinstance(term, rdflib.BNode):
+        return {"type": "bnode", "value": str(term)}
+    cell = {"type": "literal", "value": str(term)}
+    if term.language:
+        cell["xml:lang"] = term.language
+    elif term.datatype is not None and str(term.datatype) not in (_XSD_STRING, _LANG_STRING):
+        cell["datatype"] = str(term.datatype)
+    return cell
+
+
+class _ChunkReader(io.RawIOBase):
+    """A binary file over an iterator of text chunks: streams N-Triples into bulk_load."""
+
+    def __init__(self, chunks: Iterator[str]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self.lines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            try:
+                text = next(self._chunks)
+            except StopIteration:
+                return 0
+            self.lines += text.count("\n")
+            self._buffer = text.encode("utf-8")
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+def chunked(lines: Iterable[str], size: int = _LINES_PER_CHUNK) -> Iterator[str]:
+    """Join N-Triples lines into larger text chunks."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            yield "".join(batch)
+            batch = []
+    if batch:
+        yield "".join(batch)
+
+
+_RDF_SUFFIXES = {
+    ".owl": ox.RdfFormat.RDF_XML,
+    ".rdf": ox.RdfFormat.RDF_XML,
+    ".xml": ox.RdfFormat.RDF_XML,
+    ".ttl": ox.RdfFormat.TURTLE,
+    ".nt": ox.RdfFormat.N_TRIPLES,
+    ".nq": ox.RdfFormat.N_QUADS,
+    ".trig": ox.RdfFormat.TRIG,
+    ".jsonld": ox.RdfFormat.JSON_LD,
+    ".n3": ox.RdfFormat.N3,
+}
+
+
+def classify_json(path: Path) -> str:
+    """``predictions``, ``sentences`` or ``json-ld`` for a .json/.jsonl file, by content."""
+    try:
+        records = read_json_records(path)
+    except (RecordError, TypeError):
+        return "json-ld"
+    first = records[0] if records else None
+    if isinstance(first, Mapping) and "lesion_id" in first and "labels" in first:
+        return "predictions"
+    if isinstance(first, Mapping) and "lesion_idx" in first and "text" in first:
+        return "sentences"
+    return "json-ld"
+
+
+# ----------------------------------------------------------------- pyoxigraph store
+
+
+class LesionStore:
+    """A pyoxigraph store on disk (or in memory when ``path`` is None)."""
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        if self.path is None:
+            self._store = ox.Store()
+        elif read_only:
+            if not self.path.is_dir():
+                raise FileNotFoundError(f"no store at {self.path}; create it with `lesanet kg load FILE --store {self.path}`")
+            self._store = ox.Store.read_only(str(self.path))
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._store = ox.Store(str(self.path))
+        self._default_graph = [ox.NamedNode(g) for g in vocab.QUERY_GRAPHS]
+
+    # -- loading
+
+    def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int:
+        """Bulk-load N-Triples lines into ``graph``; returns the number of lines read."""
+        reader = _ChunkReader(chunked(lines))
+        self._store.bulk_load(
+            io.BufferedReader(reader, buffer_size=1 << 20), format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode(graph)
+        )
+        return reader.lines
+
+    def load_graph(self, graph: rdflib.Graph, graph_iri: str = vocab.GRAPH_PREDICTIONS) -> int:
+        """Load an rdflib graph (e.g. from :func:`kg.rdf.predictions_to_graph`)."""
+        data = graph.serialize(format="nt", encoding="utf-8")
+        self._store.bulk_load(data, format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode(graph_iri))
+        return len(graph)
+
+    def load_records(self, records: Iterable[Any], onto: OntologyLike, errors: list[str] | None = None) -> int:
+        """Prediction records straight into the predictions graph (no rdflib graph built)."""
+        return self.load_ntriples(rdf.prediction_ntriples(records, onto, errors), vocab.GRAPH_PREDICTIONS)
+
+    def load_sentences(
+        self,
+        records: Iterable[Any],
+        onto: OntologyLike,
+        dataset: str = "deeplesion",
+        errors: list[str] | None = None,
+    ) -> int:
+        lines = rdf.sentence_ntriples(records, onto, dataset=dataset, errors=errors)
+        return self.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
+
+    def load_ontology(self, onto: OntologyLike) -> int:
+        """Replace the ontology graphs with ``onto`` (its OWL + inferred parent edges)."""
+        for graph in (vocab.GRAPH_ONTOLOGY, vocab.GRAPH_ONTOLOGY_INFERRED):
+            self._store.clear_graph(ox.NamedNode(graph))
+        turtle = onto.serialize("ttl")  # type: ignore[attr-defined]
+        self._store.bulk_load(turtle.encode("utf-8"), format=ox.RdfFormat.TURTLE, to_graph=ox.NamedNode(vocab.GRAPH_ONTOLOGY))
+        inferred = self.load_ntriples(rdf.ontology_inferred_ntriples(onto), vocab.GRAPH_ONTOLOGY_INFERRED)
+        return self.count(vocab.GRAPH_ONTOLOGY) + inferred
+
+    def load_files(
+        self,
+        paths: Iterable[str | Path],
+        graph: str | None = None,
+        onto: OntologyLike | None = None,
+        errors: list[str] | None = None,
+        dataset: str = "deeplesion",
+    ) -> dict[str, int]:
+        """Load RDF files (by suffix; N-Quads/TriG keep their graphs) and JSON records.
+
+        ``.json``/``.jsonl`` holding prediction or mined-sentence records are converted
+        (needs ``onto``); OWL/RDF-XML goes to ``graph`` or the predictions graph like any
+        other triples file. Returns triples (or lines) loaded per file.
+        """
+        loaded: dict[str, int] = {}
+        for path in map(Path, paths):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such file")
+            suffix = path.suffix.lower()
+            if suffix in (".json", ".jsonl"):
+                kind = classify_json(path)
+                if kind != "json-ld":
+                    if onto is None:
+                        raise ValueError(f"{path}: converting {kind} records needs the ontology")
+                    records = read_json_records(path)
+                    file_errors: list[str] = []
+                    if kind == "predictions":
+                        loaded[str(path)] = self.load_records(records, onto, file_errors)
+                    else:
+                        loaded[str(path)] = self.load_sentences(records, onto, dataset, file_errors)
+                    if errors is None and file_errors:
+                        raise RecordError(f"{path}: {file_errors[0]}")
+                    if errors is not None:
+                        errors.extend(f"{path}: {e}" for e in file_errors)
+                    continue
+                fmt = ox.RdfFormat.JSON_LD
+            else:
+                fmt = _RDF_SUFFIXES.get(suffix)
+                if fmt is None:
+                    raise ValueError(f"{path}: unknown RDF suffix {suffix!r}; use .ttl .nt .nq .trig .jsonld .owl .rdf")
+            before = len(self._store)
+            target = None if fmt.supports_datasets else ox.NamedNode(graph or vocab.GRAPH_PREDICTIONS)
+            try:
+                self._store.bulk_load(path=str(path), format=fmt, to_graph=target)
+            except SyntaxError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            loaded[str(path)] = len(self._store) - before
+        return loaded
+
+    # -- queries
+
+    def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult:
+        """Run SPARQL over the union of the project graphs; ``bindings`` substitute variables."""
+        substitutions = {ox.Variable(k): to_oxigraph(v) for k, v in (bindings or {}).items()}
+        try:
+            result = self._store.query(text, default_graph=self._default_graph, substitutions=substitutions or None)
+        except SyntaxError as exc:
+            raise ValueError(f"SPARQL syntax error: {exc}") from exc
+        if isinstance(result, ox.QueryBoolean):
+            return QueryResult(boolean=bool(result))
+        if isinstance(result, ox.QueryTriples):
+            return QueryResult(ntriples="".join(f"{t} .\n" for t in result))
+        variables = [v.value for v in result.variables]
+        rows = []
+        for solution in result:
+            row = {}
+            for var in variables:
+                term = solution[var]
+                if term is not None:
+                    row[var] = _oxigraph_cell(term)
+            rows.append(row)
+        return QueryResult(variables=variables, rows=rows)
+
+    def update(self, text: str) -> None:
+        self._store.update(text)
+
+    # -- inspection
+
+    def count(self, graph: str | None = None) -> int:
+        if graph is None:
+            return len(self._store)
+        return sum(1 for _ in self._store.quads_for_pattern(None, None, None, ox.NamedNode(graph)))
+
+    def has_ontology(self) -> bool:
+        return self._store.contains_named_graph(ox.NamedNode(vocab.GRAPH_ONTOLOGY)) and any(
+            True for _ in self._store.quads_for_pattern(None, None, None, ox.NamedNode(vocab.GRAPH_ONTOLOGY))
+        )
+
+    def graph_sizes(self) -> dict[str, int]:
+        return {str(g.value): self.count(g.value) for g in self._store.named_graphs()}
+
+    def flush(self) -> None:
+        self._store.flush()
+
+    def dump_ntriples(self, graph: str = vocab.GRAPH_PREDICTIONS) -> Iterator[str]:
+        """The N-Triples lines of one graph (to upload it elsewhere)."""
+        for quad in self._store.quads_for_pattern(None, None, None, ox.NamedNode(graph)):
+            yield f"{quad.subject} {quad.predicate} {quad.object} .\n"
+
+
+# ----------------------------------------------------------------- rdflib twin
+
+
+class RdflibStore:
+    """The same dataset in rdflib's in-memory store: the baseline of ``bench/kg.py`` and
+    an independent engine that tests check the canned queries against."""
+
+    def __init__(self) -> None:
+        self.dataset = rdflib.Dataset(default_union=True)
+
+    def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int:
+        target = self.dataset.graph(rdflib.URIRef(graph))
+        before = len(target)
+        target.parse(data="".join(lines), format="nt")
+        return len(target) - before
+
+    def load_graph(self, graph: rdflib.Graph, graph_iri: str = vocab.GRAPH_PREDICTIONS) -> int:
+        target = self.dataset.graph(rdflib.URIRef(graph_iri))
+        target += graph
+        return len(graph)
+
+    def load_ontology(self, onto: OntologyLike) -> int:
+        ontology = self.dataset.graph(rdflib.URIRef(vocab.GRAPH_ONTOLOGY))
+        ontology.parse(data=onto.serialize("ttl"), format="turtle")  # type: ignore[attr-defined]
+        inferred = self.load_ntriples(rdf.ontology_inferred_ntriples(onto), vocab.GRAPH_ONTOLOGY_INFERRED)
+        return len(ontology) + inferred
+
+    def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult:
+        init = {k: to_rdflib(v) for k, v in (bindings or {}).items()}
+        result = self.dataset.query(text, initBindings=init)
+        if result.type == "ASK":
+            return QueryResult(boolean=bool(result.askAnswer))
+        if result.type in ("CONSTRUCT", "DESCRIBE"):
+            return QueryResult(ntriples=result.serialize(format="nt").decode("utf-8"))
+        variables = [str(v) for v in result.vars]
+        rows = [
+            {var: _rdflib_cell(row[i]) for i, var in enumerate(variables) if row[i] is not None} for row in result
+        ]
+        return QueryResult(variables=variables, rows=rows)
+
+
+def dumps_bindings(bindings: Mapping[str, Binding]) -> str:
+    """Bindings for log lines: ``{"label": "<…>"}``."""
+    return json.dumps({k: str(to_oxigraph(v)) for k, v in bindings.items()})
