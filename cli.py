@@ -189,6 +189,63 @@ def _cmd_ontology_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- train / model (LesaNet)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train LesaNet on a patch cache (CPU, one GPU, or torchrun for DDP)")
+    p.add_argument("--config", required=True, metavar="YAML", help="e.g. configs/paper.yaml or configs/cpu-small.yaml")
+    p.add_argument("--data", required=True, metavar="CACHE", help="patch cache directory (patches.npy + index.json)")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run directory to write")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="train N epochs, the schedule shortened proportionally")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="override a config value, e.g. --set loss.rhem=false (repeatable; for ablations)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from vision.config import apply_overrides, load_config
+    from vision.train import train
+
+    config = apply_overrides(load_config(args.config), args.overrides)
+    run_dir = train(config, args.data, args.output, epochs=args.epochs, resume=args.resume,
+                    device=args.device, progress=not args.quiet, onto=_load_ontology(args))
+    if int(os.environ.get("RANK", "0")) == 0:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+        auc, f1 = last.get("val_mean_auc"), last.get("val_mean_f1")
+        val = f", val mean AUC {auc:.3f}, mean F1 {f1:.3f}" if auc is not None and f1 is not None else ""
+        print(f"wrote {run_dir}: epoch {last.get('epoch', 0)}, loss {last.get('loss', float('nan')):.4f}{val}",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_model(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("model", help="the LesaNet network: layer table and parameter count")
+    gsub = group.add_subparsers(dest="model_command", metavar="COMMAND", required=True)
+    p = gsub.add_parser("summary", help="layer table (output shapes, parameters) and the total")
+    p.add_argument("--config", required=True, metavar="YAML")
+    p.add_argument("--labels", type=int, default=171, metavar="C", help="number of labels (default 171)")
+    p.set_defaults(func=_cmd_model_summary)
+
+
+def _cmd_model_summary(args: argparse.Namespace) -> int:
+    from vision.config import load_config
+    from vision.model import model_summary
+
+    if args.labels < 1:
+        raise CommandError(f"--labels must be >= 1, got {args.labels}")
+    config = load_config(args.config)
+    print(f"config {config.name} ({args.config})")
+    print(model_summary(config.model, args.labels))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -207,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 # One entry per command group; each group adds its own sub-parsers.
 _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_ontology,
+    _add_train,
+    _add_model,
 ]
 
 

@@ -78,31 +78,13 @@ class TrainingData:
 # --------------------------------------------------------------------------- inputs
 
 
-def _open_cache(cache_path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The patch array (memory-mapped) and index.json of a cache directory."""
-    try:
-        from vision.cache import PatchCache  # the cache room's reader, when present
-    except ImportError:
-        PatchCache = None  # noqa: N806
-    if PatchCache is not None:
-        cache = PatchCache(cache_path)
-        return cache.patches, cache.index
-    index_path, patches_path = cache_path / "index.json", cache_path / "patches.npy"
-    if not index_path.is_file() or not patches_path.is_file():
-        raise TrainError(f"{cache_path}: not a patch cache (needs index.json and patches.npy; "
-                         "build one with the cache command)")
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TrainError(f"{index_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if index.get("format") != "lesanet-patch-cache" or index.get("version") != 1:
-        raise TrainError(f"{index_path}: not a lesanet-patch-cache version 1 index")
-    patches = np.load(patches_path, mmap_mode="r")
-    if patches.dtype != np.uint8 or patches.ndim != 4 or patches.shape[1] != 3:
-        raise TrainError(f"{patches_path}: expected uint8 N x 3 x H x W, got {patches.dtype} {patches.shape}")
-    if patches.shape[0] != len(index["lesions"]):
-        raise TrainError(f"{cache_path}: {patches.shape[0]} patches but {len(index['lesions'])} lesions in index.json")
-    return patches, index
+def _open_cache(cache_path: Path) -> tuple[np.ndarray, list[str], str, list[dict[str, Any]]]:
+    """Patch array (memory-mapped), term list, ontology version and lesion records of a cache."""
+    from vision.cache import PatchCache
+
+    cache = PatchCache(cache_path)
+    records = [dataclasses.asdict(lesion) for lesion in cache.lesions]
+    return cache.patches, [str(t) for t in cache.term_list], str(cache.ontology_version), records
 
 
 def ancestor_matrix(term_list: list[str], onto: Any) -> Tensor:
@@ -140,10 +122,11 @@ def load_training_data(config: Config, cache_path: str | Path, onto: Any = None)
 
         onto = load_ontology()
     cache_path = Path(cache_path)
-    patches, index = _open_cache(cache_path)
-    term_list = [str(t) for t in index["term_list"]]
+    patches, term_list, cache_ontology, records = _open_cache(cache_path)
     _check_labels(term_list, onto, str(cache_path / "index.json"))
-    records = index["lesions"]
+    if cache_ontology != onto.version:
+        print(f"lesanet: note: {cache_path} was built with ontology {cache_ontology}; "
+              f"training with {onto.version}", file=sys.stderr)
     size = config.model.patch_size
     if patches.shape[2:] != (size, size):
         raise TrainError(f"{cache_path}: patches are {patches.shape[2]}x{patches.shape[3]}, "
@@ -172,7 +155,7 @@ def load_training_data(config: Config, cache_path: str | Path, onto: Any = None)
         train_rows=torch.arange(train_idx.size),
         val_rows=torch.arange(train_idx.size, keep.size),
         term_list=term_list,
-        ontology_version=str(getattr(onto, "version", index.get("ontology_version", ""))),
+        ontology_version=str(onto.version),
         finer=ancestor_matrix(term_list, onto) if config.loss.classification == "warp" else None,
     )
 
