@@ -111,9 +111,9 @@ def test_truth_file_errors_name_the_record(tmp_path) -> None:
     assert read_truth_file(good) == {3: ["lung"]}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"lesion_idx": 3, "expanded_terms": ["lung"]}, {"lesion_idx": "x"}]))
-    with pytest.raises(EvaluationError, match="record 1"):
+    with pytest.raises(ValueError, match="record 1"):
         read_truth_file(bad)
     broken = tmp_path / "broken.json"
     broken.write_text("[\n{")
-    with pytest.raises(EvaluationError, match="line 2"):
+    with pytest.raises(ValueError, match=":2: not valid JSON"):
         read_truth_file(broken)

@@ -67,15 +67,10 @@ class Truth:
 
 def mined_truth(records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: Any) -> Truth:
     """Text-mined truth: relevant labels expanded are positive; uncertain non-positives are left out."""
-    column = {name: c for c, name in enumerate(term_list)}
-    positive = np.zeros((len(records), len(term_list)), dtype=bool)
-    mask = np.ones_like(positive)
-    for i, record in enumerate(records):
-        relevant = onto.expand(record.get("relevant") or [])
-        uncertain = onto.expand(record.get("uncertain") or []) - relevant
-        positive[i, [column[n] for n in relevant if n in column]] = True
-        mask[i, [column[n] for n in uncertain if n in column]] = False
-    return Truth("text-mined", positive, mask)
+    from vision.labels import build_targets
+
+    targets = build_targets(records, term_list, onto, positives="R", expand=True)
+    return Truth("text-mined", np.asarray(targets.positive, dtype=bool), np.asarray(targets.weight) > 0)
 
 
 def complete_truth(label_sets: Sequence[Iterable[str]], term_list: Sequence[str], onto: Any) -> Truth:
@@ -95,24 +90,10 @@ def complete_truth(label_sets: Sequence[Iterable[str]], term_list: Sequence[str]
 
 def read_truth_file(path: str | Path) -> dict[int, list[str]]:
     """A hand-labeled file (``[{"lesion_idx": N, "expanded_terms": [...]}, ...]``) by lesion idx."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EvaluationError(f"{path}: cannot read truth file ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise EvaluationError(f"{path}: line {exc.lineno}: not valid JSON") from None
-    if not isinstance(data, list):
-        raise EvaluationError(f"{path}: expected a JSON list of {{lesion_idx, expanded_terms}} records")
-    truth: dict[int, list[str]] = {}
-    for n, record in enumerate(data):
-        if not isinstance(record, dict) or not isinstance(record.get("lesion_idx"), int):
-            raise EvaluationError(f"{path}: record {n}: needs an integer lesion_idx")
-        terms = record.get("expanded_terms")
-        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
-            raise EvaluationError(f"{path}: record {n} (lesion {record['lesion_idx']}): expanded_terms must be a list of names")
-        truth[record["lesion_idx"]] = terms
-    return truth
+    from vision.deeplesion import read_hand_labeled
+
+    records, _ = read_hand_labeled(path, strict=True)
+    return {r.lesion_idx: list(r.expanded_terms) for r in records}
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -413,3 +394,123 @@ def _csv(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = No
     for row in rows:
         writer.writerow({**(extra or {}), **{k: ("" if v is None else v) for k, v in row.items()}})
     return out.getvalue()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def train_positive_counts(cache_records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: Any,
+                          config: Any) -> np.ndarray:
+    """Training positives per label, counted the way training builds its targets."""
+    from vision.labels import build_targets
+
+    train = [r for r in cache_records if r.get("split") == "train"]
+    if not train:
+        return np.zeros(len(term_list), dtype=np.int64)
+    targets = build_targets(train, term_list, onto, positives=config.labels.positives, expand=config.labels.expand)
+    return np.asarray(targets.positive, dtype=bool).sum(0).astype(np.int64)
+
+
+SPLIT_TITLES = {"train": "train", "val": "val", "test": "test", "hand": "hand"}
+
+
+def _selection_and_truth(predictor: Any, cache: str | Path, split: str, truth: str | Path | None):
+    """Rows to evaluate and their truth: mined labels for val/test, complete truth for hand."""
+    from vision.infer import CacheSelection, check_cache_labels, select_split
+
+    if split not in SPLIT_TITLES:
+        raise EvaluationError(f"unknown split {split!r} (val, test, hand)")
+    if truth is not None:
+        by_idx = read_truth_file(truth)
+        everything = select_split(cache, "all")
+        rows = np.array([r for r, rec in zip(everything.rows, everything.records) if rec["lesion_idx"] in by_idx],
+                        dtype=np.int64)
+        if rows.size == 0:
+            raise EvaluationError(f"{truth}: none of its {len(by_idx)} lesions is in the cache {cache}")
+        selection = CacheSelection(everything.path, everything.patches, everything.index, rows)
+        check_cache_labels(predictor.term_list, selection)
+        sets = [by_idx[rec["lesion_idx"]] for rec in selection.records]
+        return selection, complete_truth(sets, predictor.term_list, predictor.onto), "hand (complete truth)"
+    selection = select_split(cache, split)
+    check_cache_labels(predictor.term_list, selection)
+    if selection.rows.size == 0:
+        hint = " (no test lesion has a complete truth; pass --truth FILE)" if split == "hand" else ""
+        raise EvaluationError(f"{cache}: split {split!r} has no lesions{hint}")
+    if split == "hand":
+        sets = [rec["truth"] for rec in selection.records]
+        return selection, complete_truth(sets, predictor.term_list, predictor.onto), "hand (complete truth)"
+    return selection, mined_truth(selection.records, predictor.term_list, predictor.onto), f"{split} (text-mined)"
+
+
+def calibrate_thresholds(run_dir: str | Path | Any, cache: str | Path, split: str = "val",
+                         batch_size: int = 64) -> dict[str, Any]:
+    """Calibrate per-label best-F1 thresholds on ``split`` of ``cache``; writes RUN/thresholds.json."""
+    from vision.checkpoint import write_json_atomic
+    from vision.infer import Predictor, load_predictor, score_selection
+
+    predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
+    selection, truth, _ = _selection_and_truth(predictor, cache, split, None)
+    scored = score_selection(predictor.model, selection, batch_size, predictor.device)
+    choices = calibrate_on_scores(scored.probs, truth)
+    doc = thresholds_document(predictor.term_list, choices, predictor.info.checkpoint_sha256, split,
+                              int(selection.rows.size))
+    write_json_atomic(Path(predictor.info.run_dir) / THRESHOLDS_FILE, doc)
+    predictor.thresholds = np.array([c.threshold for c in choices])
+    predictor.calibrated = True
+    return doc
+
+
+def evaluate_run(
+    run_dir: str | Path | Any,
+    cache: str | Path,
+    split: str = "test",
+    truth: str | Path | None = None,
+    decision: str = "calibrated",
+    top_k: int | None = None,
+    exclusive_filter: bool = False,
+    batch_size: int = 64,
+) -> EvalResult:
+    """Evaluate a run on a cache split (``val``, ``test``, or ``hand`` / ``truth`` = complete truth).
+
+    ``decision``: ``"calibrated"`` (RUN/thresholds.json; calibrated on val first when
+    missing), ``"fixed"`` (0.5) or ``"top-k"`` (``top_k`` labels per lesion).
+    """
+    from vision.infer import Predictor, load_predictor, score_selection
+
+    predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
+    if decision not in ("calibrated", "fixed", "top-k"):
+        raise EvaluationError(f"unknown decision mode {decision!r} (calibrated, fixed, top-k)")
+    if decision == "top-k" and not top_k:
+        raise EvaluationError("decision mode top-k needs top_k >= 1")
+    selection, truth_arrays, name = _selection_and_truth(predictor, cache, split, truth)
+    thresholds: np.ndarray | None = None
+    note = None
+    if decision == "calibrated":
+        if not predictor.calibrated:
+            calibrate_thresholds(predictor, cache, "val", batch_size)
+        thresholds = predictor.thresholds
+        note = "calibrated thresholds (best F1 on val)"
+    scored = score_selection(predictor.model, selection, batch_size, predictor.device)
+    term_list = predictor.term_list
+    onto = predictor.onto
+    info = predictor.info
+    everything = selection.index["lesions"]
+    return evaluate_scores(
+        name,
+        scored.probs,
+        truth_arrays,
+        term_list,
+        [onto.category(t) for t in term_list],
+        train_positive_counts(everything, term_list, onto, info.config),
+        thresholds=thresholds,
+        top_k=top_k if decision == "top-k" else None,
+        exclusive=onto.exclusive_matrix(term_list) if exclusive_filter else None,
+        run={
+            "run_dir": str(info.run_dir),
+            "config": info.config.name,
+            "epoch": info.epoch,
+            "checkpoint_sha256": info.checkpoint_sha256,
+            "cache": str(cache),
+        },
+        decision_note=note,
+    )

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -52,7 +53,10 @@ class ExactIndex:
         if vectors.ndim != 2:
             raise RetrievalError(f"vectors must be N × D, got shape {vectors.shape}")
         self._device = torch.device(device or "cpu")
-        self._vectors = torch.from_numpy(np.ascontiguousarray(vectors)).to(self._device)
+        with warnings.catch_warnings():
+            # a read-only memory map is fine: the index never writes to its vectors
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self._vectors = torch.from_numpy(np.ascontiguousarray(vectors)).to(self._device)
         self._sq_norms = (self._vectors.double() ** 2).sum(1)
         self._block = block_rows
 
@@ -276,3 +280,102 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def lesion_label_set(record: Mapping[str, Any], onto: Any) -> list[str]:
+    """The labels a lesion is known to have: its complete truth when known, else the
+    text-mined relevant labels expanded through the ontology."""
+    if record.get("truth") is not None:
+        return sorted(record["truth"])
+    relevant = [name for name in record.get("relevant") or [] if name in onto.terms]
+    return sorted(onto.expand(relevant)) if relevant else []
+
+
+def embed_cache(
+    run_dir: str | Path | Any, cache: str | Path, out: str | Path, split: str = "all", batch_size: int = 64,
+    dataset: str = "deeplesion",
+) -> Embeddings:
+    """Embed every lesion of a cache (or one split) once with a run; writes and returns the file."""
+    from vision.infer import Predictor, check_cache_labels, load_predictor, score_selection, select_split
+
+    predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
+    selection = select_split(cache, split)
+    check_cache_labels(predictor.term_list, selection)
+    scored = score_selection(predictor.model, selection, batch_size, predictor.device)
+    lesions = [
+        {
+            "lesion_id": f"{dataset}/{record['lesion_idx']}",
+            "lesion_idx": int(record["lesion_idx"]),
+            "split": record.get("split"),
+            "row": int(row),
+            "labels": lesion_label_set(record, predictor.onto),
+            "sentence": record.get("sentence"),
+        }
+        for row, record in zip(selection.rows, selection.records)
+    ]
+    info = {
+        "term_list": predictor.term_list,
+        "model": predictor.model_block(),
+        "checkpoint_sha256": predictor.info.checkpoint_sha256,
+        "ontology_version": str(predictor.onto.version),
+        "cache": str(Path(cache).resolve()),
+        "lesions": lesions,
+    }
+    write_embeddings(out, scored.embeddings, scored.probs, info)
+    return load_embeddings(out)
+
+
+def check_same_model(embeddings: Embeddings, checkpoint_sha256: str) -> None:
+    """Query and database vectors must come from the same weights to be comparable."""
+    if embeddings.info.get("checkpoint_sha256") != checkpoint_sha256:
+        raise RetrievalError(
+            f"{embeddings.path}: made with another checkpoint; re-run `lesanet embed` with this run"
+        )
+
+
+def neighbours(
+    embeddings: Embeddings, query: np.ndarray, k: int = 5, exclude_rows: Sequence[int] = (),
+    backend: str = "exact", index: NeighbourIndex | None = None,
+) -> list[dict[str, Any]]:
+    """The k nearest lesions of one query embedding, each with its labels and sentence."""
+    index = index or make_index(np.asarray(embeddings.vectors), backend)
+    distances, ids = index.search(np.asarray(query, dtype=np.float32).reshape(1, -1), k + len(exclude_rows))
+    hits = []
+    for d, row in zip(distances[0], ids[0]):
+        if int(row) in set(exclude_rows):
+            continue
+        lesion = embeddings.lesions[int(row)]
+        hits.append({"lesion_id": lesion["lesion_id"], "distance": round(float(d), 6), "row": int(row),
+                     "lesion_idx": lesion.get("lesion_idx"), "split": lesion.get("split"),
+                     "labels": lesion.get("labels") or [], "sentence": lesion.get("sentence")})
+        if len(hits) == k:
+            break
+    return hits
+
+
+def retrieval_report(
+    embeddings: Embeddings, k: int = 5, theta: float = 1.0, query_split: str = "test",
+    base_splits: Sequence[str] = ("train", "val"), backend: str = "exact",
+) -> dict[str, RetrievalQuality]:
+    """Precision@k of label-set similarity: test lesions query the train+val lesions, once by
+    the 256-D embedding and once by the classifier's score vector (the comparison)."""
+    splits = np.array([lesion.get("split") for lesion in embeddings.lesions])
+    labels = embeddings.label_sets()
+    queries = np.flatnonzero(splits == query_split)
+    base = np.flatnonzero(np.isin(splits, list(base_splits)))
+    if queries.size == 0 or base.size == 0:
+        raise RetrievalError(
+            f"{embeddings.path}: needs {query_split} lesions as queries and {'/'.join(base_splits)} lesions as "
+            "the database; embed the whole cache (--split all)"
+        )
+    report = {}
+    for name, matrix in (("embedding", embeddings.vectors), ("score vector", embeddings.scores)):
+        matrix = np.asarray(matrix, dtype=np.float32)
+        report[name] = retrieval_quality(
+            matrix[queries], [labels[i] for i in queries], matrix[base], [labels[i] for i in base],
+            k=k, theta=theta, backend=backend,
+        )
+    return report

@@ -1,0 +1,224 @@
+"""Figures a person reads (PNG, matplotlib's Agg backend, no display needed).
+
+- ``roc_figure``: ROC curves of chosen labels;
+- ``spl_heatmap``: the learned score-propagation matrix W for chosen labels (paper Fig. 6);
+- ``prediction_panels``: patch, box and top labels coloured TP / FP / FN (paper Fig. 4);
+- ``retrieval_panel``: a query and its neighbours with shared labels marked (paper Fig. 7);
+- ``label_subset_figure``: F1 of models trained on label subsets (paper Fig. 5).
+
+Every function builds its own ``Figure`` (no pyplot state) and writes atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from sklearn.metrics import auc as area_under_curve
+from sklearn.metrics import roc_curve
+
+TP_COLOUR, FP_COLOUR, FN_COLOUR, OTHER_COLOUR = "#1a9641", "#d7191c", "#2b83ba", "#555555"
+
+
+@dataclass(frozen=True)
+class PanelLesion:
+    """What a panel shows of one lesion: the cache patch (3 × H × W uint8), box and labels."""
+
+    title: str
+    patch: np.ndarray
+    box: Sequence[float]
+    labels: Sequence[Mapping[str, object]]  # {"label", "score", "decision"}, most specific first
+    truth: frozenset[str] | None = None
+    sentence: str | None = None
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Render ``fig`` to PNG at ``path`` through a temp file + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def roc_figure(
+    scores: np.ndarray,
+    positive: np.ndarray,
+    mask: np.ndarray,
+    term_list: Sequence[str],
+    labels: Sequence[str],
+    path: str | Path,
+    title: str = "ROC curves",
+) -> Path:
+    """ROC curves (with AUC in the legend) of ``labels``; labels without both classes are skipped."""
+    column = {name: c for c, name in enumerate(term_list)}
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=1, ls="--")
+    for name in labels:
+        if name not in column:
+            raise ValueError(f"label {name!r} is not among the run's labels")
+        c = column[name]
+        keep = mask[:, c]
+        y, s = positive[keep, c], scores[keep, c]
+        if y.all() or not y.any():
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        auc = float(area_under_curve(fpr, tpr))
+        ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUC {auc:.3f}, n+={int(y.sum())})")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right", fontsize=7)
+    return save_figure(fig, path)
+
+
+def spl_heatmap(weight: np.ndarray, term_list: Sequence[str], labels: Sequence[str], path: str | Path) -> Path:
+    """The learned SPL matrix W (s̃ = W s + b) restricted to ``labels``.
+
+    Row = output label, column = input score. The colour scale is set by the off-diagonal
+    entries (the learned label relations); the diagonal (≈ 1 from the identity start) is
+    printed as numbers instead of saturating the scale.
+    """
+    column = {name: c for c, name in enumerate(term_list)}
+    missing = [n for n in labels if n not in column]
+    if missing:
+        raise ValueError(f"label {missing[0]!r} is not among the run's labels")
+    idx = [column[n] for n in labels]
+    sub = np.asarray(weight, dtype=np.float64)[np.ix_(idx, idx)]
+    off = sub.copy()
+    np.fill_diagonal(off, np.nan)
+    limit = float(np.nanmax(np.abs(off))) if len(idx) > 1 else 1.0
+    limit = limit or 1e-6
+    size = 1.2 + 0.42 * len(idx)
+    fig = Figure(figsize=(size + 1.5, size))
+    ax = fig.add_subplot()
+    image = ax.imshow(off, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    for i in range(len(idx)):
+        ax.text(i, i, f"{sub[i, i]:.2f}", ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(len(idx)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(idx)), labels, fontsize=7)
+    ax.set_xlabel("input score s_j")
+    ax.set_ylabel("output score s̃_i")
+    ax.set_title("learned score propagation W (off-diagonal)")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return save_figure(fig, path)
+
+
+def _show_patch(ax, patch: np.ndarray, box: Sequence[float], colour: str = "#ffcc00") -> None:
+    """Middle slice of a 3-slice patch, soft-tissue-like contrast, with the lesion box."""
+    middle = np.asarray(patch)[1] if np.asarray(patch).ndim == 3 else np.asarray(patch)
+    ax.imshow(middle, cmap="gray", vmin=0, vmax=255 * 0.35)  # cache grey levels: HU -1024..3071
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, edgecolor=colour))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _label_lines(lesion: PanelLesion, top: int, shared: frozenset[str] | None = None) -> list[tuple[str, str]]:
+    """(text, colour) per line: decided labels TP/FP vs truth, then missed truth labels (FN)."""
+    lines: list[tuple[str, str]] = []
+    decided = [entry for entry in lesion.labels if entry.get("decision")]
+    for entry in decided[:top]:
+        name = str(entry["label"])
+        score = entry.get("score")
+        text = f"{name} {float(score):.2f}" if score is not None else name
+        if shared is not None and name in shared:
+            text = "★ " + text
+        if lesion.truth is None:
+            colour = OTHER_COLOUR
+        else:
+            colour = TP_COLOUR if name in lesion.truth else FP_COLOUR
+        lines.append((text, colour))
+    if lesion.truth is not None:
+        names = {str(entry["label"]) for entry in decided}
+        known = {str(entry["label"]) for entry in lesion.labels}
+        for name in sorted(lesion.truth & known - names):
+            lines.append((f"{name} (missed)", FN_COLOUR))
+    return lines
+
+
+def prediction_panels(lesions: Sequence[PanelLesion], path: str | Path, top: int = 8, columns: int = 4) -> Path:
+    """A grid of lesions: patch with box, decided labels most specific first, TP/FP/FN colours."""
+    if not lesions:
+        raise ValueError("no lesions to draw")
+    columns = min(columns, len(lesions))
+    rows = (len(lesions) + columns - 1) // columns
+    fig = Figure(figsize=(3.4 * columns, 4.6 * rows))
+    for k, lesion in enumerate(lesions):
+        ax = fig.add_subplot(rows, columns, k + 1)
+        _show_patch(ax, lesion.patch, lesion.box)
+        ax.set_title(lesion.title, fontsize=8)
+        for j, (text, colour) in enumerate(_label_lines(lesion, top)):
+            ax.text(0.0, -0.04 - 0.065 * j, text, transform=ax.transAxes, fontsize=7, color=colour, va="top")
+    fig.text(0.01, 0.0, "green: true positive   red: false positive   blue: missed (false negative)", fontsize=7)
+    fig.subplots_adjust(hspace=0.9)
+    return save_figure(fig, path)
+
+
+def retrieval_panel(
+    query: PanelLesion, hits: Sequence[PanelLesion], distances: Sequence[float], path: str | Path, top: int = 8
+) -> Path:
+    """The query and its nearest neighbours; ★ marks labels a hit shares with the query."""
+    if not hits:
+        raise ValueError("no neighbours to draw")
+    query_labels = frozenset(str(e["label"]) for e in query.labels if e.get("decision"))
+    if query.truth:
+        query_labels = query_labels | query.truth
+    n = len(hits) + 1
+    fig = Figure(figsize=(3.0 * n, 4.6))
+    panels = [(query, f"query: {query.title}", None)] + [
+        (hit, f"#{i + 1} {hit.title}\nL2 {d:.3f}", query_labels) for i, (hit, d) in enumerate(zip(hits, distances))
+    ]
+    for k, (lesion, title, shared) in enumerate(panels):
+        ax = fig.add_subplot(1, n, k + 1)
+        _show_patch(ax, lesion.patch, lesion.box, "#00e5ff" if k == 0 else "#ffcc00")
+        ax.set_title(title, fontsize=8)
+        plain = PanelLesion(lesion.title, lesion.patch, lesion.box, lesion.labels, None, lesion.sentence)
+        lines = _label_lines(plain, top, shared)
+        if lesion.sentence:
+            lines.append((_shorten(lesion.sentence, 60), OTHER_COLOUR))
+        for j, (text, colour) in enumerate(lines):
+            bold = text.startswith("★")
+            ax.text(0.0, -0.04 - 0.065 * j, text, transform=ax.transAxes, fontsize=7,
+                    color=TP_COLOUR if bold else colour, va="top", weight="bold" if bold else "normal")
+    return save_figure(fig, path)
+
+
+def label_subset_figure(f1: Mapping[str, Mapping[str, float]], path: str | Path) -> Path:
+    """Paper Fig. 5: mean F1 of each model (trained on a label subset) on each test subset.
+
+    ``f1[train_subset][test_subset]`` — one line per test subset, x = training subset.
+    """
+    train_names = list(f1)
+    test_names = list(dict.fromkeys(t for row in f1.values() for t in row))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for test in test_names:
+        values = [f1[train].get(test, np.nan) for train in train_names]
+        ax.plot(range(len(train_names)), values, marker="o", label=f"test on {test}")
+    ax.set_xticks(range(len(train_names)), [f"train {t}" for t in train_names], rotation=20, fontsize=8)
+    ax.set_ylabel("mean per-label F1")
+    ax.set_title("label-subset experiment")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

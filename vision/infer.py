@@ -1,0 +1,358 @@
+"""Prediction with a trained run: load, preprocess like training, score, decide, expand.
+
+Every input path ends in the same cache-format patch (``vision.preprocess.lesion_patch``,
+the function the patch cache is built with), so a lesion scores the same whether it
+comes from the cache, a DeepLesion PNG series, a NIfTI volume or a DICOM series.
+
+Decisions use the run's calibrated thresholds (``RUN/thresholds.json``; 0.5 before
+calibration). A decided label implies its ontology ancestors (expansion); labels are
+listed most specific first (decided ones first), as in the paper's Fig. 4. Output
+records follow "Prediction records" in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from vision.checkpoint import CheckpointError, RunInfo, load_run
+from vision.metrics import DEFAULT_THRESHOLD, decide_thresholds, filter_exclusive
+from vision.model import MODEL_VERSION, LesaNet
+
+
+class PredictError(ValueError):
+    """An input that cannot be predicted (one line naming the file / lesion and the fix)."""
+
+
+# --------------------------------------------------------------------------- the predictor
+
+
+@dataclass
+class Predictor:
+    """A loaded run with its thresholds and the ontology used for expansion and ordering."""
+
+    model: LesaNet
+    info: RunInfo
+    thresholds: np.ndarray
+    calibrated: bool
+    onto: Any
+    device: torch.device
+    exclusive: np.ndarray | None = None  # C × C when exclusive-label filtering is on
+    _iris: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def term_list(self) -> list[str]:
+        return self.info.term_list
+
+    def iri(self, name: str) -> str:
+        if name not in self._iris:
+            self._iris[name] = str(self.onto.iri(name))
+        return self._iris[name]
+
+    def model_block(self) -> dict[str, Any]:
+        return {
+            "name": self.info.model_name,
+            "version": self.info.model_version,
+            "checkpoint_sha256": self.info.checkpoint_sha256,
+            "config": self.info.config.name,
+        }
+
+
+def load_predictor(
+    run_dir: str | Path,
+    device: str | None = None,
+    onto: Any = None,
+    exclusive_filter: bool = False,
+) -> Predictor:
+    """Load a run for prediction; refuses runs of another model version or label list."""
+    from vision.evaluate import read_thresholds
+
+    if onto is None:
+        from ontology import load_ontology
+
+        onto = load_ontology()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, info = load_run(run_dir, device=dev)
+    if info.model_version != MODEL_VERSION:
+        raise CheckpointError(
+            f"{run_dir}: run made by LesaNet {info.model_version or '?'}, this toolkit reads {MODEL_VERSION}; "
+            "retrain with this version"
+        )
+    unknown = [name for name in info.term_list if name not in onto.terms]
+    if unknown:
+        raise CheckpointError(
+            f"{run_dir}: label {unknown[0]!r} of the run is not in ontology {onto.version}; "
+            "use the ontology the run was trained with (--ontology)"
+        )
+    thresholds = read_thresholds(run_dir, info.term_list, info.checkpoint_sha256)
+    calibrated = thresholds is not None
+    if thresholds is None:
+        thresholds = np.full(len(info.term_list), DEFAULT_THRESHOLD)
+    exclusive = onto.exclusive_matrix(info.term_list) if exclusive_filter else None
+    return Predictor(model, info, thresholds, calibrated, onto, dev, exclusive)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Label probabilities (sigmoid of the final scores s̃) and embeddings, per lesion."""
+
+    probs: np.ndarray  # float32 N × C
+    embeddings: np.ndarray  # float32 N × D
+
+
+@torch.inference_mode()
+def score_patches(
+    model: LesaNet,
+    patches: np.ndarray,
+    boxes: np.ndarray,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Scored:
+    """Score cache-format patches (uint8 N × 3 × P × P) with boxes (N × 4, patch pixels)."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    n = len(patches)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if len(boxes) != n:
+        raise PredictError(f"{n} patches but {len(boxes)} boxes")
+    probs = np.empty((n, model.num_labels), dtype=np.float32)
+    embeddings = np.empty((n, model.config.embed_dim), dtype=np.float32)
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        x = torch.from_numpy(np.ascontiguousarray(patches[start:stop])).to(device)
+        b = torch.from_numpy(boxes[start:stop]).to(device)
+        out = model(x, b)
+        probs[start:stop] = torch.sigmoid(out.scores_spl).float().cpu().numpy()
+        embeddings[start:stop] = out.embedding.float().cpu().numpy()
+        if progress is not None:
+            progress(stop - start)
+    return Scored(probs, embeddings)
+
+
+# --------------------------------------------------------------------------- decisions -> records
+
+
+def decide(predictor: Predictor, probs: np.ndarray) -> np.ndarray:
+    """Threshold decisions, optionally exclusive-filtered, then expanded (a child implies its parents)."""
+    decisions = decide_thresholds(probs, predictor.thresholds)
+    if predictor.exclusive is not None:
+        decisions = filter_exclusive(probs, decisions, predictor.exclusive)
+    return expand_decisions(decisions, predictor.term_list, predictor.onto)
+
+
+def expand_decisions(decisions: np.ndarray, term_list: Sequence[str], onto: Any) -> np.ndarray:
+    """Close each lesion's decided labels under the ontology (ancestors, inferred composites)."""
+    column = {name: c for c, name in enumerate(term_list)}
+    expanded = np.array(decisions, dtype=bool, copy=True)
+    for i in range(expanded.shape[0]):
+        names = [term_list[c] for c in np.flatnonzero(expanded[i])]
+        if names:
+            for name in onto.expand(names):
+                if name in column:
+                    expanded[i, column[name]] = True
+    return expanded
+
+
+def label_entries(predictor: Predictor, probs: np.ndarray, decisions: np.ndarray) -> list[dict[str, Any]]:
+    """Every label of one lesion: decided ones most specific first, then the rest by score."""
+    names = predictor.term_list
+    decided = [names[c] for c in np.flatnonzero(decisions)]
+    score_of = {name: float(probs[c]) for c, name in enumerate(names)}
+    # Among equally specific labels the higher score comes first.
+    by_score = sorted(decided, key=lambda n: -score_of[n])
+    ordered = predictor.onto.sort_specific_first(by_score)
+    rest = sorted((n for n in names if n not in set(decided)), key=lambda n: -score_of[n])
+    column = {name: c for c, name in enumerate(names)}
+    entries = []
+    for name in [*ordered, *rest]:
+        c = column[name]
+        entries.append(
+            {
+                "label": name,
+                "iri": predictor.iri(name),
+                "score": round(float(probs[c]), 6),
+                "threshold": round(float(predictor.thresholds[c]), 6),
+                "decision": bool(decisions[c]),
+            }
+        )
+    return entries
+
+
+def prediction_record(
+    predictor: Predictor,
+    lesion_id: str,
+    source: Mapping[str, Any],
+    probs: np.ndarray,
+    decisions: np.ndarray,
+    neighbors: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One prediction record (docs/architecture.md, "Prediction records")."""
+    return {
+        "lesion_id": lesion_id,
+        "source": dict(source),
+        "labels": label_entries(predictor, probs, decisions),
+        "model": predictor.model_block(),
+        "ontology_version": str(predictor.onto.version),
+        "neighbors": list(neighbors or []),
+    }
+
+
+def decided_labels(record: Mapping[str, Any]) -> list[str]:
+    """The decided label names of a record, in record order (most specific first)."""
+    return [entry["label"] for entry in record["labels"] if entry["decision"]]
+
+
+# --------------------------------------------------------------------------- the patch cache
+
+
+@dataclass(frozen=True)
+class CacheSelection:
+    """Rows of a patch cache chosen for scoring (e.g. one split), with their index records."""
+
+    path: Path
+    patches: np.ndarray  # memory-mapped uint8 N × 3 × P × P (all rows)
+    index: dict[str, Any]
+    rows: np.ndarray  # chosen row numbers
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        lesions = self.index["lesions"]
+        return [lesions[r] for r in self.rows]
+
+    @property
+    def term_list(self) -> list[str]:
+        return [str(t) for t in self.index["term_list"]]
+
+    def boxes(self) -> np.ndarray:
+        return np.array([r["box"] for r in self.records], dtype=np.float32).reshape(-1, 4)
+
+    def dataset(self) -> str:
+        return str(self.index.get("dataset") or "deeplesion")
+
+
+def open_cache(cache: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """The patch array (memory-mapped) and index (plain dicts) of a cache, via the cache room's reader."""
+    import dataclasses
+
+    from vision.cache import PatchCache
+
+    opened = PatchCache(Path(cache))
+    index = {
+        "term_list": list(opened.term_list),
+        "ontology_version": opened.ontology_version,
+        "lesions": [dataclasses.asdict(lesion) for lesion in opened.lesions],
+    }
+    return opened.patches, index
+
+
+def select_split(cache: str | Path, split: str) -> CacheSelection:
+    """Rows of ``split`` (``train``/``val``/``test``, ``all``, or ``hand`` = test rows with truth)."""
+    patches, index = open_cache(cache)
+    lesions = index["lesions"]
+    if split == "all":
+        rows = np.arange(len(lesions))
+    elif split == "hand":
+        rows = np.array([i for i, r in enumerate(lesions) if r.get("split") == "test" and r.get("truth") is not None],
+                        dtype=np.int64)
+    elif split in ("train", "val", "test"):
+        rows = np.array([i for i, r in enumerate(lesions) if r.get("split") == split], dtype=np.int64)
+    else:
+        raise PredictError(f"unknown split {split!r} (train, val, test, hand, all)")
+    return CacheSelection(Path(cache), patches, index, rows.astype(np.int64))
+
+
+def check_cache_labels(predictor_terms: Sequence[str], selection: CacheSelection) -> None:
+    if list(predictor_terms) != selection.term_list:
+        raise PredictError(
+            f"{selection.path}: the cache's label list differs from the run's; "
+            "use a cache built with the run's labels"
+        )
+
+
+def score_selection(
+    model: LesaNet, selection: CacheSelection, batch_size: int = 64, device: torch.device | None = None
+) -> Scored:
+    """Score the chosen cache rows (read in sorted chunks from the memory map)."""
+    rows = selection.rows
+    if rows.size == 0:
+        return Scored(np.empty((0, model.num_labels), np.float32), np.empty((0, model.config.embed_dim), np.float32))
+    order = np.argsort(rows, kind="stable")
+    patches = np.asarray(selection.patches[rows[order]])
+    boxes = selection.boxes()[order]
+    scored = score_patches(model, patches, boxes, batch_size, device)
+    back = np.argsort(order, kind="stable")
+    return Scored(scored.probs[back], scored.embeddings[back])
+
+
+def cache_source(selection: CacheSelection, record: Mapping[str, Any]) -> dict[str, Any]:
+    source: dict[str, Any] = {"dataset": selection.dataset(), "lesion_idx": int(record["lesion_idx"]),
+                              "split": record.get("split"), "box_patch_px": [float(v) for v in record["box"]]}
+    for key in ("file", "slice", "box_px", "spacing_mm"):
+        if record.get(key) is not None:
+            source[key] = record[key]
+    return source
+
+
+def predict_cache(
+    run_dir: str | Path | Predictor, cache: str | Path, split: str = "test", batch_size: int = 64
+) -> list[dict[str, Any]]:
+    """Prediction records for every lesion of a cache split (``hand`` = test lesions with truth)."""
+    predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
+    selection = select_split(cache, split)
+    check_cache_labels(predictor.term_list, selection)
+    scored = score_selection(predictor.model, selection, batch_size, predictor.device)
+    decisions = decide(predictor, scored.probs)
+    return [
+        prediction_record(predictor, f"deeplesion/{record['lesion_idx']}", cache_source(selection, record),
+                          scored.probs[i], decisions[i])
+        for i, record in enumerate(selection.records)
+    ]
+
+
+# --------------------------------------------------------------------------- renderings
+
+
+def records_table(records: Iterable[Mapping[str, Any]], top: int = 10) -> str:
+    """A readable table: per lesion, its decided labels (most specific first) and top scores."""
+    lines = []
+    for record in records:
+        lines.append(f"{record['lesion_id']}  ({_source_text(record['source'])})")
+        decided = [e for e in record["labels"] if e["decision"]]
+        undecided = [e for e in record["labels"] if not e["decision"]][: max(0, top - len(decided))]
+        lines.append(f"  {'label':<32} {'score':>6} {'thr':>6}  decision")
+        for entry in decided:
+            # a decision below its threshold was implied by a decided descendant (expansion)
+            how = "yes" if entry["score"] >= entry["threshold"] else "yes (implied)"
+            lines.append(f"  {entry['label']:<32} {entry['score']:6.3f} {entry['threshold']:6.3f}  {how}")
+        for entry in undecided:
+            lines.append(f"  {entry['label']:<32} {entry['score']:6.3f} {entry['threshold']:6.3f}  no")
+        if record.get("neighbors"):
+            near = ", ".join(f"{n['lesion_id']} ({n['distance']:.3f})" for n in record["neighbors"])
+            lines.append(f"  nearest lesions: {near}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _source_text(source: Mapping[str, Any]) -> str:
+    parts = [str(source.get("dataset", ""))]
+    if source.get("file"):
+        parts.append(str(source["file"]))
+    if source.get("slice") is not None:
+        parts.append(f"slice {source['slice']}")
+    if source.get("box_px"):
+        parts.append("box " + ",".join(f"{v:g}" for v in source["box_px"]))
+    return ", ".join(p for p in parts if p)
+
+
+def records_json(records: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(list(records), indent=2, ensure_ascii=False)
