@@ -246,6 +246,202 @@ def _cmd_model_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- kg (RDF, SPARQL store, endpoint)
+
+
+def _add_kg_backend_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", metavar="DIR", help="embedded pyoxigraph store directory")
+    where.add_argument("--endpoint", metavar="URL", help="remote SPARQL 1.1 query URL (Oxigraph, Fuseki, GraphDB, Virtuoso…)")
+    parser.add_argument("--update-url", metavar="URL", default=None,
+                        help="SPARQL 1.1 update URL of the endpoint (default: its /query or /sparql replaced by /update)")
+    parser.add_argument("--token-file", metavar="FILE", default=None,
+                        help="file holding the bearer token sent with updates (kg serve --token-file)")
+
+
+def _read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise CommandError(f"{path}: the token file is empty")
+    return token
+
+
+def _kg_backend(args: argparse.Namespace, read_only: bool):  # -> kg.store.SparqlBackend
+    if args.endpoint:
+        from kg.endpoint import SparqlEndpoint
+
+        return SparqlEndpoint(args.endpoint, args.update_url, _read_token(args.token_file))
+    from kg.store import LesionStore
+
+    return LesionStore(args.store, read_only=read_only)
+
+
+def _add_kg(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("kg", help="predictions as RDF, the SPARQL store, canned queries, endpoint")
+    gsub = group.add_subparsers(dest="kg_command", metavar="COMMAND", required=True)
+
+    p = gsub.add_parser("rdf", help="convert prediction records (JSON/JSONL) to Turtle, N-Triples or JSON-LD")
+    p.add_argument("records", metavar="PREDICTIONS", help="prediction records (docs/architecture.md)")
+    p.add_argument("-o", "--output", required=True, help="output file (.ttl, .nt or .jsonld)")
+    p.add_argument("--format", choices=["turtle", "nt", "json-ld"], default=None, help="default: from the suffix")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_kg_rdf)
+
+    p = gsub.add_parser("load", help="load RDF files or JSON prediction / mined-sentence records into a store")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".ttl .nt .nq .trig .jsonld .owl, or .json/.jsonl records")
+    _add_kg_backend_options(p)
+    p.add_argument("--graph", metavar="IRI", default=None, help="named graph for triples (default: the predictions graph)")
+    p.add_argument("--dataset", default="deeplesion",
+                   help="dataset prefix of lesion ids made from mined sentences' lesion_idx (default deeplesion)")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_kg_load)
+
+    p = gsub.add_parser("query", help="run SPARQL (text or -f FILE) over the store or an endpoint")
+    p.add_argument("query", nargs="?", default=None, help="SPARQL query text")
+    p.add_argument("-f", "--file", metavar="FILE", default=None, help="read the query from FILE")
+    _add_kg_backend_options(p)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("-o", "--output", default=None, help="write the result here (default stdout)")
+    p.set_defaults(func=_cmd_kg_query)
+
+    p = gsub.add_parser("find", help="canned queries with bound parameters (e.g. --label \"lung nodule\")")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--label", metavar="NAME", help="lesions with this label or any subclass")
+    what.add_argument("--lesion", metavar="ID", help="all scored labels of a lesion (e.g. deeplesion/12)")
+    what.add_argument("--similar", metavar="ID", help="a lesion's stored nearest neighbours")
+    what.add_argument("--cooccurring", metavar="NAME", help="labels decided together with this label")
+    what.add_argument("--training", metavar="ID", help="a lesion's text-mined training labels and sentences")
+    what.add_argument("--violations", action="store_true", help="lesions whose labels break an exclusion")
+    what.add_argument("--counts", action="store_true", help="lesions per decided label")
+    what.add_argument("--pairs", action="store_true", help="co-occurrence counts of all label pairs")
+    what.add_argument("--list", action="store_true", help="list the canned queries and their .rq files")
+    _add_kg_backend_options(p)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("-o", "--output", default=None, help="write the result here (default stdout)")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_kg_find)
+
+    p = gsub.add_parser("validate", help="SHACL-check RDF files against kg/shapes.ttl (pyshacl)")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".ttl, .nt or .jsonld")
+    p.add_argument("--with-ontology", action="store_true",
+                   help="also check every annotation body is a class of the ontology (--ontology)")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_kg_validate)
+
+    p = gsub.add_parser("serve", help="SPARQL endpoint over a store on 127.0.0.1 (read-only unless a token is set)")
+    p.add_argument("--store", required=True, metavar="DIR")
+    p.add_argument("--port", type=int, default=7879, help="TCP port (0 = any free port; default 7879)")
+    p.add_argument("--token-file", metavar="FILE", default=None,
+                   help="accept SPARQL updates bearing this token (Authorization: Bearer); default: refuse updates")
+    p.set_defaults(func=_cmd_kg_serve)
+
+
+def _cmd_kg_rdf(args: argparse.Namespace) -> int:
+    from kg.rdf import write_rdf
+    from kg.records import read_json_records
+
+    errors: list[str] = []
+    count = write_rdf(read_json_records(args.records), args.output, args.format, _load_ontology(args), errors)
+    for line in errors:
+        print(f"{args.records}: skipped {line}", file=sys.stderr)
+    print(f"wrote {args.output}: {count} triples", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _cmd_kg_load(args: argparse.Namespace) -> int:
+    from kg.store import LesionStore
+
+    onto = _load_ontology(args)
+    errors: list[str] = []
+    backend = _kg_backend(args, read_only=False)
+    if isinstance(backend, LesionStore):
+        if not backend.has_ontology():
+            print(f"{args.store}: loading ontology {onto.version}", file=sys.stderr)
+            backend.load_ontology(onto)
+        loaded = backend.load_files(args.files, args.graph, onto, errors, args.dataset)
+        backend.flush()
+    else:
+        from kg.endpoint import upload_files
+
+        loaded = upload_files(backend, args.files, onto, args.graph, errors, args.dataset)
+    for line in errors:
+        print(f"skipped {line}", file=sys.stderr)
+    for path, count in loaded.items():
+        print(f"loaded {path}: {count} triples", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _cmd_kg_query(args: argparse.Namespace) -> int:
+    if (args.query is None) == (args.file is None):
+        raise CommandError("give the query text or -f FILE (one of them)")
+    text = args.query if args.file is None else Path(args.file).read_text(encoding="utf-8")
+    result = _kg_backend(args, read_only=True).query(text)
+    _emit(result.render(args.format), args.output)
+    return EXIT_OK
+
+
+_KG_FIND = {  # option -> (canned query, parameter name or None)
+    "label": ("lesions-with-label", "label"),
+    "lesion": ("labels-of-lesion", "lesion"),
+    "similar": ("similar-lesions", "lesion"),
+    "cooccurring": ("cooccurring-labels", "label"),
+    "training": ("training-labels-of-lesion", "lesion"),
+    "violations": ("exclusion-violations", None),
+    "counts": ("label-counts", None),
+    "pairs": ("label-cooccurrence", None),
+}
+
+
+def _cmd_kg_find(args: argparse.Namespace) -> int:
+    from kg.canned import CANNED, run_canned
+
+    if args.list:
+        for query in CANNED.values():
+            params = " ".join(f"<{p.name}>" for p in query.params)
+            print(f"{query.name:<26} {params:<9} {query.description}  [{query.path}]")
+        return EXIT_OK
+    for option, (name, param) in _KG_FIND.items():
+        value = getattr(args, option)
+        if value:
+            params = {param: value} if param else {}
+            onto = _load_ontology(args) if param == "label" else None
+            result = run_canned(_kg_backend(args, read_only=True), name, onto, **params)
+            _emit(result.render(args.format), args.output)
+            return EXIT_OK
+    raise CommandError("nothing to find")  # argparse requires one option
+
+
+def _cmd_kg_validate(args: argparse.Namespace) -> int:
+    import rdflib
+
+    from kg.rdf import format_for
+    from kg.validate import validate_graph
+
+    ontology = None
+    if args.with_ontology:
+        ontology = rdflib.Graph().parse(data=_load_ontology(args).serialize("ttl"), format="turtle")
+    ok = True
+    for path in args.files:
+        graph = rdflib.Graph().parse(path, format={"turtle": "turtle", "nt": "nt", "json-ld": "json-ld"}[format_for(path)])
+        report = validate_graph(graph, ontology)
+        ok &= report.conforms
+        if report.conforms:
+            print(f"{path}: conforms to kg/shapes.ttl ({len(graph)} triples)")
+        else:
+            print(report.text.rstrip())
+            print(f"{path}: {report.violations} SHACL violations", file=sys.stderr)
+    return EXIT_OK if ok else EXIT_ERROR
+
+
+def _cmd_kg_serve(args: argparse.Namespace) -> int:
+    from kg.server import serve
+
+    serve(args.store, args.port, _read_token(args.token_file))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -266,6 +462,7 @@ _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_ontology,
     _add_train,
     _add_model,
+    _add_kg,
 ]
 
 

@@ -14,13 +14,15 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import pyoxigraph as ox
 
-from kg import vocab
+from kg import rdf, vocab
+from kg.records import OntologyLike, RecordError, read_json_records
 from kg.results import QueryResult
-from kg.store import Binding, chunked, to_oxigraph
+from kg.store import Binding, chunked, classify_json, rdf_format_for, to_oxigraph
 
 _WHERE = re.compile(r"\bWHERE\s*\{", re.IGNORECASE)
 _COMMENT_LINE = re.compile(r"^[ \t]*#.*$", re.MULTILINE)
@@ -121,3 +123,60 @@ class SparqlEndpoint:
 def to_oxigraph_iri(iri: str) -> str:
     """``<iri>`` after validation (raises ValueError on a malformed IRI)."""
     return str(ox.NamedNode(iri))
+
+
+def has_ontology(endpoint: SparqlEndpoint) -> bool:
+    result = endpoint.query("ASK { ?class a <http://www.w3.org/2002/07/owl#Class> }")
+    return bool(result.boolean)
+
+
+def upload_ontology(endpoint: SparqlEndpoint, onto: OntologyLike) -> int:
+    """Replace the ontology graphs on the server with ``onto`` (OWL + inferred edges)."""
+    endpoint.clear_graph(vocab.GRAPH_ONTOLOGY)
+    endpoint.clear_graph(vocab.GRAPH_ONTOLOGY_INFERRED)
+    triples = ox.parse(onto.serialize("ttl"), format=ox.RdfFormat.TURTLE)  # type: ignore[attr-defined]
+    sent = endpoint.load_ntriples((f"{t} .\n" for t in triples), vocab.GRAPH_ONTOLOGY)
+    return sent + endpoint.load_ntriples(rdf.ontology_inferred_ntriples(onto), vocab.GRAPH_ONTOLOGY_INFERRED)
+
+
+def upload_files(
+    endpoint: SparqlEndpoint,
+    paths: Iterable[str | Path],
+    onto: OntologyLike,
+    graph: str | None = None,
+    errors: list[str] | None = None,
+    dataset: str = "deeplesion",
+) -> dict[str, int]:
+    """The remote twin of :meth:`kg.store.LesionStore.load_files` (ontology uploaded first
+    when the server has none)."""
+    if not has_ontology(endpoint):
+        upload_ontology(endpoint, onto)
+    sent: dict[str, int] = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        kind = classify_json(path) if path.suffix.lower() in (".json", ".jsonl") else "rdf"
+        file_errors: list[str] = []
+        if kind == "predictions":
+            lines = rdf.prediction_ntriples(read_json_records(path), onto, file_errors)
+            sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_PREDICTIONS)
+        elif kind == "sentences":
+            lines = rdf.sentence_ntriples(read_json_records(path), onto, dataset=dataset, errors=file_errors)
+            sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
+        else:
+            fmt = ox.RdfFormat.JSON_LD if kind == "json-ld" else rdf_format_for(path)
+            by_graph: dict[str, list[str]] = {}
+            try:
+                for item in ox.parse(path=str(path), format=fmt):
+                    g = item.graph_name.value if isinstance(item, ox.Quad) and isinstance(item.graph_name, ox.NamedNode) else None
+                    by_graph.setdefault(g or graph or vocab.GRAPH_PREDICTIONS, []).append(
+                        f"{item.subject} {item.predicate} {item.object} .\n"
+                    )
+            except SyntaxError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            sent[str(path)] = sum(endpoint.load_ntriples(lines, g) for g, lines in by_graph.items())
+        if file_errors and errors is None:
+            raise RecordError(f"{path}: {file_errors[0]}")
+        if errors is not None:
+            errors.extend(f"{path}: {e}" for e in file_errors)
+    return sent

@@ -9,7 +9,6 @@ server for (``default-graph-uri``), so the same SPARQL text works everywhere.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Protocol
 
@@ -148,6 +147,14 @@ _RDF_SUFFIXES = {
 }
 
 
+def rdf_format_for(path: Path) -> ox.RdfFormat:
+    """The RDF syntax of a file from its suffix."""
+    fmt = _RDF_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown RDF suffix {path.suffix!r}; use .ttl .nt .nq .trig .jsonld .owl .rdf")
+    return fmt
+
+
 def classify_json(path: Path) -> str:
     """``predictions``, ``sentences`` or ``json-ld`` for a .json/.jsonl file, by content."""
     try:
@@ -257,9 +264,7 @@ class LesionStore:
                     continue
                 fmt = ox.RdfFormat.JSON_LD
             else:
-                fmt = _RDF_SUFFIXES.get(suffix)
-                if fmt is None:
-                    raise ValueError(f"{path}: unknown RDF suffix {suffix!r}; use .ttl .nt .nq .trig .jsonld .owl .rdf")
+                fmt = rdf_format_for(path)
             before = len(self._store)
             target = None if fmt.supports_datasets else ox.NamedNode(graph or vocab.GRAPH_PREDICTIONS)
             try:
@@ -271,11 +276,15 @@ class LesionStore:
 
     # -- queries
 
-    def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult:
-        """Run SPARQL over the union of the project graphs; ``bindings`` substitute variables."""
+    def query(
+        self, text: str, bindings: Mapping[str, Binding] | None = None, graphs: Iterable[str] | None = None
+    ) -> QueryResult:
+        """Run SPARQL over the union of the project graphs (or of ``graphs``); ``bindings``
+        substitute variables (pyoxigraph substitutions: they must be in the projection)."""
         substitutions = {ox.Variable(k): to_oxigraph(v) for k, v in (bindings or {}).items()}
+        default_graph = [ox.NamedNode(g) for g in graphs] if graphs else self._default_graph
         try:
-            result = self._store.query(text, default_graph=self._default_graph, substitutions=substitutions or None)
+            result = self._store.query(text, default_graph=default_graph, substitutions=substitutions or None)
         except SyntaxError as exc:
             raise ValueError(f"SPARQL syntax error: {exc}") from exc
         if isinstance(result, ox.QueryBoolean):
@@ -360,7 +369,3 @@ class RdflibStore:
         ]
         return QueryResult(variables=variables, rows=rows)
 
-
-def dumps_bindings(bindings: Mapping[str, Binding]) -> str:
-    """Bindings for log lines: ``{"label": "<…>"}``."""
-    return json.dumps({k: str(to_oxigraph(v)) for k, v in bindings.items()})
