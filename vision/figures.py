@@ -167,7 +167,8 @@ def prediction_panels(lesions: Sequence[PanelLesion], path: str | Path, top: int
         ax.set_title(lesion.title, fontsize=8)
         for j, (text, colour) in enumerate(_label_lines(lesion, top)):
             ax.text(0.0, -0.04 - 0.065 * j, text, transform=ax.transAxes, fontsize=7, color=colour, va="top")
-    fig.text(0.01, 0.0, "green: true positive   red: false positive   blue: missed (false negative)", fontsize=7)
+    fig.suptitle("decided labels, most specific first — green: true positive, red: false positive, "
+                 "blue: missed (false negative)", fontsize=8)
     fig.subplots_adjust(hspace=0.9)
     return save_figure(fig, path)
 
@@ -222,3 +223,71 @@ def label_subset_figure(f1: Mapping[str, Mapping[str, float]], path: str | Path)
 
 def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --------------------------------------------------------------------------- a run's figures
+
+
+def frequent_labels(positive: np.ndarray, term_list: Sequence[str], n: int) -> list[str]:
+    """The ``n`` labels with the most positives (ties in label order)."""
+    counts = np.asarray(positive).sum(0)
+    order = np.argsort(-counts, kind="stable")
+    return [term_list[c] for c in order[:n] if counts[c] > 0]
+
+
+def run_figures(predictor, cache: str | Path, out_dir: str | Path, labels: Sequence[str] | None = None,
+                n_panels: int = 8) -> list[Path]:
+    """ROC curves, the SPL heatmap, prediction panels and a retrieval panel of a run on a cache.
+
+    Predictions are drawn for the complete-truth test lesions when the cache has them
+    (TP / FP / FN against truth), else for the test lesions against their mined labels.
+    """
+    from vision.evaluate import complete_truth, mined_truth
+    from vision.infer import PredictError, panel_lesions, predict_cache_full, score_selection, select_split
+    from vision.retrieval import lesion_label_set, make_index
+
+    out = Path(out_dir)
+    written: list[Path] = []
+    split = "hand" if select_split(cache, "hand").rows.size else "test"
+    prediction = predict_cache_full(predictor, cache, split)
+    if not prediction.records:
+        raise PredictError(f"{cache}: no test lesions to draw")
+    records = prediction.cache_records or []
+    term_list = predictor.term_list
+    if split == "hand":
+        truth = complete_truth([r["truth"] for r in records], term_list, predictor.onto)
+    else:
+        truth = mined_truth(records, term_list, predictor.onto)
+    chosen = list(labels) if labels else frequent_labels(truth.positive, term_list, 6)
+    written.append(roc_figure(prediction.scored.probs, truth.positive, truth.mask, term_list, chosen,
+                              out / "roc.png", title=f"ROC, {split} lesions"))
+    if predictor.model.spl is not None:
+        weight = predictor.model.spl.weight.detach().cpu().numpy()
+        heat_labels = list(labels) if labels else frequent_labels(truth.positive, term_list, 16)
+        written.append(spl_heatmap(weight, term_list, heat_labels, out / "spl_weights.png"))
+    panels = panel_lesions(prediction, n_panels)
+    if split != "hand":  # colour against the mined labels, expanded
+        panels = [PanelLesion(p.title, p.patch, p.box, p.labels,
+                              frozenset(term_list[c] for c in np.flatnonzero(truth.positive[i])), p.sentence)
+                  for i, p in enumerate(panels)]
+    written.append(prediction_panels(panels, out / "predictions.png"))
+    # retrieval: the first drawn lesion queries the train + val lesions
+    base = select_split(cache, "train")
+    base_scored = score_selection(predictor.model, base, device=predictor.device)
+    if base.rows.size:
+        k = min(4, int(base.rows.size))
+        distances, ids = make_index(base_scored.embeddings).search(prediction.scored.embeddings[:1], k)
+        base_records = base.records
+        hits = []
+        for j in ids[0]:
+            rec = base_records[int(j)]
+            names = lesion_label_set(rec, predictor.onto)
+            hits.append(PanelLesion(f"deeplesion/{rec['lesion_idx']}", np.asarray(base.patches[base.rows[int(j)]]),
+                                    rec["box"], [{"label": n, "decision": True} for n in names], None,
+                                    rec.get("sentence")))
+        query = panels[0]
+        query_truth = query.truth or frozenset()
+        query_panel = PanelLesion(query.title, query.patch, query.box,
+                                  [{"label": n, "decision": True} for n in sorted(query_truth)], None, query.sentence)
+        written.append(retrieval_panel(query_panel, hits, distances[0].tolist(), out / "retrieval.png"))
+    return written

@@ -379,3 +379,115 @@ def retrieval_report(
             k=k, theta=theta, backend=backend,
         )
     return report
+
+
+@dataclass
+class Query:
+    """A retrieval query: its embedding, its labels, and (when it is in the file) its row."""
+
+    lesion_id: str
+    vector: np.ndarray
+    labels: list[str]
+    row: int | None = None
+    patch: np.ndarray | None = None
+    box: np.ndarray | None = None
+    sentence: str | None = None
+
+
+def stored_query(embeddings: Embeddings, row: int) -> Query:
+    """A lesion of the embeddings file as the query (its stored vector and labels)."""
+    lesion = embeddings.lesions[row]
+    return Query(lesion["lesion_id"], np.asarray(embeddings.vectors[row]), list(lesion.get("labels") or []), row,
+                 sentence=lesion.get("sentence"))
+
+
+def image_query(predictor: Any, lesion_input: Any, embeddings: Embeddings,
+                warn: Any = None) -> Query:
+    """A lesion on CT as the query: preprocessed and embedded like the file's lesions.
+
+    Its labels are the run's decisions; when the lesion is in the file (same dataset
+    lesion index), ``row`` points at its stored copy.
+    """
+    from vision.infer import decided_labels, predict_inputs
+
+    prediction = predict_inputs(predictor, [lesion_input], warn=warn)
+    record = prediction.records[0]
+    row = None
+    idx = record["source"].get("lesion_idx")
+    if idx is not None:
+        matches = [r for r, lesion in enumerate(embeddings.lesions)
+                   if lesion.get("lesion_idx") == idx and lesion.get("lesion_id") == record["lesion_id"]]
+        row = matches[0] if matches else None
+    return Query(record["lesion_id"], prediction.scored.embeddings[0], decided_labels(record), row,
+                 prediction.patches[0], prediction.boxes[0])
+
+
+def mark_shared(query: Query, hits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The query and its hits, each hit with the labels it shares with the query (Fig. 7's evidence)."""
+    query_labels = set(query.labels)
+    return {
+        "query": {"lesion_id": query.lesion_id, "labels": list(query.labels), "row": query.row},
+        "hits": [
+            {**hit, "shared": [name for name in hit.get("labels", []) if name in query_labels],
+             "sim": round(label_set_similarity(query_labels, set(hit.get("labels", []))), 6),
+             "is_query": query.row is not None and hit.get("row") == query.row}
+            for hit in hits
+        ],
+    }
+
+
+def hits_table(result: Mapping[str, Any]) -> str:
+    """Readable neighbours: distance, labels (shared ones starred) and the report sentence."""
+    q = result["query"]
+    lines = [f"query {q['lesion_id']}: {', '.join(q['labels']) or '(no decided labels)'}", ""]
+    for rank, hit in enumerate(result["hits"], 1):
+        shared = set(hit["shared"])
+        labels = ", ".join(f"*{n}*" if n in shared else n for n in hit["labels"]) or "(no labels)"
+        itself = "  (the query itself)" if hit.get("is_query") else ""
+        lines.append(f"{rank:>2}. {hit['lesion_id']}  L2 {hit['distance']:.4f}  sim {hit['sim']:.2f}{itself}")
+        lines.append(f"    labels: {labels}")
+        if hit.get("sentence"):
+            lines.append(f"    report: {hit['sentence']}")
+    lines.append("")
+    lines.append("*label* = shared with the query")
+    return "\n".join(lines)
+
+
+def quality_markdown(report: Mapping[str, RetrievalQuality]) -> str:
+    """Embedding vs score-vector retrieval, one Markdown table."""
+    lines = ["| retrieval by | queries | k | precision@k (sim >= theta) | mean sim@k | mean IoU@k |",
+             "|---|---|---|---|---|---|"]
+    for name, q in report.items():
+        lines.append(f"| {name} | {q.n_queries} | {q.k} | {q.precision_at_k:.4f} | {q.mean_sim_at_k:.4f} | "
+                     f"{q.mean_iou_at_k:.4f} |")
+    return "\n".join(lines)
+
+
+def hits_panel(result: Mapping[str, Any], query: Query, embeddings: Embeddings, path: str | Path) -> Path:
+    """The query and its neighbours as a picture (neighbour patches read from the embedded cache)."""
+    from vision.figures import PanelLesion, retrieval_panel
+    from vision.infer import open_cache
+
+    cache = embeddings.info.get("cache")
+    try:
+        patches, index = open_cache(cache)
+    except (ValueError, OSError, TypeError) as exc:
+        raise RetrievalError(f"{embeddings.path}: its cache {cache!r} cannot be opened for the panel ({exc})") from None
+    lesions = index["lesions"]
+
+    def panel(lesion_id: str, row_in_cache: int, labels: Sequence[str], sentence: str | None) -> PanelLesion:
+        entries = [{"label": n, "decision": True} for n in labels]
+        return PanelLesion(lesion_id, np.asarray(patches[row_in_cache]), lesions[row_in_cache]["box"], entries,
+                           None, sentence)
+
+    hits = []
+    for hit in result["hits"]:
+        cache_row = embeddings.lesions[hit["row"]].get("row", hit["row"])
+        hits.append(panel(hit["lesion_id"], cache_row, hit["labels"], hit.get("sentence")))
+    if query.patch is not None:
+        q_panel = PanelLesion(query.lesion_id, query.patch, query.box,
+                              [{"label": n, "decision": True} for n in query.labels], None, query.sentence)
+    else:
+        cache_row = embeddings.lesions[query.row].get("row", query.row)
+        q_panel = panel(query.lesion_id, cache_row, query.labels, query.sentence)
+    return retrieval_panel(q_panel, hits, [h["distance"] for h in result["hits"]], path)
