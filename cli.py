@@ -442,6 +442,310 @@ def _cmd_kg_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- evaluate / ablate / predict / embed / retrieve
+
+
+def _add_image_inputs(p: argparse.ArgumentParser) -> None:
+    """The lesion-input flags shared by predict and retrieve."""
+    g = p.add_argument_group("lesion input (one of)")
+    g.add_argument("--deeplesion", metavar="DIR", help="DeepLesion-format folder (DL_info.csv + Images_png/)")
+    g.add_argument("--lesion", type=int, nargs="+", metavar="IDX", help="DL_info.csv row(s), with --deeplesion")
+    g.add_argument("--nifti", metavar="FILE", help="NIfTI CT volume in HU (.nii / .nii.gz)")
+    g.add_argument("--dicom", metavar="DIR", help="folder with one DICOM CT series")
+    g.add_argument("--series", metavar="UID", help="SeriesInstanceUID when --dicom holds several series")
+    g.add_argument("--png", metavar="FILE", help="DeepLesion 16-bit PNG slice (neighbours NNN.png beside it are used)")
+    g.add_argument("--spacing", metavar="MM", help="with --png: pixel spacing MM, X,Y or X,Y,Z (Z = slice interval)")
+    g.add_argument("--slice", type=int, metavar="N", help="key slice index (0-based) in --nifti / --dicom")
+    g.add_argument("--box", metavar="X1,Y1,X2,Y2", help="lesion box in pixels of the key slice")
+    g.add_argument("--boxes", metavar="FILE", help="one lesion a line: slice, x1, y1, x2, y2")
+
+
+def _lesion_inputs(args: argparse.Namespace) -> list:
+    from vision import infer
+
+    given = [name for name in ("deeplesion", "nifti", "dicom", "png") if getattr(args, name, None)]
+    if len(given) != 1:
+        raise CommandError("give exactly one input: --deeplesion DIR --lesion IDX, --nifti FILE, --dicom DIR or --png FILE")
+    source = given[0]
+    if source == "deeplesion":
+        if not args.lesion:
+            raise CommandError("--deeplesion needs --lesion IDX (a DL_info.csv row)")
+        return infer.deeplesion_inputs(args.deeplesion, args.lesion)
+    if args.boxes and (args.box or args.slice is not None):
+        raise CommandError("give either --boxes FILE or --slice N --box X1,Y1,X2,Y2, not both")
+    if source == "png":
+        if not args.spacing:
+            raise CommandError("--png needs --spacing MM (pixel spacing; X,Y,Z with the slice interval)")
+        if args.boxes:
+            boxes = [box for _, box in infer.read_boxes_file(args.boxes)]
+        elif args.box:
+            boxes = [infer.parse_box(args.box)]
+        else:
+            raise CommandError("--png needs --box X1,Y1,X2,Y2 (or --boxes FILE)")
+        return infer.png_inputs(args.png, args.spacing, boxes)
+    if args.boxes:
+        boxes = infer.read_boxes_file(args.boxes)
+    elif args.box and args.slice is not None:
+        boxes = [(args.slice, infer.parse_box(args.box))]
+    else:
+        raise CommandError(f"--{source} needs --slice N --box X1,Y1,X2,Y2 (or --boxes FILE)")
+    if source == "nifti":
+        return infer.nifti_inputs(args.nifti, boxes)
+    return infer.dicom_inputs(args.dicom, boxes, series=args.series)
+
+
+def _warn_line(message: str) -> None:
+    print(f"lesanet: warning: {message}", file=sys.stderr)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="the paper's tables for a trained run: Table 1, Table 2, breakdowns")
+    p.add_argument("run", metavar="RUN", help="training run directory")
+    p.add_argument("--data", required=True, metavar="CACHE", help="patch cache the run was trained on")
+    p.add_argument("--split", choices=["val", "test", "hand", "all"], default="all",
+                   help="val / test: text-mined labels; hand: complete truth (cache truth or --truth); "
+                        "all (default): test and hand")
+    p.add_argument("--truth", metavar="FILE", help="hand-labeled truth JSON [{lesion_idx, expanded_terms}] (the hand set)")
+    p.add_argument("--decision", choices=["calibrated", "fixed", "top-k"], default="calibrated",
+                   help="calibrated per-label thresholds (default), fixed 0.5, or the top-K labels per lesion")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="K for --decision top-k")
+    p.add_argument("--calibrate", action="store_true",
+                   help="(re)calibrate thresholds on val first (done automatically when RUN has none)")
+    p.add_argument("--exclusive-filter", action="store_true",
+                   help="also report averages after exclusive-label filtering (off in the paper)")
+    p.add_argument("--format", choices=["md", "csv", "json"], default="md")
+    p.add_argument("--sort", default="f1", help="Table 2 order: f1, auc, train_positives, label, ... (default f1)")
+    p.add_argument("--top", type=int, default=None, metavar="N", help="only the first N rows of Table 2 (Markdown)")
+    p.add_argument("--figures", metavar="DIR", help="also write ROC curves and the SPL heatmap here")
+    p.add_argument("-o", "--output", default=None, help="output file (default stdout)")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from vision import evaluate
+    from vision.infer import load_predictor
+
+    if args.decision == "top-k" and not args.top_k:
+        raise CommandError("--decision top-k needs --top-k K")
+    predictor = load_predictor(args.run, onto=_load_ontology(args))
+    if args.calibrate or (args.decision == "calibrated" and not predictor.calibrated):
+        doc = evaluate.calibrate_thresholds(predictor, args.data)
+        print(f"calibrated {len(doc['labels'])} thresholds on val ({doc['n_lesions']} lesions) -> "
+              f"{Path(args.run) / evaluate.THRESHOLDS_FILE}", file=sys.stderr)
+    if args.split == "all":
+        splits = ["test", "hand"]
+    else:
+        splits = [args.split]
+    results = []
+    for split in splits:
+        truth = args.truth if split == "hand" else None
+        try:
+            results.append(evaluate.evaluate_run(predictor, args.data, split, truth, decision=args.decision,
+                                                 top_k=args.top_k, exclusive_filter=args.exclusive_filter))
+        except evaluate.EvaluationError as exc:
+            if args.split != "all":
+                raise
+            print(f"lesanet: note: {split} set skipped: {exc}", file=sys.stderr)
+    for result in results:
+        if result.unknown_labels:
+            print(f"lesanet: warning: {result.name}: truth labels not in the ontology ignored: "
+                  f"{', '.join(result.unknown_labels)}", file=sys.stderr)
+    if args.format == "json":
+        text = json.dumps({"table1": evaluate.table1_rows({predictor.info.config.name: results}),
+                           "sets": [r.as_dict() for r in results]}, indent=2, ensure_ascii=False)
+    elif args.format == "csv":
+        text = "".join(r.to_csv(args.sort) if i == 0 else r.to_csv(args.sort).split("\n", 1)[1]
+                       for i, r in enumerate(results))
+    else:
+        text = "## Table 1\n\n" + evaluate.table1_markdown({predictor.info.config.name: results}) + "\n\n"
+        text += "\n".join(r.to_markdown(args.sort, args.top) for r in results)
+    _emit(text, args.output)
+    if args.figures:
+        from vision.figures import run_figures
+
+        for path in run_figures(predictor, args.data, args.figures):
+            print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="train the baseline, LesaNet and each 'without X' variant; combined Table 1")
+    p.add_argument("--config", required=True, metavar="YAML", help="the full model's config")
+    p.add_argument("--data", required=True, metavar="CACHE")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="one run per variant + table1.md/csv/json")
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help="shorten every variant's schedule")
+    p.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                   help="subset of variants (default all; see --list)")
+    p.add_argument("--label-subsets", default=None, metavar="N,N,...",
+                   help="instead: the label-subset experiment (paper Fig. 5), e.g. 1000,500,100,0 "
+                        "(train on labels with more than N training positives)")
+    p.add_argument("--list", action="store_true", help="print the variants and their config changes, then exit")
+    p.add_argument("--resume", action="store_true", help="keep finished variants, continue unfinished ones")
+    p.add_argument("--quiet", action="store_true")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_ablate)
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from vision import ablate
+    from vision.config import load_config
+
+    if args.list:
+        for variant in ablate.VARIANTS:
+            print(f"{variant.name:<28} {' '.join(variant.overrides) or '(config as given)'}")
+        return EXIT_OK
+    config = load_config(args.config)
+    onto = _load_ontology(args)
+    if args.label_subsets:
+        try:
+            minimums = [int(v) for v in args.label_subsets.split(",")]
+        except ValueError:
+            raise CommandError(f"--label-subsets {args.label_subsets!r}: expected integers like 1000,500,100,0") from None
+        outcome = ablate.run_label_subsets(config, args.data, args.output, minimums, epochs=args.epochs,
+                                           onto=onto, progress=not args.quiet, resume=args.resume)
+    else:
+        outcome = ablate.run_ablation(config, args.data, args.output, variants=args.variants, epochs=args.epochs,
+                                      onto=onto, progress=not args.quiet, resume=args.resume)
+    sys.stdout.write(outcome.markdown)
+    for path in outcome.files:
+        print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="label lesions on CT: every label with score and decision, most specific first")
+    p.add_argument("run", metavar="RUN", help="training run directory (thresholds.json used when calibrated)")
+    _add_image_inputs(p)
+    p.add_argument("--data", metavar="CACHE", help="or: predict every lesion of a patch cache split")
+    p.add_argument("--split", default="test", help="with --data: train, val, test (default), hand or all")
+    p.add_argument("--json", action="store_true", help="JSON prediction records (one object for one lesion)")
+    p.add_argument("--jsonl", action="store_true", help="one JSON record a line")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="table: decided labels plus the best undecided up to N")
+    p.add_argument("--exclusive-filter", action="store_true",
+                   help="of two decided exclusive labels keep the higher-scoring (off by default, as in the paper)")
+    p.add_argument("--embeddings", metavar="EMB", help="add the nearest lesions of this embeddings file (neighbors)")
+    p.add_argument("-k", type=int, default=5, help="neighbours per lesion with --embeddings (default 5)")
+    p.add_argument("--patch-png", metavar="FILE", help="save the patch(es) with box and labels as a PNG panel")
+    p.add_argument("--device", default=None)
+    p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from vision import infer
+
+    predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args),
+                                     exclusive_filter=args.exclusive_filter)
+    if not predictor.calibrated:
+        _warn_line(f"{args.run} has no thresholds.json; deciding at 0.5 (calibrate with `lesanet evaluate`)")
+    if args.data:
+        if any(getattr(args, n, None) for n in ("deeplesion", "nifti", "dicom", "png")):
+            raise CommandError("give either --data CACHE or one image input, not both")
+        prediction = infer.predict_cache_full(predictor, args.data, args.split)
+    else:
+        prediction = infer.predict_inputs(predictor, _lesion_inputs(args), warn=_warn_line)
+    records = prediction.records
+    if args.embeddings:
+        from vision import retrieval
+
+        emb = retrieval.load_embeddings(args.embeddings)
+        retrieval.check_same_model(emb, predictor.info.checkpoint_sha256)
+        index = retrieval.make_index(emb.vectors)
+        for record, vector in zip(records, prediction.scored.embeddings):
+            hits = retrieval.neighbours(emb, vector, args.k, index=index)
+            record["neighbors"] = [{"lesion_id": h["lesion_id"], "distance": h["distance"]} for h in hits]
+    if args.json:
+        text = json.dumps(records[0] if len(records) == 1 else records, indent=2, ensure_ascii=False)
+    elif args.jsonl:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    else:
+        text = infer.records_table(records, args.top)
+    _emit(text, args.output)
+    if args.patch_png:
+        from vision.figures import prediction_panels
+
+        print(f"wrote {prediction_panels(infer.panel_lesions(prediction), args.patch_png)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="embed every lesion of a patch cache once (for retrieve)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--data", required=True, metavar="CACHE")
+    p.add_argument("-o", "--output", required=True, metavar="EMB", help="embeddings directory to write")
+    p.add_argument("--split", default="all", help="all (default), train, val or test")
+    p.add_argument("--device", default=None)
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_embed)
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from vision import infer, retrieval
+
+    predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args))
+    emb = retrieval.embed_cache(predictor, args.data, args.output, split=args.split)
+    print(f"wrote {emb.path}: {len(emb.lesions)} lesions × {emb.vectors.shape[1]}-D", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_retrieve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrieve", help="similar lesions by embedding (L2), with their labels; or retrieval quality")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--embeddings", required=True, metavar="EMB", help="from `lesanet embed`")
+    _add_image_inputs(p)
+    p.add_argument("--query-idx", type=int, metavar="IDX", help="or: a lesion already in EMB, by lesion index")
+    p.add_argument("-k", type=int, default=5, help="neighbours (default 5)")
+    p.add_argument("--exclude-self", action="store_true", help="leave the query lesion itself out of the hits")
+    p.add_argument("--backend", choices=["exact", "faiss", "auto"], default="exact")
+    p.add_argument("--quality", action="store_true",
+                   help="instead: precision@k of label-set similarity, test queries vs train+val, "
+                        "embedding against score-vector retrieval")
+    p.add_argument("--theta", type=float, default=1.0, help="with --quality: a hit is relevant when sim >= theta")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--panel", metavar="PNG", help="save the query and its neighbours as a picture (needs the cache)")
+    p.add_argument("--device", default=None)
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_retrieve)
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from vision import infer, retrieval
+
+    emb = retrieval.load_embeddings(args.embeddings)
+    if args.quality:
+        report = retrieval.retrieval_report(emb, k=args.k, theta=args.theta, backend=args.backend)
+        if args.json:
+            _print_json({name: q.as_dict() for name, q in report.items()})
+        else:
+            print(retrieval.quality_markdown(report))
+        return EXIT_OK
+    predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args))
+    retrieval.check_same_model(emb, predictor.info.checkpoint_sha256)
+    if args.query_idx is not None:
+        row = emb.row_of(args.query_idx)
+        query = retrieval.stored_query(emb, row)
+    else:
+        query = retrieval.image_query(predictor, _lesion_inputs(args)[0], emb, warn=_warn_line)
+    exclude = [query.row] if args.exclude_self and query.row is not None else []
+    hits = retrieval.neighbours(emb, query.vector, args.k, exclude_rows=exclude, backend=args.backend)
+    result = retrieval.mark_shared(query, hits)
+    if args.json:
+        _print_json(result)
+    else:
+        print(retrieval.hits_table(result))
+    if args.panel:
+        print(f"wrote {retrieval.hits_panel(result, query, emb, args.panel)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_evaluation(sub: argparse._SubParsersAction) -> None:
+    """evaluate, ablate, predict, embed, retrieve (vision.evaluate / ablate / infer / retrieval)."""
+    for add in (_add_evaluate, _add_ablate, _add_predict, _add_embed, _add_retrieve):
+        add(sub)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -463,6 +767,7 @@ _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_model,
     _add_kg,
+    _add_evaluation,
 ]
 
 

@@ -212,7 +212,7 @@ def label_subset_figure(f1: Mapping[str, Mapping[str, float]], path: str | Path)
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     for test in test_names:
-        values = [f1[train].get(test, np.nan) for train in train_names]
+        values = [np.nan if f1[train].get(test) is None else f1[train][test] for train in train_names]
         ax.plot(range(len(train_names)), values, marker="o", label=f"test on {test}")
     ax.set_xticks(range(len(train_names)), [f"train {t}" for t in train_names], rotation=20, fontsize=8)
     ax.set_ylabel("mean per-label F1")

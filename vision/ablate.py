@@ -1,0 +1,231 @@
+"""The paper's ablation study (Table 1) and its label-subset experiment (Fig. 5).
+
+Each variant is the given config with a few ``SECTION.KEY=VALUE`` overrides (the same
+syntax as ``lesanet train --set``); it is trained into its own run directory, calibrated
+on val and evaluated on the text-mined test set and, when the cache knows complete truth,
+on the hand / complete-truth set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from vision.config import Config, apply_overrides
+from vision.evaluate import EvalResult, table1_csv, table1_markdown, table1_rows
+
+# The paper's baseline: the multiscale multilabel CNN without the four additions.
+BASELINE = ("model.spl=false", "loss.rhem=false", "loss.triplet=false", "labels.expand=false")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: tuple[str, ...]
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("baseline", BASELINE),
+    Variant("LesaNet", ()),
+    Variant("w/o SPL", ("model.spl=false",)),
+    Variant("w/o RHEM", ("loss.rhem=false",)),
+    Variant("w/o label expansion", ("labels.expand=false",)),
+    Variant("w/o triplet loss", ("loss.triplet=false",)),
+    Variant("w/o text-mined filter", ("labels.positives=RUI",)),
+    Variant("baseline + WARP", (*BASELINE, "loss.classification=warp")),
+)
+
+
+class AblationError(ValueError):
+    """Bad ablation arguments (one line)."""
+
+
+@dataclass
+class AblationOutcome:
+    markdown: str
+    files: list[Path]
+    results: dict[str, list[EvalResult]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _write(path: Path, text: str) -> Path:
+    from vision.checkpoint import write_text_atomic
+
+    write_text_atomic(path, text)
+    return path
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    """A run whose run.json records the last epoch of its schedule."""
+    try:
+        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return int(run.get("epoch", -1)) >= epochs
+
+
+def _train_variant(config: Config, cache: Path, run_dir: Path, epochs: int | None, onto: Any,
+                   progress: bool, resume: bool) -> None:
+    from vision.train import train
+
+    target = epochs if epochs is not None else config.train.epochs
+    if resume and _finished(run_dir, target):
+        return
+    partial = resume and (run_dir / "train_state.pt").exists()
+    if not partial and run_dir.exists():
+        shutil.rmtree(run_dir)
+    train(config, cache, run_dir, epochs=epochs, resume=partial, progress=progress, onto=onto)
+
+
+def _evaluate_variant(run_dir: Path, cache: Path, onto: Any, has_truth: bool) -> list[EvalResult]:
+    from vision.evaluate import calibrate_thresholds, evaluate_run
+    from vision.infer import load_predictor
+
+    predictor = load_predictor(run_dir, onto=onto)
+    calibrate_thresholds(predictor, cache)
+    results = [evaluate_run(predictor, cache, "test")]
+    if has_truth:
+        results.append(evaluate_run(predictor, cache, "hand"))
+    return results
+
+
+def run_ablation(
+    config: Config,
+    cache: str | Path,
+    out_dir: str | Path,
+    variants: Sequence[str] | None = None,
+    epochs: int | None = None,
+    onto: Any = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> AblationOutcome:
+    """Train and evaluate each variant; writes ``table1.md``, ``table1.csv``, ``table1.json``."""
+    from vision.infer import select_split
+
+    if onto is None:
+        from ontology import load_ontology
+
+        onto = load_ontology()
+    chosen = list(VARIANTS)
+    if variants:
+        by_name = {v.name.lower(): v for v in VARIANTS} | {v.slug: v for v in VARIANTS}
+        unknown = [name for name in variants if name.lower() not in by_name]
+        if unknown:
+            raise AblationError(f"unknown variant {unknown[0]!r}; known: {', '.join(v.name for v in VARIANTS)}")
+        chosen = [by_name[name.lower()] for name in variants]
+    cache, out = Path(cache), Path(out_dir)
+    has_truth = select_split(cache, "hand").rows.size > 0
+    results: dict[str, list[EvalResult]] = {}
+    for variant in chosen:
+        variant_config = apply_overrides(config, list(variant.overrides))
+        run_dir = out / variant.slug
+        _train_variant(variant_config, cache, run_dir, epochs, onto, progress, resume)
+        results[variant.name] = _evaluate_variant(run_dir, cache, onto, has_truth)
+    markdown = f"## Table 1 (config {config.name}, cache {cache})\n\n" + table1_markdown(results) + "\n"
+    files = [
+        _write(out / "table1.md", markdown),
+        _write(out / "table1.csv", table1_csv(results)),
+        _write(out / "table1.json", json.dumps(
+            {"table1": table1_rows(results),
+             "variants": {v.name: {"run": str(out / v.slug), "overrides": list(v.overrides)} for v in chosen},
+             "sets": {name: [r.as_dict() for r in rs] for name, rs in results.items()}},
+            indent=2, ensure_ascii=False)),
+    ]
+    return AblationOutcome(markdown, files, results)
+
+
+# --------------------------------------------------------------------------- label subsets (Fig. 5)
+
+
+def subset_cache(cache: Path, term_list: Sequence[str], out: Path) -> Path:
+    """A cache view with a smaller label list: the same patches (linked), a new index.json."""
+    from vision.checkpoint import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    index = json.loads((cache / "index.json").read_text(encoding="utf-8"))
+    index["term_list"] = list(term_list)
+    target = out / "patches.npy"
+    if not target.exists():
+        try:
+            os.symlink((cache / "patches.npy").resolve(), target)
+        except OSError:  # filesystems without symlinks
+            shutil.copyfile(cache / "patches.npy", target)
+    write_json_atomic(out / "index.json", index)
+    return out
+
+
+def run_label_subsets(
+    config: Config,
+    cache: str | Path,
+    out_dir: str | Path,
+    minimums: Sequence[int],
+    epochs: int | None = None,
+    onto: Any = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> AblationOutcome:
+    """Train one model per label subset "more than N training positives" and test each on each subset.
+
+    Writes ``label_subsets.md`` / ``.json`` and the F1 plot ``label_subsets.png``.
+    """
+    from vision.evaluate import calibrate_thresholds, evaluate_run, train_positive_counts
+    from vision.figures import label_subset_figure
+    from vision.infer import load_predictor, open_cache
+    from vision.metrics import average_metrics
+
+    if onto is None:
+        from ontology import load_ontology
+
+        onto = load_ontology()
+    if not minimums:
+        raise AblationError("--label-subsets needs at least one minimum, e.g. 1000,500,100,0")
+    cache, out = Path(cache), Path(out_dir)
+    _, index = open_cache(cache)
+    term_list = index["term_list"]
+    counts = train_positive_counts(index["lesions"], term_list, onto, config)
+    subsets: dict[str, list[str]] = {}
+    for minimum in sorted(set(minimums), reverse=True):
+        names = [name for name, n in zip(term_list, counts) if n > minimum]
+        if not names:
+            raise AblationError(f"no label has more than {minimum} training positives (most: {int(counts.max())})")
+        subsets[f"> {minimum}"] = names
+    f1: dict[str, dict[str, float]] = {}
+    for train_name, train_labels in subsets.items():
+        slug = "subset-gt-" + train_name.split()[-1]
+        sub_cache = subset_cache(cache, train_labels, out / slug / "cache")
+        run_dir = out / slug / "run"
+        _train_variant(config, sub_cache, run_dir, epochs, onto, progress, resume)
+        predictor = load_predictor(run_dir, onto=onto)
+        calibrate_thresholds(predictor, sub_cache)
+        result = evaluate_run(predictor, sub_cache, "test")
+        position = {name: c for c, name in enumerate(train_labels)}
+        f1[train_name] = {}
+        for test_name, test_labels in subsets.items():
+            if not set(test_labels) <= set(train_labels):
+                continue  # the model has no scores for the extra labels
+            cols = np.array([position[name] for name in test_labels])
+            value = average_metrics(result.metrics, cols).f1
+            f1[train_name][test_name] = None if np.isnan(value) else value  # type: ignore[assignment]
+    test_names = list(subsets)
+    lines = ["| trained on \\ tested on | " + " | ".join(test_names) + " |", "|---" * (len(test_names) + 1) + "|"]
+    for train_name in subsets:
+        cells = [f"{f1[train_name][t]:.4f}" if f1[train_name].get(t) is not None else "–" for t in test_names]
+        lines.append(f"| {train_name} ({len(subsets[train_name])} labels) | " + " | ".join(cells) + " |")
+    markdown = "## Label-subset experiment (mean per-label F1 on test)\n\n" + "\n".join(lines) + "\n"
+    files = [
+        _write(out / "label_subsets.md", markdown),
+        _write(out / "label_subsets.json", json.dumps({"subsets": subsets, "f1": f1}, indent=2, ensure_ascii=False)),
+        label_subset_figure(f1, out / "label_subsets.png"),
+    ]
+    return AblationOutcome(markdown, files, extra={"f1": f1, "subsets": subsets})
