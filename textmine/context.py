@@ -94,22 +94,35 @@ def _key(phrase: str, norm: Callable[[str], str]) -> tuple[str, ...]:
     return tuple(norm(w) if w.isalpha() else w for w in words)
 
 
-def _find_phrases(pieces: Sequence[Piece], table: dict[tuple[str, ...], Any], max_len: int) -> list[tuple[int, int, Any]]:
-    """Maximal, non-overlapping phrase hits (longest first, left to right)."""
-    index = [i for i, p in enumerate(pieces) if p.norm not in SKIPPED_WORDS]
-    norms = [pieces[i].norm for i in index]
-    hits: list[tuple[int, int, Any]] = []
-    pos = 0
-    while pos < len(norms):
-        for n in range(min(max_len, len(norms) - pos), 0, -1):
-            value = table.get(tuple(norms[pos : pos + n]))
-            if value is not None:
-                hits.append((index[pos], index[pos + n - 1], value))
-                pos += n
-                break
-        else:
-            pos += 1
-    return hits
+class PhraseTable:
+    """Phrases keyed by normalised word tuples, found longest-first and without overlap."""
+
+    def __init__(self, table: dict[tuple[str, ...], Any]) -> None:
+        self.table = table
+        lengths: dict[str, set[int]] = {}
+        for key in table:
+            lengths.setdefault(key[0], set()).add(len(key))
+        self.lengths_by_first = {w: tuple(sorted(n, reverse=True)) for w, n in lengths.items()}
+
+    def find(self, pieces: Sequence[Piece]) -> list[tuple[int, int, Any]]:
+        firsts = self.lengths_by_first
+        if not any(p.norm in firsts for p in pieces):
+            return []
+        index = [i for i, p in enumerate(pieces) if p.norm not in SKIPPED_WORDS]
+        norms = [pieces[i].norm for i in index]
+        hits: list[tuple[int, int, Any]] = []
+        pos = 0
+        while pos < len(norms):
+            step = 1
+            for n in firsts.get(norms[pos], ()):
+                if pos + n <= len(norms):
+                    value = self.table.get(tuple(norms[pos : pos + n]))
+                    if value is not None:
+                        hits.append((index[pos], index[pos + n - 1], value))
+                        step = n
+                        break
+            pos += step
+        return hits
 
 
 class RuleRelations:
@@ -117,8 +130,8 @@ class RuleRelations:
 
     def __init__(self, cue_set: CueSet) -> None:
         self.cue_set = cue_set
-        self._cue_len = max((len(k) for k in cue_set.cues), default=1)
-        self._intro_len = max((len(k) for k in cue_set.introducers), default=1)
+        self._cues = PhraseTable(cue_set.cues)
+        self._introducers = PhraseTable(cue_set.introducers)
 
     # ------------------------------------------------------------------ public
     def assign(self, pieces: Sequence[Piece], mentions: list[Mention]) -> None:
@@ -138,7 +151,7 @@ class RuleRelations:
         for m in mentions:
             covered.update(range(m.first_piece, m.last_piece + 1))
         hits = []
-        for first, last, cue in _find_phrases(pieces, self.cue_set.cues, self._cue_len):
+        for first, last, cue in self._cues.find(pieces):
             if cue.category == "pseudo" or covered.intersection(range(first, last + 1)):
                 continue  # a cue word inside a label ("not calcified") is part of the label
             hits.append(CueHit(first, last, cue))
@@ -163,6 +176,8 @@ class RuleRelations:
                 scope += self._scope(pieces, mentions, stops, hit.first - 1, -1, landmark)
             if landmark:  # a landmark is a body part; a finding next to it is still the lesion's
                 scope = [m for m in scope if m.category == "bodypart"]
+            if hit.cue.category == "historical" and scope and scope[0].category == "attribute":
+                scope = _leading_attributes(scope)  # "previously solid nodule": the nodule is current
             rank = _CATEGORY_RANK[hit.cue.category]
             for m in scope:
                 if m.relation == IRRELEVANT and m.cue == OTHER_BMK:
@@ -195,7 +210,7 @@ class RuleRelations:
                 break
             if piece.is_bookmark and step > 0:
                 break
-            if piece.norm == "," and stop_at_comma:
+            if piece.norm == "," and (stop_at_comma or step < 0):
                 break
             if piece.norm == "," and found:
                 j = _skip_articles(pieces, i + step, step)
@@ -217,7 +232,7 @@ class RuleRelations:
             after = _skip_articles(pieces, i + 1, +1)
             if after is not None and pieces[after].is_number:
                 continue  # "versus 1.9 cm previously" compares measurements
-            before = _skip_articles(pieces, i - 1, -1)
+            before = _skip_articles(pieces, i - 1, -1, skip_bookmarks=True)
             left = ends.get(before) if before is not None else None
             right = starts.get(after) if after is not None else None
             if left is None or right is None:
@@ -227,11 +242,20 @@ class RuleRelations:
                     m.relation, m.cue = UNCERTAIN, piece.text
 
     def _introducer_positions(self, pieces: Sequence[Piece]) -> list[int]:
-        return [last for _, last, _ in _find_phrases(pieces, self.cue_set.introducers, self._intro_len)]
+        return [last for _, last, _ in self._introducers.find(pieces)]
 
 
-def _skip_articles(pieces: Sequence[Piece], i: int, step: int) -> int | None:
-    while 0 <= i < len(pieces) and pieces[i].norm in SKIPPED_WORDS:
+def _leading_attributes(scope: Sequence[Mention]) -> list[Mention]:
+    out = []
+    for m in scope:
+        if m.category != "attribute":
+            break
+        out.append(m)
+    return out
+
+
+def _skip_articles(pieces: Sequence[Piece], i: int, step: int, skip_bookmarks: bool = False) -> int | None:
+    while 0 <= i < len(pieces) and (pieces[i].norm in SKIPPED_WORDS or (skip_bookmarks and pieces[i].is_bookmark)):
         i += step
     return i if 0 <= i < len(pieces) else None
 

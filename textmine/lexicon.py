@@ -207,7 +207,7 @@ class Lexicon:
                     if entry is not None:
                         found.append((pos, pos + n - 1, entry))
                         break  # the longest match starting here
-            if word in self.laterality_words:
+            if word in self.laterality_words or word in self.position_words:
                 lateral = self._lateral_match(norms, pos)
                 if lateral is not None:
                     found.append(lateral)

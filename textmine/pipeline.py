@@ -78,7 +78,7 @@ class LabelMiner:
 
     def pieces_and_mentions(self, text: str) -> tuple[list[Piece], list[Mention]]:
         """Tokenise one text and find its label mentions (no relations)."""
-        pieces = self.splitter.pieces(self.nlp(text))
+        pieces = self.splitter.pieces(self.nlp(text), text)
         return pieces, self.lexicon.match(pieces, text)
 
     # ------------------------------------------------------------------ internals
@@ -98,7 +98,7 @@ class LabelMiner:
 
     def _mine_one(self, record: InputRecord, doc, expand: bool, lesion_idx: int | None) -> MinedSentence:
         text = record.text or ""
-        pieces = self.splitter.pieces(doc)
+        pieces = self.splitter.pieces(doc, text)
         check_bookmarks(pieces)
         mentions = self.lexicon.match(pieces, text)
         if self.model is not None:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Callable
 
 import spacy
+from spacy.attrs import IDX, LENGTH
 from spacy.language import Language
 
 BOOKMARK = "BOOKMARK"
@@ -29,7 +30,7 @@ _PIECE_SPLIT = re.compile(r"([-/()\[\]])")
 _NUMBER = re.compile(r"^[\d.,]+(cm|mm|m)?$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Piece:
     """One matchable unit of text: a word part, a punctuation mark or a bookmark token."""
 
@@ -88,12 +89,14 @@ class PieceSplitter:
             self._cache[text] = result
         return result
 
-    def pieces(self, doc: spacy.tokens.Doc) -> list[Piece]:
+    def pieces(self, doc: spacy.tokens.Doc, text: str) -> list[Piece]:
+        """Pieces of ``doc``, the tokenisation of ``text`` (passed in: ``doc.text`` is slow)."""
         out: list[Piece] = []
-        for token in doc:
-            if token.is_space:
+        # token offsets as one array: avoids building a Token object per token
+        for base, length in doc.to_array([IDX, LENGTH]).tolist():
+            token_text = text[base : base + length]
+            if token_text.isspace():
                 continue
-            base = token.idx
-            for start, end, text, norm in self.split_token(token.text):
-                out.append(Piece(base + start, base + end, text, norm))
+            for start, end, piece_text, norm in self.split_token(token_text):
+                out.append(Piece(base + start, base + end, piece_text, norm))
         return out
