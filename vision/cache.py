@@ -1,0 +1,462 @@
+"""The patch cache: every lesion preprocessed once into one memory-mappable array.
+
+Layout (docs/architecture.md): ``patches.npy`` (uint8 N × 3 × 120 × 120), ``index.json``
+(lesion idx, split, box in patch pixels, labels), ``report.json`` (bad lesions skipped).
+
+The build works in units (lesions of one series, in key-slice order) so each slice PNG is
+decoded once even when lesions share it; units run in worker processes that write
+their rows straight into a preallocated ``.npy`` (``open_memmap``) and flush it; the
+parent then appends the unit to ``done.jsonl``. A build that is killed resumes from
+the units listed there and ends byte-identical to an uninterrupted build.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from vision.deeplesion import (
+    DataError,
+    read_dl_info,
+    read_hand_labeled,
+    read_label_split,
+    read_slice_hu,
+    series_dir_name,
+    write_json_atomic,
+    DEFAULT_COORDINATE_BASE,
+)
+from vision.preprocess import DEFAULT_CONFIG, PreprocessConfig, lesion_patch
+
+CACHE_FORMAT = "lesanet-patch-cache"
+CACHE_VERSION = 1
+PARTIAL_DIR = ".partial"
+
+
+class BuildInterrupted(RuntimeError):
+    """Raised by the ``stop_after_units`` test hook to simulate a killed build."""
+
+
+@dataclass(frozen=True)
+class CacheLesion:
+    """One row of the cache index."""
+
+    row: int
+    lesion_idx: int
+    split: str
+    box: tuple[float, float, float, float]  # patch pixels
+    relevant: tuple[str, ...]
+    uncertain: tuple[str, ...]
+    irrelevant: tuple[str, ...]
+    truth: tuple[str, ...] | None
+    sentence: str | None
+
+
+@dataclass
+class CacheReport:
+    out_dir: Path
+    n_lesions: int
+    bad: list[dict[str, Any]]
+    warnings: list[dict[str, Any]]
+    seconds: float = 0.0
+    resumed_lesions: int = 0  # lesions taken from an interrupted build
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lesions_per_second(self) -> float:
+        done = self.n_lesions - self.resumed_lesions
+        return done / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What a worker needs to make one row."""
+
+    row: int
+    lesion_idx: int
+    series_dir: str
+    key_slice: int
+    box: tuple[float, float, float, float]
+    spacing_xy: tuple[float, float]
+    slice_interval: float
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _Plan:
+    term_list: list[str]
+    tasks: list[_Task]
+    meta: list[dict[str, Any]]  # per row: lesion_idx, split, labels, truth, sentence
+    bad: list[dict[str, Any]]
+    dropped: dict[str, int]
+
+
+def _read_sentences(path: Path) -> dict[int, str]:
+    texts: dict[int, str] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                texts[int(record["lesion_idx"])] = str(record["text"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}:{line_no}: bad sentence record ({exc})") from None
+    return texts
+
+
+def _plan(
+    deeplesion_dir: Path,
+    labels_json: Path,
+    truth_json: Path | None,
+    sentences_jsonl: Path | None,
+    known_labels: set[str] | None,
+    coordinate_base: int,
+) -> _Plan:
+    info = read_dl_info(deeplesion_dir / "DL_info.csv", strict=False, coordinate_base=coordinate_base)
+    bad: list[dict[str, Any]] = []
+    bad_rows = {e.lesion_idx: str(e) for e in info.errors if e.lesion_idx is not None}
+    labels = read_label_split(labels_json, known_labels=known_labels, strict=False)
+    for error in labels.errors:
+        bad.append({"lesion_idx": None, "reason": str(error)})
+    truth: dict[int, tuple[str, ...]] = {}
+    if truth_json is not None:
+        records, errors = read_hand_labeled(truth_json, known_labels=known_labels, strict=False)
+        truth = {r.lesion_idx: r.expanded_terms for r in records}
+        bad.extend({"lesion_idx": None, "reason": str(e)} for e in errors)
+    sentences = _read_sentences(sentences_jsonl) if sentences_jsonl is not None else {}
+    dropped = dict(labels.dropped)
+    tasks: list[_Task] = []
+    meta: list[dict[str, Any]] = []
+    for entry in sorted(labels.lesions, key=lambda e: e.lesion_idx):
+        idx = entry.lesion_idx
+        lesion = info.lesions.get(idx)
+        if lesion is None:
+            reason = bad_rows.get(idx, f"lesion {idx} is not a row of {info.path}")
+            bad.append({"lesion_idx": idx, "reason": reason})
+            continue
+        if lesion.possibly_noisy:
+            dropped["possibly_noisy"] = dropped.get("possibly_noisy", 0) + 1
+            continue
+        tasks.append(
+            _Task(
+                row=len(tasks),
+                lesion_idx=idx,
+                series_dir=series_dir_name(lesion.patient, lesion.study, lesion.series),
+                key_slice=lesion.key_slice,
+                box=lesion.box,
+                spacing_xy=(lesion.spacing_mm[0], lesion.spacing_mm[1]),
+                slice_interval=lesion.spacing_mm[2],
+            )
+        )
+        meta.append(
+            {
+                "lesion_idx": idx,
+                "split": entry.split,
+                "relevant": list(entry.relevant),
+                "uncertain": list(entry.uncertain),
+                "irrelevant": list(entry.irrelevant),
+                "truth": list(truth[idx]) if idx in truth else None,
+                "sentence": sentences.get(idx),
+            }
+        )
+    return _Plan(term_list=labels.term_list, tasks=tasks, meta=meta, bad=bad, dropped=dropped)
+
+
+def _units(tasks: Sequence[_Task], chunk_lesions: int) -> list[list[_Task]]:
+    """Lesions grouped by series (slices decoded once per unit), key-slice order."""
+    by_series: dict[str, list[_Task]] = {}
+    for task in tasks:
+        by_series.setdefault(task.series_dir, []).append(task)
+    units: list[list[_Task]] = []
+    for series in sorted(by_series):
+        group = sorted(by_series[series], key=lambda t: (t.key_slice, t.row))
+        units.extend(group[i : i + chunk_lesions] for i in range(0, len(group), chunk_lesions))
+    return units
+
+
+# --------------------------------------------------------------------------- workers
+
+_OPEN_MEMMAPS: dict[str, np.ndarray] = {}
+
+
+def _memmap(path: str) -> np.ndarray:
+    if path not in _OPEN_MEMMAPS:
+        _OPEN_MEMMAPS.clear()
+        _OPEN_MEMMAPS[path] = np.lib.format.open_memmap(path, mode="r+")
+    return _OPEN_MEMMAPS[path]
+
+
+def _process_unit(
+    partial_npy: str, images_dir: str, unit: list[_Task], cfg: PreprocessConfig
+) -> list[dict[str, Any]]:
+    """Preprocess one unit into its rows; returns per-row box / error / warnings."""
+    patches = _memmap(partial_npy)
+    decoded: dict[tuple[str, int], np.ndarray | None] = {}
+
+    results = []
+    for task in unit:
+
+        def provider(n: int, series: str = task.series_dir) -> np.ndarray | None:
+            key = (series, n)
+            if key not in decoded:
+                path = Path(images_dir) / series / f"{n:03d}.png"
+                decoded[key] = read_slice_hu(path) if path.exists() else None
+            return decoded[key]
+
+        notes: list[str] = []
+        try:
+            patch, box = lesion_patch(
+                provider, task.key_slice, task.box, task.spacing_xy, task.slice_interval, cfg, notes.append
+            )
+        except DataError as exc:
+            results.append({"row": task.row, "error": str(exc), "warnings": notes})
+            continue
+        patches[task.row] = patch
+        results.append({"row": task.row, "box": [round(float(v), 4) for v in box], "warnings": notes})
+    patches.flush()
+    return results
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _fingerprint(plan: _Plan, cfg: PreprocessConfig, images_dir: Path) -> str:
+    blob = json.dumps(
+        {"tasks": [asdict(t) for t in plan.tasks], "cfg": asdict(cfg), "images": str(images_dir.resolve())},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _read_done(path: Path) -> dict[int, list[dict[str, Any]]]:
+    """Units finished by an earlier (maybe killed) build; a torn last line is ignored."""
+    done: dict[int, list[dict[str, Any]]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                done[int(record["unit"])] = record["results"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    return done
+
+
+def build_cache(
+    deeplesion_dir: str | os.PathLike[str],
+    labels_json: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    workers: int = 2,
+    truth_json: str | os.PathLike[str] | None = None,
+    sentences_jsonl: str | os.PathLike[str] | None = None,
+    known_labels: set[str] | None = None,
+    ontology_version: str = "unknown",
+    cfg: PreprocessConfig = DEFAULT_CONFIG,
+    coordinate_base: int = DEFAULT_COORDINATE_BASE,
+    chunk_lesions: int = 32,
+    progress: bool = True,
+    stop_after_units: int | None = None,
+) -> CacheReport:
+    """Preprocess every labelled lesion of a DeepLesion-format folder into ``out_dir``.
+
+    ``truth_json`` / ``sentences_jsonl`` default to ``truth.json`` / ``sentences.jsonl``
+    next to ``DL_info.csv`` when those exist (the phantom writes them).
+    ``stop_after_units`` raises BuildInterrupted after that many units (resume tests).
+    """
+    started = time.perf_counter()
+    root, out = Path(deeplesion_dir), Path(out_dir)
+    images_dir = root / "Images_png"
+    if not (root / "DL_info.csv").exists():
+        raise DataError(f"{root}: no DL_info.csv; give the DeepLesion folder (DL_info.csv + Images_png/)")
+    if truth_json is None and (root / "truth.json").exists():
+        truth_json = root / "truth.json"
+    if sentences_jsonl is None and (root / "sentences.jsonl").exists():
+        sentences_jsonl = root / "sentences.jsonl"
+    plan = _plan(
+        root,
+        Path(labels_json),
+        Path(truth_json) if truth_json else None,
+        Path(sentences_jsonl) if sentences_jsonl else None,
+        known_labels,
+        coordinate_base,
+    )
+    patch_shape = (cfg.num_slices, cfg.patch_size, cfg.patch_size)
+    units = _units(plan.tasks, chunk_lesions)
+    partial = out / PARTIAL_DIR
+    partial_npy, done_path, plan_path = partial / "patches.npy", partial / "done.jsonl", partial / "plan.json"
+    fingerprint = _fingerprint(plan, cfg, images_dir)
+    resumable = plan_path.exists() and partial_npy.exists()
+    if resumable:
+        try:
+            resumable = json.loads(plan_path.read_text())["fingerprint"] == fingerprint
+        except (ValueError, KeyError):
+            resumable = False
+    if not resumable:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        np.lib.format.open_memmap(partial_npy, mode="w+", dtype=np.uint8, shape=(len(plan.tasks), *patch_shape))
+        write_json_atomic(plan_path, {"fingerprint": fingerprint})
+    done = _read_done(done_path) if resumable else {}
+    resumed = sum(len(done[u]) for u in done if u < len(units))
+    todo = [u for u in range(len(units)) if u not in done]
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(plan.tasks), initial=resumed, unit="lesion", disable=not progress, file=sys.stderr)
+    with done_path.open("a", encoding="utf-8") as log:
+
+        def record(unit_id: int, results: list[dict[str, Any]]) -> None:
+            log.write(json.dumps({"unit": unit_id, "results": results}) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            done[unit_id] = results
+            bar.update(len(results))
+            if stop_after_units is not None and len(done) >= stop_after_units:
+                raise BuildInterrupted(f"stopped after {len(done)} units (test hook)")
+
+        try:
+            if workers <= 1:
+                for unit_id in todo:
+                    record(unit_id, _process_unit(str(partial_npy), str(images_dir), units[unit_id], cfg))
+            else:
+                context = multiprocessing.get_context("spawn")
+                with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                    futures = {
+                        pool.submit(_process_unit, str(partial_npy), str(images_dir), units[u], cfg): u for u in todo
+                    }
+                    try:
+                        for future in concurrent.futures.as_completed(futures):
+                            record(futures[future], future.result())
+                    except BaseException:
+                        for future in futures:
+                            future.cancel()
+                        raise
+        finally:
+            bar.close()
+            _OPEN_MEMMAPS.clear()
+
+    report = _finish(plan, units, done, partial_npy, out, ontology_version, cfg)
+    report.seconds = time.perf_counter() - started
+    report.resumed_lesions = resumed
+    shutil.rmtree(partial, ignore_errors=True)
+    return report
+
+
+def _finish(
+    plan: _Plan,
+    units: list[list[_Task]],
+    done: dict[int, list[dict[str, Any]]],
+    partial_npy: Path,
+    out: Path,
+    ontology_version: str,
+    cfg: PreprocessConfig,
+) -> CacheReport:
+    """Compact good rows into patches.npy and write index.json + report.json."""
+    by_row = {r["row"]: r for results in done.values() for r in results}
+    bad = list(plan.bad)
+    warnings: list[dict[str, Any]] = []
+    good_rows: list[int] = []
+    for task in plan.tasks:
+        result = by_row[task.row]
+        for note in result.get("warnings", []):
+            warnings.append({"lesion_idx": task.lesion_idx, "warning": note})
+        if "error" in result:
+            bad.append({"lesion_idx": task.lesion_idx, "reason": result["error"]})
+        else:
+            good_rows.append(task.row)
+    source = np.load(partial_npy, mmap_mode="r")
+    final_npy = out / "patches.npy"
+    tmp_npy = out / ".patches.npy.tmp"
+    if len(good_rows) == len(plan.tasks):
+        os.replace(partial_npy, tmp_npy)
+    else:
+        compact = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(len(good_rows), *source.shape[1:]))
+        for new_row, old_row in enumerate(good_rows):
+            compact[new_row] = source[old_row]
+        compact.flush()
+        del compact
+    del source
+    os.replace(tmp_npy, final_npy)
+    lesions = []
+    for new_row, old_row in enumerate(good_rows):
+        meta = plan.meta[old_row]
+        lesions.append({"row": new_row, **{k: meta[k] for k in ("lesion_idx", "split")}, "box": by_row[old_row]["box"],
+                        **{k: meta[k] for k in ("relevant", "uncertain", "irrelevant", "truth", "sentence")}})
+    index = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "term_list": plan.term_list,
+        "ontology_version": ontology_version,
+        "patch_size": cfg.patch_size,
+        "lesions": lesions,
+    }
+    bad.sort(key=lambda b: (b["lesion_idx"] is None, b["lesion_idx"] or 0, b["reason"]))
+    write_json_atomic(out / "index.json", index)
+    write_json_atomic(
+        out / "report.json",
+        {"n_lesions": len(lesions), "n_bad": len(bad), "bad": bad, "warnings": warnings, "dropped": plan.dropped},
+        indent=1,
+    )
+    return CacheReport(out_dir=out, n_lesions=len(lesions), bad=bad, warnings=warnings, dropped=plan.dropped)
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class PatchCache:
+    """A built cache: ``patches`` (memmap N × 3 × P × P uint8), ``lesions``, ``term_list``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        index_path = self.path / "index.json"
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{self.path}: no index.json; build it with `lesanet data cache`") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{index_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        if index.get("format") != CACHE_FORMAT or index.get("version") != CACHE_VERSION:
+            raise DataError(f"{index_path}: not a {CACHE_FORMAT} v{CACHE_VERSION} index")
+        self.term_list: list[str] = index["term_list"]
+        self.ontology_version: str = index["ontology_version"]
+        self.patch_size: int = index["patch_size"]
+        self.lesions: list[CacheLesion] = [
+            CacheLesion(
+                row=e["row"],
+                lesion_idx=e["lesion_idx"],
+                split=e["split"],
+                box=tuple(e["box"]),  # type: ignore[arg-type]
+                relevant=tuple(e["relevant"]),
+                uncertain=tuple(e["uncertain"]),
+                irrelevant=tuple(e["irrelevant"]),
+                truth=None if e["truth"] is None else tuple(e["truth"]),
+                sentence=e["sentence"],
+            )
+            for e in index["lesions"]
+        ]
+        self.patches: np.ndarray = np.load(self.path / "patches.npy", mmap_mode="r")
+        if self.patches.shape[0] != len(self.lesions) or self.patches.dtype != np.uint8:
+            raise DataError(
+                f"{self.path}: patches.npy has shape {self.patches.shape} {self.patches.dtype}, "
+                f"index lists {len(self.lesions)} lesions; rebuild the cache"
+            )
+
+    def __len__(self) -> int:
+        return len(self.lesions)
+
+    def rows(self, split: str) -> np.ndarray:
+        """Row numbers of one split ("train", "val", "test")."""
+        return np.array([e.row for e in self.lesions if e.split == split], dtype=np.int64)
