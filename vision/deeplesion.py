@@ -16,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -456,10 +456,19 @@ class HandLabeled:
 
 
 def read_hand_labeled(
-    path: str | os.PathLike[str], *, known_labels: set[str] | None = None, strict: bool = True
+    path: str | os.PathLike[str],
+    *,
+    known_labels: set[str] | None = None,
+    resolve_label: Callable[[str], str] | None = None,
+    strict: bool = True,
 ) -> tuple[list[HandLabeled], list[DataError]]:
     """Read ``hand_labeled_dev.json`` / phantom ``truth.json``: a list of
-    ``{"lesion_idx", "expanded_terms", "text"?}``. Returns (records, errors)."""
+    ``{"lesion_idx", "expanded_terms", "text"?}``. Returns (records, errors).
+
+    ``resolve_label`` maps a name or synonym to its ontology name (the official file
+    uses some synonyms, e.g. "pericardial") and raises LookupError for unknown ones;
+    ``known_labels`` instead demands exact names.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -488,6 +497,11 @@ def read_hand_labeled(
                 unknown = [t for t in terms if t not in known_labels]
                 if unknown:
                     raise ValueError(f"label {unknown[0]!r} is not in the ontology")
+            if resolve_label is not None:
+                try:
+                    terms = [resolve_label(t) for t in terms]
+                except LookupError as exc:
+                    raise ValueError(f"unknown label: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
             text = item.get("text", "")
             if not isinstance(text, str):
                 raise ValueError("text must be a string")
