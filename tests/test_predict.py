@@ -1,0 +1,246 @@
+"""A tiny trained run on a phantom: calibration, evaluation, prediction, retrieval, figures, CLI.
+
+One session-scoped fixture synthesises a small phantom, builds its patch cache and trains
+the cpu-small config for two short epochs; every test here reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli import main as cli_main
+from vision.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    phantom: Path
+    cache: Path
+    run: Path
+
+
+def _tiny_config():
+    """cpu-small shrunk further: these tests check wiring and formats, not accuracy."""
+    from vision.config import apply_overrides
+
+    return apply_overrides(load_config(ROOT / "configs" / "cpu-small.yaml"), [
+        "model.widths=[4, 8, 8, 16, 16]", "model.roi_fc=16", "model.embed_dim=16",
+        "loss.rhem_samples=300", "loss.triplet_count=200", "train.batch_size=16",
+    ])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, shipped_ontology) -> TinyRun:
+    from vision.cache import build_cache
+    from vision.phantom import synthesize
+    from vision.train import train
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    phantom = synthesize(root / "phantom", 48, seed=5, workers=1, onto=shipped_ontology)
+    build_cache(phantom, phantom / "labels.json", root / "cache", workers=1, progress=False,
+                known_labels=set(shipped_ontology.terms), ontology_version=shipped_ontology.version)
+    train(_tiny_config(), root / "cache", root / "run", epochs=1, progress=False, onto=shipped_ontology)
+    return TinyRun(phantom, root / "cache", root / "run")
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_run: TinyRun, shipped_ontology):
+    from vision.evaluate import calibrate_thresholds
+    from vision.infer import load_predictor
+
+    loaded = load_predictor(tiny_run.run, device="cpu", onto=shipped_ontology)
+    calibrate_thresholds(loaded, tiny_run.cache)
+    return loaded
+
+
+def _cache_index(tiny_run: TinyRun) -> dict:
+    return json.loads((tiny_run.cache / "index.json").read_text())
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_calibrated_thresholds_beat_fixed_half_on_validation(tiny_run: TinyRun, predictor) -> None:
+    from vision.evaluate import evaluate_run, read_thresholds
+
+    stored = read_thresholds(tiny_run.run, predictor.term_list, predictor.info.checkpoint_sha256)
+    assert stored is not None and np.allclose(stored, predictor.thresholds)
+    calibrated = evaluate_run(predictor, tiny_run.cache, "val")
+    fixed = evaluate_run(predictor, tiny_run.cache, "val", decision="fixed")
+    both = calibrated.metrics.evaluable
+    assert both.any()
+    # exact search: on its own calibration set no label can do worse than at 0.5
+    assert np.all(calibrated.metrics.f1[both] >= fixed.metrics.f1[both] - 1e-12)
+    assert calibrated.averages.f1 > fixed.averages.f1
+
+
+def test_test_and_hand_sets_make_table1(tiny_run: TinyRun, predictor) -> None:
+    from vision.evaluate import evaluate_run, table1_markdown
+
+    test = evaluate_run(predictor, tiny_run.cache, "test", exclusive_filter=True)
+    hand = evaluate_run(predictor, tiny_run.cache, "hand")
+    truth_file = evaluate_run(predictor, tiny_run.cache, "hand", truth=tiny_run.phantom / "truth.json")
+    n_test = sum(1 for r in _cache_index(tiny_run)["lesions"] if r["split"] == "test")
+    assert test.n_lesions == hand.n_lesions == n_test
+    # the truth file covers every split; the cache's own truth only the test lesions
+    assert truth_file.n_lesions == len(_cache_index(tiny_run)["lesions"])
+    assert hand.truth_kind == "complete" and test.truth_kind == "text-mined"
+    assert test.exclusive_filtered is not None
+    table = table1_markdown({"LesaNet": [test, hand]})
+    assert "test (text-mined) AUC" in table and "hand (complete truth) F1" in table
+    payload = json.loads(hand.to_json())
+    assert payload["averages"]["n_labels"] == hand.averages.n_labels > 0
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def test_prediction_records_follow_the_contract(tiny_run: TinyRun, predictor, shipped_ontology) -> None:
+    from vision.infer import predict_cache
+
+    records = predict_cache(predictor, tiny_run.cache, "test")
+    assert records
+    for record in records:
+        assert set(record) == {"lesion_id", "source", "labels", "model", "ontology_version", "neighbors"}
+        assert record["model"]["checkpoint_sha256"] == predictor.info.checkpoint_sha256
+        labels = record["labels"]
+        assert sorted(e["label"] for e in labels) == sorted(predictor.term_list)
+        assert all(set(e) == {"label", "iri", "score", "threshold", "decision"} for e in labels)
+        decided = [e["label"] for e in labels if e["decision"]]
+        assert [e["decision"] for e in labels] == [True] * len(decided) + [False] * (len(labels) - len(decided))
+        position = {name: i for i, name in enumerate(decided)}
+        for name in decided:
+            for ancestor in shipped_ontology.ancestors(name) & set(predictor.term_list):
+                assert ancestor in position, f"{name} decided without its ancestor {ancestor}"
+                assert position[ancestor] > position[name], "most specific labels come first"
+        assert labels[0]["iri"] == str(shipped_ontology.iri(labels[0]["label"]))
+
+
+def test_deeplesion_files_score_like_the_cache(tiny_run: TinyRun, predictor) -> None:
+    from vision.infer import deeplesion_inputs, predict_cache_full, predict_inputs
+
+    cached = predict_cache_full(predictor, tiny_run.cache, "test")
+    idxs = [r["lesion_idx"] for r in cached.cache_records[:3]]
+    from_files = predict_inputs(predictor, deeplesion_inputs(tiny_run.phantom, idxs))
+    assert np.array_equal(from_files.patches, cached.patches[:3])
+    assert np.allclose(from_files.scored.probs, cached.scored.probs[:3], atol=1e-6)
+    assert from_files.records[0]["source"]["file"].startswith("Images_png/")
+
+
+def test_png_path_and_bad_boxes(tiny_run: TinyRun, predictor) -> None:
+    from vision.deeplesion import read_dl_info
+    from vision.infer import PredictError, deeplesion_inputs, png_inputs, predict_inputs
+
+    lesion = read_dl_info(tiny_run.phantom / "DL_info.csv").lesions[0]
+    png = lesion.slice_path(tiny_run.phantom / "Images_png", lesion.key_slice)
+    spacing = ",".join(str(v) for v in lesion.spacing_mm)
+    by_png = predict_inputs(predictor, png_inputs(png, spacing, [lesion.box]))
+    by_row = predict_inputs(predictor, deeplesion_inputs(tiny_run.phantom, [0]))
+    assert np.allclose(by_png.scored.probs, by_row.scored.probs, atol=1e-6)
+    with pytest.raises(PredictError, match="outside the 256×256 image"):
+        png_inputs(png, spacing, [(250.0, 10.0, 300.0, 40.0)])
+    with pytest.raises(PredictError, match="slice interval"):
+        png_inputs(png, "0.8", [lesion.box])
+    with pytest.raises(PredictError, match="not a row"):
+        deeplesion_inputs(tiny_run.phantom, [100_000])
+
+
+def test_run_from_another_version_is_refused(tiny_run: TinyRun, tmp_path: Path) -> None:
+    from vision.checkpoint import CheckpointError
+    from vision.infer import load_predictor
+
+    other = tmp_path / "run"
+    shutil.copytree(tiny_run.run, other)
+    run = json.loads((other / "run.json").read_text())
+    run["model"]["version"] = "9.9.9"
+    (other / "run.json").write_text(json.dumps(run))
+    with pytest.raises(CheckpointError, match="LesaNet 9.9.9"):
+        load_predictor(other, device="cpu")
+
+
+# --------------------------------------------------------------------------- retrieval and figures
+
+
+def test_retrieval_puts_the_lesions_own_copy_first(tiny_run: TinyRun, predictor, tmp_path: Path) -> None:
+    from vision.infer import deeplesion_inputs
+    from vision.retrieval import embed_cache, image_query, mark_shared, neighbours, retrieval_report
+
+    emb = embed_cache(predictor, tiny_run.cache, tmp_path / "emb")
+    assert len(emb.lesions) == len(_cache_index(tiny_run)["lesions"])
+    target = next(lesion for lesion in emb.lesions if lesion["split"] == "test")
+    query = image_query(predictor, deeplesion_inputs(tiny_run.phantom, [target["lesion_idx"]])[0], emb)
+    hits = neighbours(emb, query.vector, 3)
+    assert hits[0]["lesion_id"] == target["lesion_id"] and hits[0]["distance"] < 1e-3
+    assert query.row == hits[0]["row"]
+    marked = mark_shared(query, hits)
+    assert marked["hits"][0]["is_query"]
+    report = retrieval_report(emb, k=3)
+    assert set(report) == {"embedding", "score vector"}
+    assert all(0.0 <= q.precision_at_k <= 1.0 for q in report.values())
+
+
+def test_run_figures_are_pictures(tiny_run: TinyRun, predictor, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from vision.figures import run_figures
+
+    paths = run_figures(predictor, tiny_run.cache, tmp_path / "figs")
+    assert {p.name for p in paths} == {"roc.png", "spl_weights.png", "predictions.png", "retrieval.png"}
+    for path in paths:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.shape[0] > 100 and pixels.std() > 5
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_evaluate_predict_embed_retrieve(tiny_run: TinyRun, predictor, tmp_path: Path, capsys) -> None:
+    run, cache = str(tiny_run.run), str(tiny_run.cache)
+    out = tmp_path / "eval.json"
+    assert cli_main(["evaluate", run, "--data", cache, "--format", "json", "-o", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert [s["name"] for s in payload["sets"]] == ["test (text-mined)", "hand (complete truth)"]
+    capsys.readouterr()
+    assert cli_main(["predict", run, "--deeplesion", str(tiny_run.phantom), "--lesion", "0", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["lesion_id"] == "deeplesion/0" and len(record["labels"]) == len(predictor.term_list)
+    emb = tmp_path / "emb"
+    assert cli_main(["embed", run, "--data", cache, "-o", str(emb)]) == 0
+    capsys.readouterr()
+    assert cli_main(["retrieve", run, "--embeddings", str(emb), "--deeplesion", str(tiny_run.phantom),
+                     "--lesion", "0", "-k", "2", "--panel", str(tmp_path / "hits.png")]) == 0
+    text = capsys.readouterr().out
+    assert "deeplesion/0" in text and "(the query itself)" in text and (tmp_path / "hits.png").is_file()
+    assert cli_main(["retrieve", run, "--embeddings", str(emb), "--quality", "-k", "2"]) == 0
+    assert "score vector" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line(tiny_run: TinyRun, capsys) -> None:
+    png = next((tiny_run.phantom / "Images_png").glob("*/*.png"))
+    code = cli_main(["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5",
+                     "--box", "500,500,520,530"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "outside" in err
+    code = cli_main(["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5", "--box", "3,4"])
+    assert code == 1 and "x1,y1,x2,y2" in capsys.readouterr().err
+
+
+def test_ablation_reuses_finished_runs(tiny_run: TinyRun, predictor, tmp_path: Path, shipped_ontology) -> None:
+    from vision.ablate import VARIANTS, run_ablation
+
+    assert [v.name for v in VARIANTS][:2] == ["baseline", "LesaNet"]
+    shutil.copytree(tiny_run.run, tmp_path / "lesanet")
+    (tmp_path / "lesanet" / "thresholds.json").unlink(missing_ok=True)
+    outcome = run_ablation(_tiny_config(), tiny_run.cache, tmp_path, variants=["LesaNet"], epochs=1,
+                           onto=shipped_ontology, progress=False, resume=True)
+    assert "| LesaNet |" in outcome.markdown
+    assert (tmp_path / "table1.csv").is_file() and (tmp_path / "lesanet" / "thresholds.json").is_file()
