@@ -746,6 +746,284 @@ def _add_evaluation(sub: argparse._SubParsersAction) -> None:
         add(sub)
 
 
+# --------------------------------------------------------------------------- data / synth (CT data: vision.deeplesion, vision.cache, vision.phantom)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("data", help="DeepLesion-format data: check it, build the patch cache, draw patches")
+    gsub = group.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+
+    p = gsub.add_parser("cache", help="preprocess every labelled lesion once into a memory-mappable patch cache")
+    p.add_argument("--deeplesion", required=True, metavar="DIR", help="folder with DL_info.csv and Images_png/")
+    p.add_argument("--labels", required=True, metavar="JSON", help="label/split JSON (official format)")
+    p.add_argument("-o", "--output", required=True, metavar="CACHE", help="cache folder (resumes an interrupted build)")
+    p.add_argument("--truth", metavar="JSON", help="complete label sets (hand-labeled format); default DIR/truth.json if present")
+    p.add_argument("--sentences", metavar="JSONL", help="sentence records; default DIR/sentences.jsonl if present")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2; 1 = in this process)")
+    p.add_argument("--coordinate-base", type=int, choices=[0, 1], default=0,
+                   help="pixel coordinates in DL_info.csv start at 0 (default) or 1")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_data_cache)
+
+    p = gsub.add_parser("check", help="read DL_info.csv (and a label JSON): counts and every bad row")
+    p.add_argument("--deeplesion", required=True, metavar="DIR")
+    p.add_argument("--labels", metavar="JSON", help="also check this label/split JSON against the ontology")
+    p.add_argument("--coordinate-base", type=int, choices=[0, 1], default=0)
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_data_check)
+
+    p = gsub.add_parser("show", help="draw cached patches with their boxes and labels as a PNG")
+    p.add_argument("cache", metavar="CACHE")
+    p.add_argument("-o", "--output", required=True, metavar="PNG")
+    p.add_argument("-n", "--count", type=int, default=16, help="number of patches (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_data_show)
+
+
+def _cmd_data_cache(args: argparse.Namespace) -> int:
+    from vision.cache import build_cache
+
+    onto = _load_ontology(args)
+    report = build_cache(
+        args.deeplesion,
+        args.labels,
+        args.output,
+        workers=args.workers,
+        truth_json=args.truth,
+        sentences_jsonl=args.sentences,
+        known_labels=set(onto.terms),
+        ontology_version=onto.version,
+        coordinate_base=args.coordinate_base,
+        progress=not args.no_progress,
+    )
+    for bad in report.bad:
+        where = "" if bad["lesion_idx"] is None else f"lesion {bad['lesion_idx']}: "
+        print(f"lesanet: skipped {where}{bad['reason']}", file=sys.stderr)
+    print(
+        f"cached {report.n_lesions} lesions ({len(report.bad)} bad, {len(report.warnings)} warnings, "
+        f"{report.resumed_lesions} resumed) in {report.seconds:.1f} s, "
+        f"{report.lesions_per_second:.0f} lesions/s -> {args.output}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from vision.deeplesion import read_dl_info, read_label_split
+
+    info = read_dl_info(Path(args.deeplesion) / "DL_info.csv", strict=False, coordinate_base=args.coordinate_base)
+    errors = [str(e) for e in info.errors]
+    print(f"DL_info.csv: {len(info)} good rows, {len(info.errors)} bad")
+    if args.labels:
+        onto = _load_ontology(args)
+        labels = read_label_split(args.labels, dl_info=info, known_labels=set(onto.terms), strict=False)
+        splits = {s: sum(1 for l in labels.lesions if l.split == s) for s in ("train", "val", "test")}
+        dropped = ", ".join(f"{k} {v}" for k, v in labels.dropped.items())
+        print(f"labels: {len(labels.term_list)} terms; lesions train {splits['train']}, val {splits['val']}, "
+              f"test {splits['test']}; dropped {dropped}; {len(labels.errors)} bad")
+        errors += [str(e) for e in labels.errors]
+    for line in errors:
+        print(line, file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _cmd_data_show(args: argparse.Namespace) -> int:
+    from vision.phantom.figure import patch_panel
+
+    print(f"wrote {patch_panel(args.cache, args.output, args.count, args.seed)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic CT phantom in DeepLesion's format (images, labels, sentences)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset folder to create")
+    p.add_argument("--lesions", type=int, default=1500, help="number of lesions (default 1500, the demo size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--image-size", type=int, choices=[256, 512], default=256)
+    p.add_argument("--no-images", action="store_true", help="tables and sentences only (no Images_png/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from vision.phantom import synthesize
+
+    if args.lesions < 1:
+        raise CommandError("--lesions must be at least 1")
+    out = synthesize(args.output, args.lesions, args.seed, workers=args.workers, image_size=args.image_size,
+                     onto=_load_ontology(args), overwrite=args.overwrite, write_images=not args.no_images)
+    meta = json.loads((out / "phantom.json").read_text(encoding="utf-8"))
+    print(f"wrote {out}: {meta['n_lesions']} lesions, {meta['n_patients']} patients, {meta['n_slices']} slices, "
+          f"{len(meta['label_counts'])} labels", file=sys.stderr)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- textmine (labels from report sentences)
+
+
+def _add_textmine(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("textmine", help="mine labels and their relation to the bookmarked lesion from report text")
+    gsub = group.add_subparsers(dest="textmine_command", metavar="COMMAND", required=True)
+
+    def engine_options(p: argparse.ArgumentParser) -> None:
+        _add_ontology_option(p)
+        p.add_argument("--engine", choices=["rules", "model"], default="rules",
+                       help="relation engine: ConText rules (default) or the trained CNN")
+        p.add_argument("--model", metavar="FILE", default=None,
+                       help="relation model (.safetensors) for --engine model (from `textmine train-relations`)")
+
+    p = gsub.add_parser("run", help="mine JSONL sentences (id, text) into labels with relations")
+    p.add_argument("input", metavar="IN.jsonl", help="one JSON object a line with `id` and `text` (- = stdin)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.jsonl", help="output JSONL (- = stdout)")
+    p.add_argument("--expand", action="store_true", help="add ancestors and inferred composites to relevant/uncertain")
+    engine_options(p)
+    p.set_defaults(func=_cmd_textmine_run)
+
+    p = gsub.add_parser("eval", help="score against hand-labeled JSON or relation JSONL gold")
+    p.add_argument("gold", metavar="GOLD", help="hand_labeled_dev.json (text, expanded_terms) or relation JSONL")
+    p.add_argument("--label-set", default=None, metavar="NAME",
+                   help="score only these labels (e.g. lesanet171); default: every label in the ontology")
+    p.add_argument("--top", type=int, default=20, help="rows of the per-label table (0 = all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    engine_options(p)
+    p.set_defaults(func=_cmd_textmine_eval)
+
+    p = gsub.add_parser("train-relations", help="train the CNN relation classifier from annotated JSONL")
+    p.add_argument("inputs", nargs="+", metavar="TRAIN.jsonl",
+                   help="annotated sentences: text + mentions (start, end, relation), e.g. a phantom's sentences.jsonl")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
+    p.add_argument("--handwritten", action="store_true",
+                   help="also train on the shipped hand-annotated sentences (textmine/data/relations_handwritten.jsonl)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--heldout", type=float, default=0.0, metavar="FRACTION",
+                   help="hold out this fraction of sentences and report accuracy on them")
+    p.add_argument("--seed", type=int, default=0)
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_textmine_train)
+
+    p = gsub.add_parser("build-split", help="mined sentences -> official text_mined_labels_171_and_split.json format")
+    p.add_argument("input", metavar="MINED.jsonl", help="output of `textmine run` (or sentences.jsonl); needs lesion_idx")
+    p.add_argument("-o", "--output", required=True, metavar="SPLIT.json")
+    p.add_argument("--reference", metavar="JSON", default=None,
+                   help="take each lesion's split from this official-format file (records' `split` key wins)")
+    p.add_argument("--fractions", type=float, nargs=3, default=[0.86, 0.07, 0.07], metavar=("TRAIN", "VAL", "TEST"),
+                   help="random split fractions for lesions with no split (default 0.86 0.07 0.07)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label-set", default="lesanet171", help="term_list of the output (default lesanet171)")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_textmine_build_split)
+
+
+def _textmine_miner(args: argparse.Namespace):  # -> textmine.pipeline.LabelMiner
+    from textmine.pipeline import LabelMiner
+
+    if args.engine == "model" and not args.model:
+        raise CommandError("--engine model needs --model FILE (train one with `lesanet textmine train-relations`)")
+    return LabelMiner(_load_ontology(args), engine=args.engine, model_path=args.model)
+
+
+def _cmd_textmine_run(args: argparse.Namespace) -> int:
+    from textmine.jobs import run_file
+
+    summary = run_file(_textmine_miner(args), args.input, args.output, expand=args.expand)
+    for message in summary.messages:
+        print(f"lesanet textmine: {message}", file=sys.stderr)
+    if summary.failed:
+        print(f"lesanet textmine: {summary.failed} of {summary.total} records failed (see their `error` field)",
+              file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _cmd_textmine_eval(args: argparse.Namespace) -> int:
+    from textmine.evaluate import detect_gold_format, load_hand_labeled, score_hand_labeled, score_relations
+
+    miner = _textmine_miner(args)
+    if detect_gold_format(args.gold) == "hand":
+        labels = miner.onto.label_set(args.label_set) if args.label_set else None
+        result = score_hand_labeled(miner, load_hand_labeled(args.gold), labels).as_dict()
+        if args.json:
+            _print_json(result)
+        else:
+            micro, macro = result["micro"], result["macro"]
+            print(f"{result['texts']} texts, expanded relevant+uncertain vs expanded_terms, "
+                  f"labels: {args.label_set or 'all'}")
+            print(f"micro  P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")
+            print(f"macro  P {macro['precision']:.4f}  R {macro['recall']:.4f}  F1 {macro['f1']:.4f}"
+                  f"  ({macro['labels']} labels in the gold)")
+            rows = list(result["per_label"].items())
+            rows = rows if args.top == 0 else rows[: args.top]
+            print(f"{'label':<32} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6}")
+            for name, s in rows:
+                print(f"{name:<32} {s['tp'] + s['fn']:>5} {s['precision']:>6.3f} {s['recall']:>6.3f} {s['f1']:>6.3f}")
+    else:
+        result = score_relations(miner, args.gold).as_dict()
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"{result['texts']} sentences, sets after expansion")
+            for key in ("relevant", "uncertain"):
+                s = result[key]
+                print(f"{key:<10} P {s['precision']:.4f}  R {s['recall']:.4f}  F1 {s['f1']:.4f}")
+            classes = result["confusion"]["rows_gold_cols_pred"]
+            print("relations per label (rows gold, columns predicted):")
+            print(f"{'':>12}" + "".join(f"{c:>12}" for c in classes))
+            for name, row in zip(classes, result["confusion"]["matrix"]):
+                print(f"{name:>12}" + "".join(f"{v:>12}" for v in row))
+    for message in result["errors"]:
+        print(f"lesanet textmine: {message}", file=sys.stderr)
+    return EXIT_ERROR if result["errors"] else EXIT_OK
+
+
+def _cmd_textmine_train(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    from textmine.pipeline import LabelMiner
+    from textmine.relcnn import RelationConfig
+    from textmine.training import train_relations
+
+    paths = list(args.inputs)
+    if args.handwritten:
+        paths.append(str(resources.files("textmine").joinpath("data", "relations_handwritten.jsonl")))
+    for path in paths:
+        if not Path(path).is_file():
+            raise CommandError(f"{path}: no such training file (annotated JSONL)")
+    config = RelationConfig(seed=args.seed)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise CommandError("--epochs must be at least 1")
+        config.epochs = args.epochs
+    if not 0.0 <= args.heldout < 1.0:
+        raise CommandError("--heldout must be a fraction in [0, 1)")
+    report = train_relations(LabelMiner(_load_ontology(args)), paths, config, args.heldout)
+    report.model.save(args.output)
+    for message in report.bad_records:
+        print(f"lesanet textmine: {message}", file=sys.stderr)
+    held = "" if report.heldout_accuracy is None else \
+        f"; held-out accuracy {report.heldout_accuracy:.4f} on {report.n_heldout} mentions"
+    print(f"wrote {args.output}: {report.n_train} training mentions, {config.epochs} epochs{held}", file=sys.stderr)
+    return EXIT_ERROR if report.bad_records else EXIT_OK
+
+
+def _cmd_textmine_build_split(args: argparse.Namespace) -> int:
+    from textmine.split import build_split, collect_lesions, read_mined_jsonl, reference_splits
+
+    if not Path(args.input).is_file():
+        raise CommandError(f"{args.input}: no such file (mined sentences JSONL)")
+    onto = _load_ontology(args)
+    lesions, bad = collect_lesions(read_mined_jsonl(args.input))
+    reference = reference_splits(args.reference) if args.reference else None
+    result = build_split(lesions, onto.label_set(args.label_set), reference, tuple(args.fractions), args.seed, bad)
+    _write_text_atomic(args.output, json.dumps(result.data) + "\n")
+    for message in result.bad_records:
+        print(f"lesanet textmine: {args.input}:{message}", file=sys.stderr)
+    print(f"wrote {args.output}: {result.summary()}", file=sys.stderr)
+    return EXIT_ERROR if result.bad_records else EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -768,6 +1046,9 @@ _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_model,
     _add_kg,
     _add_evaluation,
+    _add_data,
+    _add_synth,
+    _add_textmine,
 ]
 
 
