@@ -49,6 +49,7 @@ class RelationConfig:
     learning_rate: float = 2e-3
     min_count: int = 1
     seed: int = 0
+    threads: int = 1  # torch CPU threads while training (small model: more threads only contend)
 
 
 @dataclass
@@ -208,6 +209,7 @@ def train(
     if not examples:
         raise ValueError("no training examples: the input has no mentions with a relation")
     torch.manual_seed(config.seed)
+    torch.set_num_threads(max(1, config.threads))
     rng = random.Random(config.seed)
     vocab = build_vocab(examples, config.min_count)
     model = RelationModel(RelationCNN(len(vocab), config), vocab, config)
@@ -226,7 +228,7 @@ def train(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         row = {"epoch": epoch + 1, "loss": round(total / len(order), 5)}
         if val:
             row["val_accuracy"] = round(accuracy(model, val), 4)

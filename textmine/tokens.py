@@ -9,6 +9,7 @@ brackets. A hyphenated word whose joined form is a known word ("non-enhancing" -
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -54,7 +55,9 @@ def tokenizer_nlp() -> Language:
     from scispacy.custom_tokenizer import combined_rule_tokenizer
 
     nlp = spacy.blank("en")
-    nlp.tokenizer = combined_rule_tokenizer(nlp)
+    with warnings.catch_warnings():  # scispacy's regexes trip a FutureWarning of `re`; harmless
+        warnings.simplefilter("ignore", FutureWarning)
+        nlp.tokenizer = combined_rule_tokenizer(nlp)
     return nlp
 
 

@@ -1,0 +1,62 @@
+"""Batch jobs behind ``lesanet textmine``: file in, file out, bad records reported."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator, TextIO
+
+from textmine.pipeline import LabelMiner
+from textmine.records import read_jsonl, write_lines_atomic
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    failed: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+def mine_stream(miner: LabelMiner, stream: BinaryIO, source: str, expand: bool, summary: RunSummary) -> Iterator[str]:
+    """Output JSON lines for every input line; failures are counted and described in ``summary``."""
+    for mined in miner.mine_records(read_jsonl(stream), expand=expand):
+        summary.total += 1
+        if mined.error is not None:
+            summary.failed += 1
+            summary.messages.append(f"{source}:{mined.line}: {mined.error}")
+        yield json.dumps(mined.to_json(), ensure_ascii=False) + "\n"
+
+
+def run_file(
+    miner: LabelMiner,
+    input_path: str,
+    output_path: str,
+    expand: bool = False,
+    stdin: BinaryIO | None = None,
+    stdout: TextIO | None = None,
+) -> RunSummary:
+    """Mine ``input_path`` (``-`` = stdin) into ``output_path`` (``-`` = stdout, else written atomically)."""
+    summary = RunSummary()
+    source = "<stdin>" if input_path == "-" else input_path
+    if input_path == "-":
+        handle: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
+        lines = mine_stream(miner, handle, source, expand, summary)
+        _emit(lines, output_path, stdout)
+    else:
+        if not Path(input_path).is_file():
+            raise FileNotFoundError(f"{input_path}: no such input file (JSONL with id and text per line)")
+        with open(input_path, "rb") as handle:
+            _emit(mine_stream(miner, handle, source, expand, summary), output_path, stdout)
+    return summary
+
+
+def _emit(lines: Iterator[str], output_path: str, stdout: TextIO | None) -> None:
+    if output_path == "-":
+        out = stdout if stdout is not None else sys.stdout
+        for line in lines:
+            out.write(line)
+        out.flush()
+    else:
+        write_lines_atomic(output_path, lines)
