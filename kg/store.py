@@ -9,6 +9,7 @@ server for (``default-graph-uri``), so the same SPARQL text works everywhere.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Protocol
 
@@ -186,7 +187,6 @@ class LesionStore:
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             self._store = ox.Store(str(self.path))
-        self._default_graph = [ox.NamedNode(g) for g in vocab.QUERY_GRAPHS]
 
     # -- loading
 
@@ -279,12 +279,19 @@ class LesionStore:
     def query(
         self, text: str, bindings: Mapping[str, Binding] | None = None, graphs: Iterable[str] | None = None
     ) -> QueryResult:
-        """Run SPARQL over the union of the project graphs (or of ``graphs``); ``bindings``
-        substitute variables (pyoxigraph substitutions: they must be in the projection)."""
+        """Run SPARQL over the union of all graphs (or of ``graphs``); ``bindings``
+        substitute variables (pyoxigraph substitutions: they must be in the projection).
+
+        Oxigraph's union default graph is ~2-3x faster than an explicit graph list; the
+        store holds only the project graphs, so it is the same dataset the endpoint
+        client asks a server for.
+        """
         substitutions = {ox.Variable(k): to_oxigraph(v) for k, v in (bindings or {}).items()}
-        default_graph = [ox.NamedNode(g) for g in graphs] if graphs else self._default_graph
+        dataset: dict[str, Any] = (
+            {"default_graph": [ox.NamedNode(g) for g in graphs]} if graphs else {"use_default_graph_as_union": True}
+        )
         try:
-            result = self._store.query(text, default_graph=default_graph, substitutions=substitutions or None)
+            result = self._store.query(text, substitutions=substitutions or None, **dataset)
         except SyntaxError as exc:
             raise ValueError(f"SPARQL syntax error: {exc}") from exc
         if isinstance(result, ox.QueryBoolean):
@@ -334,7 +341,11 @@ class LesionStore:
 
 class RdflibStore:
     """The same dataset in rdflib's in-memory store: the baseline of ``bench/kg.py`` and
-    an independent engine that tests check the canned queries against."""
+    an independent engine that tests check the canned queries against.
+
+    rdflib 7's own union-graph code calls its deprecated ``default_context`` once per
+    triple pattern; those warnings are silenced here (they say nothing about our use).
+    """
 
     def __init__(self) -> None:
         self.dataset = rdflib.Dataset(default_union=True)
@@ -342,7 +353,7 @@ class RdflibStore:
     def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int:
         target = self.dataset.graph(rdflib.URIRef(graph))
         before = len(target)
-        target.parse(data="".join(lines), format="nt")
+        rdf.ntriples_to_graph(lines, target)
         return len(target) - before
 
     def load_graph(self, graph: rdflib.Graph, graph_iri: str = vocab.GRAPH_PREDICTIONS) -> int:
@@ -358,6 +369,11 @@ class RdflibStore:
 
     def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult:
         init = {k: to_rdflib(v) for k, v in (bindings or {}).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self._query(text, init)
+
+    def _query(self, text: str, init: dict[str, Identifier]) -> QueryResult:
         result = self.dataset.query(text, initBindings=init)
         if result.type == "ASK":
             return QueryResult(boolean=bool(result.askAnswer))
