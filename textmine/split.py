@@ -46,19 +46,19 @@ def collect_lesions(records: Iterable[tuple[int, dict[str, Any]]]) -> tuple[dict
     bad: list[str] = []
     for line, rec in records:
         if rec.get("error"):
-            bad.append(f"line {line}: skipped, the miner reported: {rec['error']}")
+            bad.append(f"{line}: skipped, the miner reported: {rec['error']}")
             continue
         idx = rec.get("lesion_idx")
         if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
-            bad.append(f"line {line}: no `lesion_idx` (a DL_info.csv row number); add it to the input records")
+            bad.append(f"{line}: no `lesion_idx` (a DL_info.csv row number); add it to the input records")
             continue
         lists = {k: rec.get(k, []) for k in ("relevant", "uncertain", "irrelevant")}
         if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists.values()):
-            bad.append(f"line {line}: relevant/uncertain/irrelevant must be lists of label names")
+            bad.append(f"{line}: relevant/uncertain/irrelevant must be lists of label names")
             continue
         split = rec.get("split")
         if split is not None and split not in SPLITS:
-            bad.append(f"line {line}: split {split!r} is not one of {', '.join(SPLITS)}")
+            bad.append(f"{line}: split {split!r} is not one of {', '.join(SPLITS)}")
             continue
         lesion = lesions.setdefault(idx, LesionLabels())
         lesion.relevant.update(lists["relevant"])
