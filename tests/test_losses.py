@@ -114,6 +114,10 @@ def test_triplets_honour_the_similarity_rules():
     # anchors cover every lesion that can anchor a triplet (uniform sampling, 3000 draws)
     anchors = {i for i in range(6) if any(sim[i, j] >= 1 and j != i and (sim[i] < sim[i, j]).any() for j in range(6))}
     assert set(t.anchor.tolist()) == anchors
+    # ... and every valid (A, B, C) shows up: B and C are drawn from all their candidates
+    valid = {(i, j, k) for i in range(6) for j in range(6) for k in range(6)
+             if j != i and sim[i, j] >= 1 and sim[i, k] < sim[i, j]}
+    assert set(zip(t.anchor.tolist(), t.positive.tolist(), t.negative.tolist())) == valid
 
 
 @settings(max_examples=25, deadline=None)

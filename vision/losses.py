@@ -80,34 +80,42 @@ class Triplets(NamedTuple):
     negative: Tensor  # K, sim(A, C) < sim(A, B)
 
 
-def _uniform_choice(allowed: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One column per row, uniform among the True entries (every row must have one)."""
-    keys = torch.rand(allowed.shape, generator=generator, device=allowed.device)
-    return torch.where(allowed, keys, torch.full_like(keys, -1.0)).argmax(1)
+def _pick(count: Tensor, generator: torch.Generator | None) -> Tensor:
+    """A uniform integer in [0, count) per entry (every count must be >= 1)."""
+    u = torch.rand(count.shape, generator=generator, device=count.device)
+    return torch.minimum((u * count).long(), count - 1)
 
 
 def sample_triplets(positive: Tensor, count: int, theta: float,
                     generator: torch.Generator | None = None) -> Triplets:
     """``count`` triplets (A, B, C): A uniform among lesions that admit a valid triplet, B
     uniform among lesions with sim(A, B) >= theta that some C can undercut, C uniform among
-    lesions with sim(A, C) < sim(A, B). All rows at once; no per-triplet Python."""
+    lesions with sim(A, C) < sim(A, B).
+
+    No per-triplet Python and no T x N intermediate: each row of the N x N similarity is
+    sorted once, so "the C candidates of (A, B)" are the first ``below[A, B]`` entries of
+    A's sorted row, and each triplet costs three random numbers and three gathers.
+    """
     sim = label_similarity(positive)
     n = sim.shape[0]
     device = sim.device
-    self_pair = torch.eye(n, dtype=torch.bool, device=device)
-    lowest_other = torch.where(self_pair, torch.full_like(sim, float("inf")), sim).min(1).values
-    # B qualifies when it is similar enough and some other lesion is strictly less similar to A.
-    b_allowed = (sim >= theta) & ~self_pair & (sim > lowest_other[:, None])
-    anchors_ok = b_allowed.any(1).nonzero().flatten()
     empty = torch.empty(0, dtype=torch.long, device=device)
-    if anchors_ok.numel() == 0 or count < 1:
+    if count < 1 or n < 3:
         return Triplets(empty, empty, empty)
-    pick = torch.randint(anchors_ok.numel(), (count,), generator=generator, device=device)
-    a = anchors_ok[pick]
-    b = _uniform_choice(b_allowed[a], generator)
-    sim_a = sim[a]
-    c_allowed = sim_a < sim_a.gather(1, b[:, None])
-    c = _uniform_choice(c_allowed, generator)
+    sorted_sim, sorted_idx = sim.sort(dim=1)
+    # below[a, b] = number of lesions c with sim(a, c) < sim(a, b) (left insertion point)
+    below = torch.searchsorted(sorted_sim, sim.contiguous())
+    self_pair = torch.eye(n, dtype=torch.bool, device=device)
+    b_allowed = (sim >= theta) & ~self_pair & (below > 0)
+    b_count = b_allowed.sum(1)
+    anchors_ok = (b_count > 0).nonzero().flatten()
+    if anchors_ok.numel() == 0:
+        return Triplets(empty, empty, empty)
+    # per row, the allowed B first (stable sort of "not allowed" flags)
+    b_order = torch.sort((~b_allowed).to(torch.uint8), dim=1, stable=True).indices
+    a = anchors_ok[torch.randint(anchors_ok.numel(), (count,), generator=generator, device=device)]
+    b = b_order[a, _pick(b_count[a], generator)]
+    c = sorted_idx[a, _pick(below[a, b], generator)]
     return Triplets(a, b, c)
 
 
