@@ -244,3 +244,93 @@ def test_ablation_reuses_finished_runs(tiny_run: TinyRun, predictor, tmp_path: P
                            onto=shipped_ontology, progress=False, resume=True)
     assert "| LesaNet |" in outcome.markdown
     assert (tmp_path / "table1.csv").is_file() and (tmp_path / "lesanet" / "thresholds.json").is_file()
+
+
+# --------------------------------------------------------------------------- volumes (NIfTI, DICOM)
+
+
+def _phantom_series(tiny_run: TinyRun, lesion_idx: int):
+    """The HU slices of a lesion's series (file order), the key slice's position in them, the lesion."""
+    from vision.deeplesion import read_dl_info, read_slice_hu
+
+    lesion = read_dl_info(tiny_run.phantom / "DL_info.csv").lesions[lesion_idx]
+    folder = tiny_run.phantom / "Images_png" / lesion.series_dir
+    numbers = sorted(int(p.stem) for p in folder.glob("*.png"))
+    slices = np.stack([read_slice_hu(folder / f"{n:03d}.png") for n in numbers])
+    return slices, numbers.index(lesion.key_slice), lesion
+
+
+def _write_nifti(path: Path, slices: np.ndarray, spacing: tuple[float, float, float]) -> Path:
+    """Inverse of vision.volumes.read_nifti's display orientation, in a RAS+ affine."""
+    import nibabel as nib
+
+    data = np.transpose(slices[::-1][:, ::-1, ::-1], (2, 1, 0)).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, np.diag([*spacing, 1.0])), str(path))
+    return path
+
+
+def _write_dicom_series(folder: Path, slices: np.ndarray, spacing: tuple[float, float, float], uid: str) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(slices):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = f"{uid}.{i + 1}"
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID, ds.Modality = uid, "CT"
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, 100.0 - i * spacing[2]]  # superior first, like the files
+        ds.PixelSpacing = [spacing[1], spacing[0]]
+        ds.Rows, ds.Columns = image.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = image.astype(np.int16).tobytes()
+        ds.save_as(str(folder / f"{uid}-{i:03d}.dcm"), enforce_file_format=True)
+
+
+def test_nifti_and_dicom_score_like_the_png_path(tiny_run: TinyRun, predictor, tmp_path: Path) -> None:
+    from vision.infer import dicom_inputs, nifti_inputs, png_inputs, predict_inputs
+
+    slices, key, lesion = _phantom_series(tiny_run, 0)
+    spacing = tuple(float(v) for v in lesion.spacing_mm)
+    png = lesion.slice_path(tiny_run.phantom / "Images_png", lesion.key_slice)
+    by_png = predict_inputs(predictor, png_inputs(png, ",".join(map(str, spacing)), [lesion.box]))
+    nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, spacing)
+    by_nifti = predict_inputs(predictor, nifti_inputs(nifti, [(key, lesion.box)]))
+    assert np.array_equal(by_nifti.patches, by_png.patches)
+    assert np.allclose(by_nifti.scored.probs, by_png.scored.probs, atol=1e-6)
+    assert by_nifti.records[0]["source"]["spacing_mm"] == pytest.approx(list(spacing), abs=1e-5)
+    _write_dicom_series(tmp_path / "dicom", slices, spacing, "1.2.826.0.1.3680043.8.498.1")
+    by_dicom = predict_inputs(predictor, dicom_inputs(tmp_path / "dicom", [(key, lesion.box)]))
+    assert np.allclose(by_dicom.scored.probs, by_png.scored.probs, atol=1e-6)
+
+
+def test_volume_inputs_refuse_bad_input(tiny_run: TinyRun, tmp_path: Path) -> None:
+    from vision.infer import PredictError, dicom_inputs, nifti_inputs
+
+    slices, key, lesion = _phantom_series(tiny_run, 0)
+    spacing = tuple(float(v) for v in lesion.spacing_mm)
+    nifti = _write_nifti(tmp_path / "ct.nii", slices, spacing)
+    z = len(slices)
+    with pytest.raises(PredictError, match=rf"slice {z} is out of range \(the volume has slices 0..{z - 1}\)"):
+        nifti_inputs(nifti, [(z, lesion.box)])
+    with pytest.raises(PredictError, match="outside"):
+        nifti_inputs(nifti, [(key, (10.0, 10.0, 400.0, 30.0))])
+    import nibabel as nib
+
+    flat = nib.Nifti1Image(slices.astype(np.int16), None)
+    flat.header["pixdim"][1:4] = 0  # no spacing: nibabel alone would read 1 mm
+    nib.save(flat, str(tmp_path / "flat.nii"))
+    with pytest.raises(PredictError, match="flat.nii: the header has no voxel spacing"):
+        nifti_inputs(tmp_path / "flat.nii", [(key, lesion.box)])
+    _write_dicom_series(tmp_path / "two", slices, spacing, "1.2.3.1")
+    _write_dicom_series(tmp_path / "two", slices, spacing, "1.2.3.2")
+    with pytest.raises(PredictError, match=r"2 series \(1\.2\.3\.1, 1\.2\.3\.2.*--series UID"):
+        dicom_inputs(tmp_path / "two", [(key, lesion.box)])
+    assert len(dicom_inputs(tmp_path / "two", [(key, lesion.box)], series="1.2.3.2")) == 1

@@ -547,6 +547,82 @@ def png_inputs(png: str | Path, spacing: str, boxes: Sequence[tuple[float, float
     return inputs
 
 
+def _file_stem(path: str | Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def volume_inputs(volume: Any, boxes: Sequence[tuple[int, tuple[float, float, float, float]]],
+                  dataset: str) -> list[LesionInput]:
+    """Lesions on a CT volume (vision.volumes.Volume), each a slice index and a box in its pixels."""
+    inputs = []
+    z = volume.num_slices
+    for k, (slice_number, box) in enumerate(boxes):
+        if not 0 <= slice_number < z:
+            raise PredictError(f"{volume.source}: slice {slice_number} is out of range (the volume has slices 0..{z - 1})")
+        _check_box_inside(box, volume.hu.shape, f"{volume.source}, slice {slice_number}")
+        inputs.append(
+            LesionInput(
+                lesion_id=f"{dataset}/{_file_stem(volume.source)}/{slice_number}/{k}",
+                source={"dataset": dataset, "file": str(volume.source), "slice": slice_number, "box_px": list(box),
+                        "spacing_mm": [float(v) for v in volume.spacing_mm]},
+                provider=volume.provider(),
+                key_slice=slice_number,
+                box_px=box,
+                spacing_xy=(float(volume.spacing_mm[0]), float(volume.spacing_mm[1])),
+                slice_interval=float(volume.spacing_mm[2]),
+            )
+        )
+    return inputs
+
+
+def nifti_inputs(path: str | Path, boxes: Sequence[tuple[int, tuple[float, float, float, float]]]) -> list[LesionInput]:
+    """Lesions on a NIfTI CT volume in HU; slice indices count from the top (superior) slice, 0-based."""
+    from vision.volumes import read_nifti
+
+    if not Path(path).is_file():
+        raise PredictError(f"{path}: no such NIfTI file")
+    _check_nifti_spacing(path)
+    return volume_inputs(read_nifti(path), boxes, "nifti")
+
+
+def _check_nifti_spacing(path: str | Path) -> None:
+    """Refuse a header without voxel sizes: nibabel would silently assume 1 mm."""
+    import gzip
+
+    import nibabel as nib
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            header = nib.Nifti1Header.from_fileobj(handle, check=False)
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise PredictError(f"{path}: unreadable NIfTI header ({exc})") from None
+    zooms = [float(v) for v in header["pixdim"][1:4]]
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise PredictError(f"{path}: the header has no voxel spacing (pixdim {zooms}); "
+                           "write the NIfTI with its spacing in mm (e.g. from the DICOM PixelSpacing)")
+
+
+def dicom_inputs(folder: str | Path, boxes: Sequence[tuple[int, tuple[float, float, float, float]]],
+                 series: str | None = None) -> list[LesionInput]:
+    """Lesions on one DICOM CT series; a folder with several series needs ``series`` (the UID)."""
+    from vision.deeplesion import DataError
+    from vision.volumes import read_dicom_series
+
+    if not Path(folder).is_dir():
+        raise PredictError(f"{folder}: no such DICOM folder")
+    try:
+        volume = read_dicom_series(folder, series)
+    except DataError as exc:
+        # the reader names the series; the CLI's flag for choosing one is --series
+        raise PredictError(str(exc).replace("pass series_uid", "choose one with --series UID")) from None
+    return volume_inputs(volume, boxes, "dicom")
+
+
 def input_patches(inputs: Sequence[LesionInput], warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Preprocess every input exactly as the patch cache does (vision.preprocess.lesion_patch)."""
     from vision.deeplesion import DataError
