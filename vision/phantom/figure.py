@@ -43,7 +43,7 @@ def patch_panel(cache_dir: str | os.PathLike[str], out_png: str | os.PathLike[st
             break
     cols = 4
     rows = (len(chosen) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.2, rows * 3.6))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.2, rows * 3.9))
     for ax in np.atleast_1d(axes).flat:
         ax.axis("off")
     for ax, lesion in zip(np.atleast_1d(axes).flat, chosen):
@@ -54,11 +54,11 @@ def patch_panel(cache_dir: str | os.PathLike[str], out_png: str | os.PathLike[st
         shown = [l for l in labels if l not in _GENERAL]
         ax.set_title("\n".join(textwrap.wrap(", ".join(shown), 34)), fontsize=7)
     fig.suptitle("Phantom lesion patches (120 mm, 1 mm/px; middle channel) with their true labels", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    fig.savefig(tmp, dpi=72)
     plt.close(fig)
     os.replace(tmp, out)
     return out
