@@ -30,6 +30,7 @@ from textmine.tokens import BOOKMARK, CLAUSE_BREAKS, OTHER_BMK, SKIPPED_WORDS, P
 
 RELEVANT, UNCERTAIN, IRRELEVANT = "relevant", "uncertain", "irrelevant"
 RELATIONS = (RELEVANT, UNCERTAIN, IRRELEVANT)
+_COORDINATORS = frozenset({"and", "while", "whereas"})
 _CATEGORY_RANK = {"negated": 4, "historical": 3, "landmark": 2, "uncertain": 1}
 
 
@@ -336,6 +337,15 @@ def _assign_clause(
     for k, g in enumerate(groups):
         for i in range(bounds[k], g[-1] + 1):
             owner_of_piece[i] = kinds[k]
+    for k in range(1, len(groups)):
+        # "A BOOKMARK, likely X, and B OTHER_BMK": the words after the comma and before the
+        # coordinator still describe the previous group (an appositive)
+        start, stop = bounds[k], groups[k][0]
+        if pieces[start].norm == ",":
+            coordinator = next((c for c in range(start + 2, stop) if pieces[c].norm in _COORDINATORS), None)
+            if coordinator is not None:
+                for i in range(start, coordinator):
+                    owner_of_piece[i] = kinds[k - 1]
     tail_owner = kinds[0] if len(groups) == 1 else everyone
     for i in range(groups[-1][-1] + 1, hi):
         owner_of_piece[i] = tail_owner

@@ -8,7 +8,8 @@ Two gold formats:
   macro averages the labels that occur in the gold.
 * relation JSONL (``text``, ``relevant``, ``uncertain``, ``irrelevant``; the phantom's
   ``sentences.jsonl`` or hand-annotated sentences): P/R/F1 of the expanded relevant and
-  uncertain sets, and a confusion matrix of relations per label (gold x predicted).
+  uncertain sets, and a confusion matrix of relations (gold x predicted): per mention (spans
+  overlap) when the gold has mentions, else per label.
 """
 
 from __future__ import annotations
@@ -186,9 +187,37 @@ def score_relations(miner: LabelMiner, path: str | Path) -> RelationScores:
         p_rel_x = miner.expand(p_rel)
         scores.relevant.add(g_rel_x, p_rel_x)
         scores.uncertain.add(miner.expand(g_rel | g_unc) - g_rel_x, miner.expand(p_rel | p_unc) - p_rel_x)
-        for label in g_rel | g_unc | g_irr | p_rel | p_unc | p_irr:
-            scores.confusion[(_relation_of(label, g_rel, g_unc, g_irr), _relation_of(label, p_rel, p_unc, p_irr))] += 1
+        gold_mentions = gold.get("mentions")
+        if isinstance(gold_mentions, list) and gold_mentions:
+            _confuse_mentions(scores.confusion, gold_mentions, mined.mentions)
+        else:
+            for label in g_rel | g_unc | g_irr | p_rel | p_unc | p_irr:
+                scores.confusion[(_relation_of(label, g_rel, g_unc, g_irr), _relation_of(label, p_rel, p_unc, p_irr))] += 1
     return scores
+
+
+def _confuse_mentions(confusion: Counter, gold: list[Any], predicted: Sequence[Any]) -> None:
+    """Mention-level confusion: gold and predicted mentions pair up when their spans overlap."""
+    used: set[int] = set()
+    for g in gold:
+        if not (isinstance(g, dict) and isinstance(g.get("start"), int) and isinstance(g.get("end"), int)):
+            continue
+        overlapping = [k for k, p in enumerate(predicted) if p.start < g["end"] and g["start"] < p.end]
+        relation = g.get("relation") if g.get("relation") in RELATIONS else NONE
+        if overlapping:
+            # the prediction that fits the gold span best speaks for it
+            def fit(k: int) -> tuple[int, int]:
+                p = predicted[k]
+                return min(p.end, g["end"]) - max(p.start, g["start"]), -abs((p.end - p.start) - (g["end"] - g["start"]))
+
+            best = max(overlapping, key=fit)
+            confusion[(relation, predicted[best].relation)] += 1
+            used.update(overlapping)
+        else:
+            confusion[(relation, NONE)] += 1
+    for k, p in enumerate(predicted):
+        if k not in used:
+            confusion[(NONE, p.relation)] += 1
 
 
 def _relation_of(label: str, rel: set[str], unc: set[str], irr: set[str]) -> str:

@@ -48,8 +48,10 @@ class LexiconEntry:
     label: str
     iri: str
     category: str
-    # (offset, length, label, iri, category) of nested lesion types the label does not imply
-    nested: tuple[tuple[int, int, str, str, str], ...] = ()
+    # (offset, length, label, iri, category, forced relation or None) of labels inside the
+    # phrase that it does not imply: a lesion type ("right hilar adenopathy" -> adenopathy),
+    # or the label a negative phrase denies ("not calcified" -> calcified, irrelevant)
+    nested: tuple[tuple[int, int, str, str, str, str | None], ...] = ()
 
 
 @dataclass(slots=True)
@@ -66,6 +68,7 @@ class Mention:
     last_piece: int  # inclusive
     relation: str = "relevant"
     cue: str | None = None
+    forced: str | None = None  # a relation fixed by the phrase itself ("not calcified": calcified is denied)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -209,17 +212,25 @@ class Lexicon:
                         break  # the longest match starting here
             if word in self.laterality_words or word in self.position_words:
                 lateral = self._lateral_match(norms, pos)
-                if lateral is not None:
+                if lateral is not None and not (found and found[-1][0] == pos):  # a fallback only
                     found.append(lateral)
         maximal = [
-            f for f in found if not any(g is not f and g[0] <= f[0] and f[1] <= g[1] for g in found)
+            f
+            for k, f in enumerate(found)
+            if not any(
+                (g[0] <= f[0] and f[1] <= g[1]) and ((g[0], g[1]) != (f[0], f[1]) or j < k)
+                for j, g in enumerate(found)
+                if j != k
+            )
         ]
         mentions: list[Mention] = []
         for first, last, entry in maximal:
             mentions.append(_mention(pieces, index[first], index[last], entry.label, entry.iri, entry.category, text))
-            for offset, length, label, iri, category in entry.nested:
+            for offset, length, label, iri, category, forced in entry.nested:
                 a, b = index[first + offset], index[first + offset + length - 1]
-                mentions.append(_mention(pieces, a, b, label, iri, category, text))
+                nested = _mention(pieces, a, b, label, iri, category, text)
+                nested.forced = forced
+                mentions.append(nested)
         mentions.sort(key=lambda m: (m.start, -m.end))
         return mentions
 
@@ -301,7 +312,7 @@ def build_lexicon(onto: OntologyLike, extra_words: Iterable[str] = ()) -> Lexico
         return LexiconEntry(label, term.iri, term.category)
 
     entries = {key: entry_for(label) for key, label in plain.items()}
-    _add_nested_types(entries, onto)
+    _add_nested_types(entries, onto, frozenset({"not", "no", "without"}))
     return Lexicon(
         entries,
         normalizer,
@@ -310,13 +321,23 @@ def build_lexicon(onto: OntologyLike, extra_words: Iterable[str] = ()) -> Lexico
     )
 
 
-def _add_nested_types(entries: dict[tuple[str, ...], LexiconEntry], onto: OntologyLike) -> None:
-    """Give each multi-word key the lesion types inside it that its label does not imply."""
+def _add_nested_types(
+    entries: dict[tuple[str, ...], LexiconEntry], onto: OntologyLike, negations: frozenset[str]
+) -> None:
+    """Give each multi-word key the labels inside it that its label does not imply."""
     for key, entry in list(entries.items()):
         if len(key) < 2:
             continue
         implied: set[str] | None = None
-        nested: list[tuple[int, int, str, str, str]] = []
+        nested: list[tuple[int, int, str, str, str, str | None]] = []
+        if key[0] in negations:  # "not calcified" (noncalcified) denies calcified
+            denied = entries.get(key[1:])
+            if denied is not None and denied.label != entry.label:
+                entries[key] = LexiconEntry(
+                    entry.label, entry.iri, entry.category,
+                    ((1, len(key) - 1, denied.label, denied.iri, denied.category, "irrelevant"),),
+                )
+            continue
         for offset in range(len(key)):
             for length in range(len(key) - offset, 0, -1):
                 if length == len(key):
@@ -327,7 +348,7 @@ def _add_nested_types(entries: dict[tuple[str, ...], LexiconEntry], onto: Ontolo
                 if implied is None:
                     implied = onto.expand([entry.label])
                 if inner.label not in implied:
-                    nested.append((offset, length, inner.label, inner.iri, inner.category))
+                    nested.append((offset, length, inner.label, inner.iri, inner.category, None))
                 break
         if nested:
             entries[key] = LexiconEntry(entry.label, entry.iri, entry.category, tuple(nested))

@@ -105,6 +105,9 @@ class LabelMiner:
             self.model.assign(pieces, mentions)
         else:
             self.rules.assign(pieces, mentions)
+        for mention in mentions:
+            if mention.forced is not None:
+                mention.relation, mention.cue = mention.forced, mention.text
         relevant, uncertain, irrelevant = self.label_lists(mentions, expand)
         return MinedSentence(record.id, text, mentions, relevant, uncertain, irrelevant, lesion_idx, record.line)
 
