@@ -200,6 +200,7 @@ class Lexicon:
         index = [i for i, p in enumerate(pieces) if p.norm not in SKIPPED_WORDS]
         norms = [pieces[i].norm for i in index]
         found: list[tuple[int, int, LexiconEntry]] = []  # (first, last) in `index` positions
+        gapped: set[int] = set()  # indices into `found` of side/position matches
         for pos, word in enumerate(norms):
             lengths = self.lengths_by_first.get(word)
             if not lengths:
@@ -213,14 +214,17 @@ class Lexicon:
             if word in self.laterality_words or word in self.position_words:
                 lateral = self._lateral_match(norms, pos)
                 if lateral is not None and not (found and found[-1][0] == pos):  # a fallback only
+                    gapped.add(len(found))
                     found.append(lateral)
+        # a gapped (side/position) match never hides a plain match inside it:
+        # "anterior superior mediastinal" is both anterior and superior mediastinum
         maximal = [
             f
             for k, f in enumerate(found)
             if not any(
                 (g[0] <= f[0] and f[1] <= g[1]) and ((g[0], g[1]) != (f[0], f[1]) or j < k)
                 for j, g in enumerate(found)
-                if j != k
+                if j != k and j not in gapped
             )
         ]
         mentions: list[Mention] = []
