@@ -5,8 +5,10 @@ Layout (docs/architecture.md, "Run directory"):
 - ``checkpoint.safetensors`` - model weights, never a pickle;
 - ``run.json`` - config, term list, ontology version, model name/version, epoch and the
   checkpoint's sha256;
-- ``train_state.pt`` - optimizer and RNG states for ``--resume``; plain tensors and
-  numbers only, read with ``torch.load(weights_only=True)``.
+- ``train_state.pt`` - everything ``--resume`` needs in one file (epoch, model and
+  optimizer state, config, term list, metrics so far); tensors, numbers and strings only,
+  read with ``torch.load(weights_only=True)``. No RNG state is needed: training seeds its
+  generators per epoch.
 
 Every file is written to a temp file in the same folder and renamed into place, so a
 kill leaves the previous complete checkpoint.
@@ -194,7 +196,7 @@ def load_run(run_dir: str | Path, term_list: list[str] | None = None,
 
 
 def save_train_state(run_dir: str | Path, state: dict[str, Any]) -> None:
-    """Optimizer + RNG + position state for exact resume (tensors and numbers only)."""
+    """The resume state (tensors, numbers and strings only), written atomically."""
     _atomic_write(Path(run_dir) / TRAIN_STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 

@@ -35,15 +35,14 @@ from torch.nn.parallel import DistributedDataParallel
 from vision.checkpoint import (
     METRICS_FILE,
     RUN_FILE,
+    TRAIN_STATE_FILE,
     CheckpointError,
-    load_run,
     load_train_state,
-    read_run_info,
     save_checkpoint,
     save_train_state,
     write_text_atomic,
 )
-from vision.config import Config
+from vision.config import Config, config_from_dict
 from vision.losses import ClassWeights, LesaNetLoss, class_weights
 from vision.model import LesaNet
 
@@ -284,14 +283,6 @@ def _write_metrics(run_dir: Path, lines: list[dict[str, Any]]) -> None:
     write_text_atomic(run_dir / METRICS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
 
 
-def _read_metrics(run_dir: Path, upto_epoch: int) -> list[dict[str, Any]]:
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [line for line in lines if line.get("epoch", 0) <= upto_epoch]
-
-
 def fit(config: Config, data: TrainingData, run_dir: str | Path, resume: bool = False,
         device: str | None = None, progress: bool = True, stop_after_epoch: int | None = None) -> Path:
     """Train on prepared tensors; writes checkpoint, run.json, train_state.pt, metrics.jsonl.
@@ -318,7 +309,7 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
     if resume:
         model, start_epoch, history, opt_state = _resume_state(config, data, run_dir)
     else:
-        if (run_dir / RUN_FILE).exists():
+        if (run_dir / RUN_FILE).exists() or (run_dir / TRAIN_STATE_FILE).exists():
             raise TrainError(f"{run_dir}: already holds a training run; use --resume to continue it "
                              "or choose another output directory")
         torch.manual_seed(t.seed)
@@ -387,9 +378,11 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
         if place.is_main:
             record.update({f"val_{k}": v for k, v in validate(model, data, dev, 2 * t.batch_size).items()})
             history.append(record)
-            save_checkpoint(run_dir, model, config, data.term_list, data.ontology_version, epoch + 1)
-            save_train_state(run_dir, {"epoch": epoch + 1, "optimizer": optimizer.state_dict()})
-            _write_metrics(run_dir, history)
+            # The resume state is one atomic file holding everything, written first; the
+            # published checkpoint, run.json and metrics follow and are redone on resume,
+            # so a kill between any two writes still resumes exactly.
+            save_train_state(run_dir, _train_state(epoch + 1, model, optimizer, config, data, history))
+            _publish(run_dir, model, config, data, epoch + 1, history)
             if progress:
                 shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
                 print(json.dumps(shown), file=sys.stderr)
@@ -406,21 +399,52 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr)
 
 
+def _train_state(epoch: int, model: LesaNet, optimizer: torch.optim.Optimizer, config: Config,
+                 data: TrainingData, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything --resume needs, as tensors, numbers and strings (weights_only-loadable)."""
+    return {
+        "epoch": epoch,
+        "model": {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "config": json.dumps(config.to_dict()),
+        "term_list": json.dumps(data.term_list),
+        "ontology_version": data.ontology_version,
+        "history": json.dumps(history),
+    }
+
+
+def _publish(run_dir: Path, model: LesaNet, config: Config, data: TrainingData, epoch: int,
+             history: list[dict[str, Any]]) -> None:
+    save_checkpoint(run_dir, model, config, data.term_list, data.ontology_version, epoch)
+    _write_metrics(run_dir, history)
+
+
 def _resume_state(config: Config, data: TrainingData, run_dir: Path):
     """Model, next epoch, metrics so far and optimizer state of an interrupted run."""
-    info = read_run_info(run_dir)
-    if info.config != config:
-        raise TrainError(f"{run_dir}: the run was started with config {info.config.name!r} and different "
-                         "settings; resume with the same --config/--epochs or train into another directory")
-    if info.term_list != data.term_list:
-        raise TrainError(f"{run_dir}: the run was trained on another label set than this cache "
-                         f"({len(info.term_list)} vs {len(data.term_list)} labels); use the cache it was trained on")
     state = load_train_state(run_dir)
-    if int(state["epoch"]) != info.epoch:
-        raise CheckpointError(f"{run_dir}: train_state.pt is at epoch {state['epoch']} but run.json at "
-                              f"{info.epoch}; the run directory is inconsistent - train again")
-    model, _ = load_run(run_dir, term_list=data.term_list)
-    return model, info.epoch, _read_metrics(run_dir, info.epoch), state["optimizer"]
+    try:
+        saved = config_from_dict(json.loads(state["config"]), f"{run_dir / TRAIN_STATE_FILE} (config)")
+        term_list = json.loads(state["term_list"])
+        history = json.loads(state["history"])
+        epoch = int(state["epoch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{run_dir / TRAIN_STATE_FILE}: not a LesaNet training state ({exc}); "
+                              "train again without --resume") from None
+    if saved != config:
+        raise TrainError(f"{run_dir}: the run was started with config {saved.name!r} and different "
+                         "settings; resume with the same --config/--epochs or train into another directory")
+    if term_list != data.term_list:
+        raise TrainError(f"{run_dir}: the run was trained on another label set than this cache "
+                         f"({len(term_list)} vs {len(data.term_list)} labels); use the cache it was trained on")
+    model = LesaNet(config.model, len(term_list))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{run_dir / TRAIN_STATE_FILE}: weights do not fit the configured architecture "
+                              f"({str(exc).splitlines()[0]})") from None
+    # Redo the publication of the last finished epoch (a kill may have cut it short).
+    _publish(run_dir, model, config, data, epoch, history)
+    return model, epoch, history, state["optimizer"]
 
 
 def train(config: Config, cache_path: str | Path, run_dir: str | Path, epochs: int | None = None,
