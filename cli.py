@@ -555,8 +555,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         text = json.dumps({"table1": evaluate.table1_rows({predictor.info.config.name: results}),
                            "sets": [r.as_dict() for r in results]}, indent=2, ensure_ascii=False)
     elif args.format == "csv":
-        text = "".join(r.to_csv(args.sort) if i == 0 else r.to_csv(args.sort).split("\n", 1)[1]
-                       for i, r in enumerate(results))
+        text = evaluate.results_csv(results, args.sort)
     else:
         text = "## Table 1\n\n" + evaluate.table1_markdown({predictor.info.config.name: results}) + "\n\n"
         text += "\n".join(r.to_markdown(args.sort, args.top) for r in results)
@@ -969,7 +968,7 @@ def _cmd_textmine_eval(args: argparse.Namespace) -> int:
                 s = result[key]
                 print(f"{key:<10} P {s['precision']:.4f}  R {s['recall']:.4f}  F1 {s['f1']:.4f}")
             classes = result["confusion"]["rows_gold_cols_pred"]
-            print("relations per label (rows gold, columns predicted):")
+            print("relations (rows gold, columns predicted; per mention when the gold has mentions):")
             print(f"{'':>12}" + "".join(f"{c:>12}" for c in classes))
             for name, row in zip(classes, result["confusion"]["matrix"]):
                 print(f"{name:>12}" + "".join(f"{v:>12}" for v in row))

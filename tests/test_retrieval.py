@@ -27,7 +27,7 @@ def test_exact_index_matches_brute_force_across_blocks() -> None:
     full = np.linalg.norm(queries[:, None, :].astype(np.float64) - base[None], axis=2)
     expected = np.argsort(full, axis=1)[:, :5]
     assert ids.tolist() == expected.tolist()
-    assert np.allclose(distances, np.take_along_axis(full, expected, 1), atol=1e-5)
+    assert np.allclose(distances, np.take_along_axis(full, expected, 1), atol=1e-9)
     assert np.all(np.diff(distances, axis=1) >= 0)
 
 
@@ -37,7 +37,7 @@ def test_a_duplicate_is_its_own_nearest_neighbour() -> None:
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     distances, ids = make_index(base).search(base[[17, 42]], 3)
     assert ids[:, 0].tolist() == [17, 42]
-    assert np.allclose(distances[:, 0], 0.0, atol=1e-3)
+    assert np.allclose(distances[:, 0], 0.0, atol=1e-9)
 
 
 def test_label_set_similarity_is_the_papers_sim() -> None:

@@ -241,6 +241,12 @@ def breakdown_markdown(result: EvalResult) -> str:
     return _markdown(rows, ["group", "labels", "AUC", "P", "R", "F1", "micro P", "micro R", "micro F1", "weighted AUC"])
 
 
+def results_csv(results: Sequence[EvalResult], sort: str = "index") -> str:
+    """Table 2 of several evaluation sets in one CSV (a ``set`` column tells them apart)."""
+    rows = [{"set": r.name, **row} for r in results for row in r.label_rows(sort)]
+    return _csv(rows)
+
+
 def table1_rows(results: Mapping[str, Sequence[EvalResult]]) -> list[dict[str, Any]]:
     """Table 1: one row per method, AUC/P/R/F1 (per-class means) for each evaluation set."""
     rows = []

@@ -44,7 +44,8 @@ class NeighbourIndex(Protocol):
 
 
 class ExactIndex:
-    """Exact L2 search: ||q||² + ||x||² − 2 q·x in blocks, then top-k, on torch (CPU or GPU)."""
+    """Exact L2 search on torch (CPU or GPU): per block, ||x||² − 2 q·x in one fused matrix
+    product (||q||² is the same for every candidate of a query, so it is added after top-k)."""
 
     def __init__(self, vectors: np.ndarray, block_rows: int = 262_144, device: str | None = None) -> None:
         import torch
@@ -57,7 +58,7 @@ class ExactIndex:
             # a read-only memory map is fine: the index never writes to its vectors
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             self._vectors = torch.from_numpy(np.ascontiguousarray(vectors)).to(self._device)
-        self._sq_norms = (self._vectors.double() ** 2).sum(1)
+        self._sq_norms = (self._vectors * self._vectors).sum(1)
         self._block = block_rows
 
     def __len__(self) -> int:
@@ -72,20 +73,24 @@ class ExactIndex:
         k = min(int(k), len(self))
         if k < 1:
             raise RetrievalError("k must be >= 1 and the index must not be empty")
-        q_sq = (q.double() ** 2).sum(1, keepdim=True)
-        best_d = torch.full((q.shape[0], 0), 0.0, dtype=torch.float64, device=self._device)
-        best_i = torch.zeros((q.shape[0], 0), dtype=torch.int64, device=self._device)
-        for start in range(0, len(self), self._block):
-            block = self._vectors[start : start + self._block]
-            # float32 product (fast), float64 sum; distances near 0 carry ~1e-4 of rounding
-            d2 = q_sq + self._sq_norms[start : start + block.shape[0]][None, :] - 2.0 * (q @ block.T).double()
-            d, i = torch.topk(d2, min(k, block.shape[0]), dim=1, largest=False, sorted=True)
-            best_d = torch.cat([best_d, d], 1)
-            best_i = torch.cat([best_i, i + start], 1)
-            if best_d.shape[1] > k:
-                best_d, pick = torch.topk(best_d, k, dim=1, largest=False, sorted=True)
-                best_i = torch.gather(best_i, 1, pick)
-        distances = best_d.clamp_min(0.0).sqrt()
+        best_d = torch.empty((q.shape[0], 0), dtype=torch.float32, device=self._device)
+        best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=self._device)
+        with torch.inference_mode():
+            for start in range(0, len(self), self._block):
+                block = self._vectors[start : start + self._block]
+                partial = torch.addmm(self._sq_norms[start : start + block.shape[0]][None, :], q, block.T, alpha=-2.0)
+                d, i = torch.topk(partial, min(k, block.shape[0]), dim=1, largest=False, sorted=True)
+                best_d = torch.cat([best_d, d], 1)
+                best_i = torch.cat([best_i, i + start], 1)
+                if best_d.shape[1] > k:
+                    best_d, pick = torch.topk(best_d, k, dim=1, largest=False, sorted=True)
+                    best_i = torch.gather(best_i, 1, pick)
+            # The float32 product ranks candidates; the k winners get their distance recomputed
+            # directly in float64 (no cancellation), then are re-sorted by it.
+            chosen = self._vectors[best_i].double()  # Q × k × D
+            distances = (chosen - q.double()[:, None, :]).pow(2).sum(2).sqrt()
+            distances, order = torch.sort(distances, dim=1, stable=True)
+            best_i = torch.gather(best_i, 1, order)
         return distances.cpu().numpy(), best_i.cpu().numpy()
 
 

@@ -1,0 +1,144 @@
+"""Benchmark: prediction latency and throughput on CPU, and exact similar-lesion search.
+
+    .venv/bin/python -m bench.infer [--configs cpu-small paper] [--vectors 1000000] [--device cpu|cuda]
+
+1. Latency per lesion of `lesanet predict --deeplesion DIR --lesion IDX` without process
+   start-up: read the PNG slices, preprocess (vision.preprocess.lesion_patch, the cache's
+   function), score, decide, expand and build the record — split into preprocessing and
+   model time. Lesions come from a freshly synthesised phantom; the weights are a fresh
+   initialisation (speed does not depend on their values).
+2. Throughput of scoring cache patches in batches of 1, 32 and 128 (lesions/s), side by
+   side with the one-at-a-time figure of the same run.
+3. Exact L2 search over N random unit 256-D embeddings: the blocked torch search of
+   vision.retrieval.ExactIndex against a plain per-query numpy scan (the obvious code),
+   same vectors, same queries; and faiss IndexFlatL2 when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/infer.py` as well as `python -m bench.infer`
+
+from ontology import load_ontology  # noqa: E402
+from vision.cache import PatchCache, build_cache  # noqa: E402
+from vision.checkpoint import save_checkpoint  # noqa: E402
+from vision.config import load_config  # noqa: E402
+from vision.infer import deeplesion_inputs, input_patches, load_predictor, predict_inputs, score_patches  # noqa: E402
+from vision.model import LesaNet  # noqa: E402
+from vision.phantom import synthesize  # noqa: E402
+from vision.retrieval import ExactIndex, make_index  # noqa: E402
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up (allocator, lazy imports, first-call kernels)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def bench_predict(config_name: str, phantom: Path, cache: Path, work: Path, onto, device: str) -> list[tuple[str, str]]:
+    config = load_config(ROOT / "configs" / f"{config_name}.yaml")
+    torch.manual_seed(0)
+    term_list = onto.label_set("lesanet171")
+    model = LesaNet(config.model, len(term_list))
+    run = work / f"run-{config_name}"
+    save_checkpoint(run, model, config, term_list, onto.version, epoch=0)
+    predictor = load_predictor(run, device=device, onto=onto)
+    inputs = deeplesion_inputs(phantom, [0])
+    warnings: list[str] = []
+    total = _median_seconds(lambda: predict_inputs(predictor, inputs, warn=warnings.append), 5)
+    prep = _median_seconds(lambda: input_patches(deeplesion_inputs(phantom, [0]), warnings.append), 5)
+    rows = [
+        (f"{config_name}: predict one lesion from PNG files (end to end)", f"{total * 1e3:.1f} ms"),
+        (f"{config_name}:   of which reading + preprocessing", f"{prep * 1e3:.1f} ms"),
+    ]
+    patches = np.asarray(PatchCache(cache).patches)
+    boxes = np.array([lesion.box for lesion in PatchCache(cache).lesions], dtype=np.float32)
+    reps = int(np.ceil(128 / len(patches)))
+    patches, boxes = np.tile(patches, (reps, 1, 1, 1))[:128], np.tile(boxes, (reps, 1))[:128]
+    single = None
+    for batch in (1, 32, 128):
+        n = batch if batch > 1 else 8
+        seconds = _median_seconds(
+            lambda: score_patches(predictor.model, patches[:n], boxes[:n], batch_size=batch, device=predictor.device), 3
+        )
+        rate = n / seconds
+        single = single or rate
+        rows.append((f"{config_name}: score cache patches, batch {batch}", f"{rate:,.1f} lesions/s ({rate / single:.1f}× batch 1)"))
+    return rows
+
+
+def bench_search(n_vectors: int, n_queries: int = 64, k: int = 5) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((n_vectors, 256), dtype=np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    queries = base[rng.choice(n_vectors, n_queries, replace=False)] + 0.01 * rng.standard_normal((n_queries, 256), dtype=np.float32)
+    start = time.perf_counter()
+    index = ExactIndex(base)
+    build = time.perf_counter() - start
+    blocked = _median_seconds(lambda: index.search(queries, k), 3)
+    _, ids = index.search(queries, k)
+
+    def numpy_scan() -> np.ndarray:
+        found = np.empty((8, k), dtype=np.int64)
+        for q in range(8):  # a per-query scan: full distance vector, then argpartition
+            d = ((base - queries[q]) ** 2).sum(1)
+            top = np.argpartition(d, k)[:k]
+            found[q] = top[np.argsort(d[top])]
+        return found
+
+    scan = _median_seconds(numpy_scan, 1) / 8 * n_queries
+    assert np.array_equal(numpy_scan(), ids[:8]), "the two searches disagree"
+    rows = [
+        (f"exact search, {n_vectors:,} × 256-D: build index", f"{build * 1e3:.0f} ms"),
+        (f"exact search, {n_vectors:,} × 256-D: {n_queries} queries, k={k}, blocked torch (ExactIndex)",
+         f"{blocked * 1e3:.0f} ms ({blocked / n_queries * 1e3:.2f} ms/query)"),
+        (f"exact search, {n_vectors:,} × 256-D: {n_queries} queries, per-query numpy scan (baseline)",
+         f"{scan * 1e3:.0f} ms ({scan / n_queries * 1e3:.2f} ms/query)"),
+        ("ratio", f"{scan / blocked:.1f}× faster"),
+    ]
+    try:
+        faiss_index = make_index(base, "faiss")
+        seconds = _median_seconds(lambda: faiss_index.search(queries, k), 3)
+        rows.append((f"exact search, {n_vectors:,}: faiss IndexFlatL2", f"{seconds * 1e3:.0f} ms"))
+    except ValueError as exc:
+        rows.append(("faiss", f"not measured ({exc})"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["cpu-small", "paper"])
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    onto = load_ontology()
+    rows: list[tuple[str, str]] = [("torch threads / device", f"{torch.get_num_threads()} / {args.device}")]
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
+        work = Path(tmp)
+        phantom = synthesize(work / "phantom", 16, seed=0, workers=1, onto=onto)
+        build_cache(phantom, phantom / "labels.json", work / "cache", workers=1, progress=False,
+                    ontology_version=onto.version)
+        for name in args.configs:
+            rows += bench_predict(name, phantom, work / "cache", work, onto, args.device)
+    rows += bench_search(args.vectors)
+    print("| figure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
