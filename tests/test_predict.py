@@ -334,3 +334,24 @@ def test_volume_inputs_refuse_bad_input(tiny_run: TinyRun, tmp_path: Path) -> No
     with pytest.raises(PredictError, match=r"2 series \(1\.2\.3\.1, 1\.2\.3\.2.*--series UID"):
         dicom_inputs(tmp_path / "two", [(key, lesion.box)])
     assert len(dicom_inputs(tmp_path / "two", [(key, lesion.box)], series="1.2.3.2")) == 1
+
+
+def test_cli_predict_volume_with_boxes_file_and_patch_png(tiny_run: TinyRun, predictor, tmp_path: Path,
+                                                          capsys) -> None:
+    slices, key, lesion = _phantom_series(tiny_run, 0)
+    nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, tuple(float(v) for v in lesion.spacing_mm))
+    boxes = tmp_path / "boxes.txt"
+    boxes.write_text("# slice, x1, y1, x2, y2\n" + f"{key}, " + ", ".join(f"{v:g}" for v in lesion.box) + "\n"
+                     + f"{key}, 100, 100, 120, 118\n")
+    code = cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes), "--jsonl",
+                     "--patch-png", str(tmp_path / "patches.png")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(lines) == 2 and (tmp_path / "patches.png").is_file()
+    assert json.loads(lines[1])["source"]["box_px"] == [100.0, 100.0, 120.0, 118.0]
+    assert cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--slice", str(key)]) == 1
+    assert "--box" in capsys.readouterr().err
+    boxes.write_text(f"{key}, 1, 2, 3\n")
+    assert cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes)]) == 1
+    assert "boxes.txt:1:" in capsys.readouterr().err
+    assert cli_main(["ablate", "--config", "x", "--data", "y", "-o", str(tmp_path / "a"), "--list"]) == 0
+    assert "w/o RHEM" in capsys.readouterr().out
