@@ -116,7 +116,7 @@ def test_same_seed_same_bytes_whatever_the_workers(phantom, tmp_path, shipped_on
 
 
 def test_label_space_is_long_tailed(tmp_path, shipped_ontology):
-    ds = synthesize(tmp_path / "big", 400, seed=11, workers=1, onto=shipped_ontology, write_images=False)
+    ds = synthesize(tmp_path / "big", 200, seed=11, workers=1, onto=shipped_ontology, write_images=False)
     assert not (ds / "Images_png").exists()
     counts = json.loads((ds / "phantom.json").read_text())["label_counts"]
     assert len(counts) >= 40
@@ -183,3 +183,24 @@ def _nan_spacing(line: str) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(row)
     return buffer.getvalue()
+
+
+def test_cli_synth_cache_check_show(tmp_path, capsys):
+    from cli import main
+
+    ds, out = tmp_path / "ds", tmp_path / "cache"
+    assert main(["synth", "-o", str(ds), "--lesions", "6", "--seed", "5", "--workers", "1"]) == 0
+    assert main(["data", "check", "--deeplesion", str(ds), "--labels", str(ds / "labels.json")]) == 0
+    assert "6 good rows" in capsys.readouterr().out
+    assert main(["data", "cache", "--deeplesion", str(ds), "--labels", str(ds / "labels.json"), "-o", str(out),
+                 "--workers", "1", "--no-progress"]) == 0
+    assert len(PatchCache(out)) == 6
+    assert main(["data", "show", str(out), "-o", str(tmp_path / "p.png"), "-n", "4"]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    # a non-empty output folder is refused with one line, exit 1
+    assert main(["synth", "-o", str(ds), "--lesions", "6"]) == 1
+    assert "not empty" in capsys.readouterr().err
+    lines = (ds / "DL_info.csv").read_text().splitlines()
+    (ds / "DL_info.csv").write_text("\n".join(lines[:2] + [lines[2].replace(",", ";", 3)] + lines[3:]) + "\n")
+    assert main(["data", "check", "--deeplesion", str(ds)]) == 1
+    assert "DL_info.csv:3: lesion 1" in capsys.readouterr().err
