@@ -361,7 +361,7 @@ def _cmd_kg_load(args: argparse.Namespace) -> int:
             print(f"{args.store}: loading ontology {onto.version}", file=sys.stderr)
             backend.load_ontology(onto)
         loaded = backend.load_files(args.files, args.graph, onto, errors, args.dataset)
-        backend.flush()
+        backend.optimize()
     else:
         from kg.endpoint import upload_files
 
@@ -470,7 +470,7 @@ def _lesion_inputs(args: argparse.Namespace) -> list:
     if source == "deeplesion":
         if not args.lesion:
             raise CommandError("--deeplesion needs --lesion IDX (a DL_info.csv row)")
-        return infer.deeplesion_inputs(args.deeplesion, args.lesion)
+        return infer.deeplesion_inputs(args.deeplesion, args.lesion, getattr(args, "dataset", "deeplesion"))
     if args.boxes and (args.box or args.slice is not None):
         raise CommandError("give either --boxes FILE or --slice N --box X1,Y1,X2,Y2, not both")
     if source == "png":
@@ -618,6 +618,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_image_inputs(p)
     p.add_argument("--data", metavar="CACHE", help="or: predict every lesion of a patch cache split")
     p.add_argument("--split", default="test", help="with --data: train, val, test (default), hand or all")
+    p.add_argument("--dataset", default="deeplesion", metavar="NAME",
+                   help="with --data / --deeplesion: the dataset name in each record's source (e.g. phantom)")
     p.add_argument("--json", action="store_true", help="JSON prediction records (one object for one lesion)")
     p.add_argument("--jsonl", action="store_true", help="one JSON record a line")
     p.add_argument("--top", type=int, default=10, metavar="N", help="table: decided labels plus the best undecided up to N")
@@ -642,7 +644,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.data:
         if any(getattr(args, n, None) for n in ("deeplesion", "nifti", "dicom", "png")):
             raise CommandError("give either --data CACHE or one image input, not both")
-        prediction = infer.predict_cache_full(predictor, args.data, args.split)
+        prediction = infer.predict_cache_full(predictor, args.data, args.split, dataset=args.dataset)
     else:
         prediction = infer.predict_inputs(predictor, _lesion_inputs(args), warn=_warn_line)
     records = prediction.records

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from vision.checkpoint import CheckpointError, RunInfo, load_run
+from vision.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
 from vision.metrics import DEFAULT_THRESHOLD, decide_thresholds, filter_exclusive
 from vision.model import MODEL_VERSION, LesaNet
 
@@ -78,12 +78,13 @@ def load_predictor(
 
         onto = load_ontology()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, info = load_run(run_dir, device=dev)
-    if info.model_version != MODEL_VERSION:
+    version = read_run_info(run_dir).model_version
+    if version != MODEL_VERSION:  # checked before the weights, whose layout may have changed too
         raise CheckpointError(
-            f"{run_dir}: run made by LesaNet {info.model_version or '?'}, this toolkit reads {MODEL_VERSION}; "
+            f"{run_dir}: run made by LesaNet {version or '?'}, this toolkit reads {MODEL_VERSION}; "
             "retrain with this version"
         )
+    model, info = load_run(run_dir, device=dev)
     unknown = [name for name in info.term_list if name not in onto.terms]
     if unknown:
         raise CheckpointError(
@@ -116,7 +117,6 @@ def score_patches(
     boxes: np.ndarray,
     batch_size: int = 64,
     device: torch.device | None = None,
-    progress: Callable[[int], None] | None = None,
 ) -> Scored:
     """Score cache-format patches (uint8 N × 3 × P × P) with boxes (N × 4, patch pixels)."""
     model.eval()
@@ -134,8 +134,6 @@ def score_patches(
         out = model(x, b)
         probs[start:stop] = torch.sigmoid(out.scores_spl).float().cpu().numpy()
         embeddings[start:stop] = out.embedding.float().cpu().numpy()
-        if progress is not None:
-            progress(stop - start)
     return Scored(probs, embeddings)
 
 
@@ -236,9 +234,6 @@ class CacheSelection:
     def boxes(self) -> np.ndarray:
         return np.array([r["box"] for r in self.records], dtype=np.float32).reshape(-1, 4)
 
-    def dataset(self) -> str:
-        return str(self.index.get("dataset") or "deeplesion")
-
 
 def open_cache(cache: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     """The patch array (memory-mapped) and index (plain dicts) of a cache, via the cache room's reader."""
@@ -280,22 +275,37 @@ def check_cache_labels(predictor_terms: Sequence[str], selection: CacheSelection
 
 
 def score_selection(
-    model: LesaNet, selection: CacheSelection, batch_size: int = 64, device: torch.device | None = None
+    model: LesaNet, selection: CacheSelection, batch_size: int = 64, device: torch.device | None = None,
+    chunk_rows: int = 4096,
 ) -> Scored:
-    """Score the chosen cache rows (read in sorted chunks from the memory map)."""
+    """Score the chosen cache rows, reading the memory map in sorted chunks (bounded memory)."""
     rows = selection.rows
-    if rows.size == 0:
-        return Scored(np.empty((0, model.num_labels), np.float32), np.empty((0, model.config.embed_dim), np.float32))
+    probs = np.empty((rows.size, model.num_labels), np.float32)
+    embeddings = np.empty((rows.size, model.config.embed_dim), np.float32)
     order = np.argsort(rows, kind="stable")
-    patches = np.asarray(selection.patches[rows[order]])
-    boxes = selection.boxes()[order]
-    scored = score_patches(model, patches, boxes, batch_size, device)
-    back = np.argsort(order, kind="stable")
-    return Scored(scored.probs[back], scored.embeddings[back])
+    boxes = selection.boxes()
+    for start in range(0, rows.size, chunk_rows):
+        chunk = order[start : start + chunk_rows]
+        scored = score_patches(model, np.asarray(selection.patches[rows[chunk]]), boxes[chunk], batch_size, device)
+        probs[chunk], embeddings[chunk] = scored.probs, scored.embeddings
+    return Scored(probs, embeddings)
 
 
-def cache_source(selection: CacheSelection, record: Mapping[str, Any]) -> dict[str, Any]:
-    source: dict[str, Any] = {"dataset": selection.dataset(), "lesion_idx": int(record["lesion_idx"]),
+class RowView:
+    """Patches of chosen cache rows, read from the memory map only when indexed."""
+
+    def __init__(self, patches: np.ndarray, rows: np.ndarray) -> None:
+        self._patches, self._rows = patches, rows
+
+    def __len__(self) -> int:
+        return int(self._rows.size)
+
+    def __getitem__(self, item: int | slice) -> np.ndarray:
+        return np.asarray(self._patches[self._rows[item]])
+
+
+def cache_source(record: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    source: dict[str, Any] = {"dataset": dataset, "lesion_idx": int(record["lesion_idx"]),
                               "split": record.get("split"), "box_patch_px": [float(v) for v in record["box"]]}
     for key in ("file", "slice", "box_px", "spacing_mm"):
         if record.get(key) is not None:
@@ -304,28 +314,33 @@ def cache_source(selection: CacheSelection, record: Mapping[str, Any]) -> dict[s
 
 
 def predict_cache_full(
-    predictor: Predictor, cache: str | Path, split: str = "test", batch_size: int = 64
+    predictor: Predictor, cache: str | Path, split: str = "test", batch_size: int = 64, dataset: str = "deeplesion"
 ) -> "Prediction":
-    """Records of a cache split plus the patches, boxes and embeddings (for figures and retrieval)."""
+    """Records of a cache split plus the patches, boxes and embeddings (for figures and retrieval).
+
+    Lesion ids are ``deeplesion/<DL_info row>`` (the cache's lesions are DeepLesion-format
+    rows); ``dataset`` names where they come from (``deeplesion``, ``phantom``, ...).
+    """
     selection = select_split(cache, split)
     check_cache_labels(predictor.term_list, selection)
     scored = score_selection(predictor.model, selection, batch_size, predictor.device)
     decisions = decide(predictor, scored.probs)
     records = [
-        prediction_record(predictor, f"deeplesion/{record['lesion_idx']}", cache_source(selection, record),
+        prediction_record(predictor, f"deeplesion/{record['lesion_idx']}", cache_source(record, dataset),
                           scored.probs[i], decisions[i])
         for i, record in enumerate(selection.records)
     ]
-    patches = np.asarray(selection.patches[selection.rows])
-    return Prediction(records, patches, selection.boxes(), scored, selection.records)
+    return Prediction(records, RowView(selection.patches, selection.rows), selection.boxes(), scored,
+                      selection.records)
 
 
 def predict_cache(
-    run_dir: str | Path | Predictor, cache: str | Path, split: str = "test", batch_size: int = 64
+    run_dir: str | Path | Predictor, cache: str | Path, split: str = "test", batch_size: int = 64,
+    dataset: str = "deeplesion",
 ) -> list[dict[str, Any]]:
     """Prediction records for every lesion of a cache split (``hand`` = test lesions with truth)."""
     predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
-    return predict_cache_full(predictor, cache, split, batch_size).records
+    return predict_cache_full(predictor, cache, split, batch_size, dataset).records
 
 
 def panel_lesions(prediction: "Prediction", limit: int = 16) -> list[Any]:
@@ -477,8 +492,9 @@ def _png_series_provider(folder: Path) -> Callable[[int], "np.ndarray | None"]:
     return provider
 
 
-def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int]) -> list[LesionInput]:
-    """Lesions given as ``DL_info.csv`` rows of a DeepLesion-format folder."""
+def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int],
+                      dataset: str = "deeplesion") -> list[LesionInput]:
+    """Lesions given as ``DL_info.csv`` rows of a DeepLesion-format folder (``dataset`` names it)."""
     from vision.deeplesion import read_dl_info
 
     root = Path(deeplesion_dir)
@@ -495,7 +511,7 @@ def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int]) ->
         inputs.append(
             LesionInput(
                 lesion_id=f"deeplesion/{idx}",
-                source={"dataset": "deeplesion", "lesion_idx": idx,
+                source={"dataset": dataset, "lesion_idx": idx,
                         "file": str(key_file.relative_to(root)), "slice": lesion.key_slice,
                         "box_px": [float(v) for v in lesion.box], "spacing_mm": [float(v) for v in lesion.spacing_mm]},
                 provider=_png_series_provider(folder),
@@ -656,7 +672,7 @@ class Prediction:
     """Records plus what figures and retrieval need (patches, boxes, embeddings)."""
 
     records: list[dict[str, Any]]
-    patches: np.ndarray
+    patches: "np.ndarray | RowView"  # uint8 N × 3 × P × P
     boxes: np.ndarray
     scored: Scored
     cache_records: list[dict[str, Any]] | None = None  # the cache index entries, for cache inputs

@@ -312,7 +312,8 @@ def embed_cache(
     scored = score_selection(predictor.model, selection, batch_size, predictor.device)
     lesions = [
         {
-            "lesion_id": f"{dataset}/{record['lesion_idx']}",
+            "lesion_id": f"deeplesion/{record['lesion_idx']}",  # the ids of prediction records
+            "dataset": dataset,
             "lesion_idx": int(record["lesion_idx"]),
             "split": record.get("split"),
             "row": int(row),
