@@ -61,11 +61,15 @@ def _options(onto: OntologyLike, label: str) -> list[str]:
     return [f for f in forms if len(f) >= 3 and not any(o != f and o.startswith(f) and not o[len(f)].isspace() for o in forms)]
 
 
-def phrase(rng: np.random.Generator, onto: OntologyLike, label: str, adjective: bool = False) -> str:
+_ADJECTIVE_ENDINGS = ("ed", "ic", "ing", "al", "ous", "ar", "ense", "ary", "ive")
+
+
+def phrase(rng: np.random.Generator, onto: OntologyLike, label: str, adjective: bool | None = None) -> str:
+    """A surface form of ``label``: an adjective (True), a noun (False) or any (None)."""
     options = _options(onto, label)
-    if adjective:
-        adjectives = [o for o in options if " " not in o and o.endswith(("ed", "ic", "ing", "al", "ous", "ar", "ense", "ary", "ive"))]
-        options = adjectives or options
+    if adjective is not None:
+        chosen = [o for o in options if (" " not in o and o.endswith(_ADJECTIVE_ENDINGS)) == adjective]
+        options = chosen or options
     options = [o for o in options if not o.endswith(" lesion")] or options
     return str(options[int(rng.integers(len(options)))])
 
@@ -91,13 +95,13 @@ def _noun_phrase(
             continue
         shown = part
         parents = sorted(p for p in onto.parents(part) if onto.category(p) == "bodypart")
-        if i == 0 and parents and rng.random() < 0.2:  # a vaguer body part than the truth
+        if i == 0 and parents and rng.random() < 0.3:  # a vaguer body part than the truth
             shown = parents[int(rng.integers(len(parents)))]
             dropped.append(part)
         b.add(phrase(rng, onto, shown), shown, relation)
     for t in types:
-        if rng.random() < min(1.0, keep + 0.25):
-            b.add(phrase(rng, onto, t), t, relation)
+        if rng.random() < min(1.0, keep + 0.3):
+            b.add(phrase(rng, onto, t, adjective=False), t, relation)
         else:
             dropped.append(t)
             b.add("lesion")
@@ -122,19 +126,19 @@ def make_sentence(
     types = [l for l in labels if onto.category(l) == "type"]
     hedge = rng.random() < 0.22 and types
     main_labels = [l for l in labels if not (hedge and l == types[0])]
-    _noun_phrase(b, rng, onto, main_labels, RELEVANT, keep=0.6)
+    _noun_phrase(b, rng, onto, main_labels, RELEVANT, keep=0.5)
     b.add("BOOKMARK")
     if hedge:
         t = types[0]
         b.add(",")
         if rng.random() < 0.35 and t in ALTERNATIVES:
-            b.add(phrase(rng, onto, t), t, UNCERTAIN)
+            b.add(phrase(rng, onto, t, adjective=False), t, UNCERTAIN)
             b.add("versus")
             alt = ALTERNATIVES[t]
-            b.add(phrase(rng, onto, alt), alt, UNCERTAIN)
+            b.add(phrase(rng, onto, alt, adjective=False), alt, UNCERTAIN)
         else:
             b.add(HEDGES[int(rng.integers(len(HEDGES)))])
-            b.add(phrase(rng, onto, t), t, UNCERTAIN)
+            b.add(phrase(rng, onto, t, adjective=False), t, UNCERTAIN)
     negatable = [n for n in NEGATABLE if n in false_candidates]
     if negatable and rng.random() < 0.18:
         n = negatable[int(rng.integers(len(negatable)))]
