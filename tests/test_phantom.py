@@ -204,3 +204,36 @@ def test_cli_synth_cache_check_show(tmp_path, capsys):
     (ds / "DL_info.csv").write_text("\n".join(lines[:2] + [lines[2].replace(",", ";", 3)] + lines[3:]) + "\n")
     assert main(["data", "check", "--deeplesion", str(ds)]) == 1
     assert "DL_info.csv:3: lesion 1" in capsys.readouterr().err
+
+
+def test_killed_build_process_resumes_to_identical_cache(cache, phantom, tmp_path):
+    """SIGKILL a real build mid-way (torn writes included), then resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    code = (
+        "import sys, time; from vision.cache import build_cache\n"
+        "import vision.cache as c\n"
+        "slow = c.read_slice_hu\n"
+        "c.read_slice_hu = lambda p: (time.sleep(0.02), slow(p))[1]  # stretch the build so it can be killed\n"
+        f"build_cache({str(phantom)!r}, {str(phantom / 'labels.json')!r}, {str(out)!r}, workers=1, progress=False, chunk_lesions=2)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    done = out / ".partial" / "done.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if done.exists() and done.read_text().count("\n") >= 3:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    assert not (out / "index.json").exists()
+    report = build_cache(phantom, phantom / "labels.json", out, workers=1, progress=False, chunk_lesions=2)
+    assert 0 < report.resumed_lesions < N_LESIONS
+    for name in ("patches.npy", "index.json", "report.json"):
+        assert (out / name).read_bytes() == (cache / name).read_bytes(), name

@@ -144,7 +144,7 @@ def _lymph_node(rng: np.random.Generator, organ: float, allow_calcified: bool = 
     u = rng.random()
     if u < 0.15 and d >= 18:
         labels.append("necrosis")
-        look = replace(look, core=12.0, core_fraction=0.55)
+        look = replace(look, core=0.0, core_fraction=0.55)
     elif u < 0.27 and allow_calcified:
         labels.append("calcified")
         look = replace(look, calcification=float(rng.uniform(600, 900)))
@@ -182,13 +182,13 @@ def _rim_enhancing(rng: np.random.Generator, organ: float) -> KindResult:
 
 def _heterogeneous_mass(rng: np.random.Generator, organ: float) -> KindResult:
     d = _diameter(rng, 32, 80, 50)
-    look = Look(value=organ - 35.0, edge_mm=1.5, texture=55.0, shape="lobular")
+    look = Look(value=organ - 35.0, edge_mm=1.5, texture=70.0, shape="lobular")
     return ["mass", "heterogeneous", "lobular"] + _size_labels(d), look, d, float(rng.uniform(0.75, 1.0))
 
 
 def _renal_solid(rng: np.random.Generator, organ: float) -> KindResult:
     d = _diameter(rng, 12, 60, 28)
-    look = Look(value=80.0, edge_mm=1.2, texture=50.0)
+    look = Look(value=80.0, edge_mm=1.2, texture=65.0)
     return [_solid_type(d), "heterogeneous"] + _size_labels(d), look, d, float(rng.uniform(0.8, 1.0))
 
 
@@ -435,9 +435,9 @@ def _outline_scale(theta: np.ndarray, look: Look, seed: int) -> np.ndarray:
         return 1 + 0.16 * np.cos(3 * theta + phases[0]) + 0.1 * np.cos(5 * theta + phases[1])
     if look.shape == "spiculated":
         scale = np.ones_like(theta)
-        for centre in rng.uniform(0, 2 * math.pi, int(rng.integers(7, 12))):
+        for centre in rng.uniform(0, 2 * math.pi, int(rng.integers(6, 10))):
             gap = np.angle(np.exp(1j * (theta - centre)))
-            scale = scale + rng.uniform(0.6, 1.0) * np.exp(-((gap / 0.1) ** 2))
+            scale = scale + rng.uniform(0.7, 1.1) * np.exp(-((gap / 0.15) ** 2))
         return scale
     return np.ones_like(theta)
 
