@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -146,26 +147,34 @@ def bench_triplets(device: torch.device, batch: int = 128, count: int = 5000) ->
     sim = label_similarity(positive)
     assert all(sim[a, b] >= 1 and sim[a, c] < sim[a, b] for a, b, c in looped[:200])
     results = {}
-    for dev in [torch.device("cpu")] + ([device] if device.type == "cuda" else []):
+    threads = torch.get_num_threads()
+    runs = [("cpu", torch.device("cpu"), threads)]
+    if threads > 1:  # the loop is single-threaded: also compare at one thread
+        runs.append(("cpu, 1 thread", torch.device("cpu"), 1))
+    if device.type == "cuda":
+        runs.append((str(device), device, threads))
+    for name, dev, n_threads in runs:
+        torch.set_num_threads(n_threads)
         pos = positive.to(dev)
         g = torch.Generator(device=dev).manual_seed(0)
         sample_triplets(pos, count, 1.0, g)  # warm-up
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        reps = 20
-        began = time.perf_counter()
-        for _ in range(reps):
+        times = []
+        for _ in range(20):
+            began = time.perf_counter()
             t = sample_triplets(pos, count, 1.0, g)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        results[dev.type] = (time.perf_counter() - began) / reps
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - began)
+        results[name] = float(np.median(times))  # median: robust to a busy shared machine
         assert t.anchor.numel() == count
-    print(f"[triplets] T={count} on a {batch} x {C} batch: per-triplet loop {loop_s * 1000:.1f} ms "
-          f"({len(looped)} triplets); vectorised CPU {results['cpu'] * 1000:.2f} ms -> "
-          f"{loop_s / results['cpu']:.0f}x faster")
-    if "cuda" in results:
-        print(f"[triplets] vectorised on {device}: {results['cuda'] * 1000:.2f} ms -> "
-              f"{loop_s / results['cuda']:.0f}x faster than the loop")
+    torch.set_num_threads(threads)
+    print(f"[triplets] T={count} on a {batch} x {C} batch: per-triplet Python loop {loop_s * 1000:.1f} ms "
+          f"({len(looped)} triplets)")
+    for name, seconds in results.items():
+        print(f"[triplets] vectorised on {name}: {seconds * 1000:.2f} ms (median of 20) -> "
+              f"{loop_s / seconds:.0f}x faster than the loop")
 
 
 def bench_gather(device: torch.device, batch: int = 128, cache_size: int = 2048) -> None:
@@ -208,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     paper = load_config(ROOT / "configs" / "paper.yaml")
     small = load_config(ROOT / "configs" / "cpu-small.yaml")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if cuda else f", {torch.get_num_threads()} threads"))
+          + (f" ({torch.cuda.get_device_name(device)})" if cuda else f", {torch.get_num_threads()} threads")
+          + f", {os.cpu_count()} CPUs, load average {load}")
     bench_triplets(device)
     bench_gather(device)
     bench_step(paper, args.batch or (128 if cuda else 16), args.steps or (20 if cuda else 2), device)
