@@ -204,6 +204,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set loss.rhem=false (repeatable; for ablations)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: all cores; 1 is faster when other jobs share the cores)")
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_train)
 
@@ -213,6 +215,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from vision.train import train
 
     config = apply_overrides(load_config(args.config), args.overrides)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CommandError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     run_dir = train(config, args.data, args.output, epochs=args.epochs, resume=args.resume,
                     device=args.device, progress=not args.quiet, onto=_load_ontology(args))
     if int(os.environ.get("RANK", "0")) == 0:
