@@ -4,7 +4,7 @@ Bookmark attribution (clause and coordination structure):
 
 * The text is cut into clauses at ";" and ".". A clause without a bookmark token continues
   the nearest clause before it that has one (or the first one after it).
-* In a clause, runs of bookmarks with no mention between them form a *group*
+* In a clause, runs of bookmarks with only punctuation, "and" or "or" between them form a *group*
   ("lesions BOOKMARK, OTHER_BMK" share everything). Each group owns the words between
   the previous group and itself. Words after the last group belong to it when it is the
   only group, and to every group otherwise.
@@ -31,6 +31,7 @@ from textmine.tokens import BOOKMARK, CLAUSE_BREAKS, OTHER_BMK, SKIPPED_WORDS, P
 RELEVANT, UNCERTAIN, IRRELEVANT = "relevant", "uncertain", "irrelevant"
 RELATIONS = (RELEVANT, UNCERTAIN, IRRELEVANT)
 _COORDINATORS = frozenset({"and", "while", "whereas"})
+_LIST_JOINERS = frozenset({"and", "or"})
 _CATEGORY_RANK = {"negated": 4, "historical": 3, "landmark": 2, "uncertain": 1}
 
 
@@ -324,10 +325,10 @@ def _assign_clause(
     if not marks:
         return None, None
     in_clause = [m for m in mentions if lo <= m.first_piece < hi]
-    # groups: consecutive bookmarks with no mention between them
+    # groups: consecutive bookmarks with only punctuation or "and"/"or" between them
     groups: list[list[int]] = [[marks[0]]]
     for a, b in zip(marks, marks[1:]):
-        if any(a < m.first_piece < b for m in in_clause):
+        if any(pieces[i].norm.isalnum() and pieces[i].norm not in _LIST_JOINERS for i in range(a + 1, b)):
             groups.append([b])
         else:
             groups[-1].append(b)
