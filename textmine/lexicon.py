@@ -216,17 +216,16 @@ class Lexicon:
                 if lateral is not None and not (found and found[-1][0] == pos):  # a fallback only
                     gapped.add(len(found))
                     found.append(lateral)
-        # a gapped (side/position) match never hides a plain match inside it:
-        # "anterior superior mediastinal" is both anterior and superior mediastinum
-        maximal = [
-            f
-            for k, f in enumerate(found)
-            if not any(
-                (g[0] <= f[0] and f[1] <= g[1]) and ((g[0], g[1]) != (f[0], f[1]) or j < k)
-                for j, g in enumerate(found)
-                if j != k and j not in gapped
-            )
-        ]
+        # Matches come ordered by start, so a match is inside an earlier one exactly when an
+        # earlier match reaches as far. A gapped (side/position) match never hides a plain
+        # match inside it: "anterior superior mediastinal" is anterior and superior mediastinum.
+        maximal = []
+        reach = -1
+        for k, f in enumerate(found):
+            if f[1] > reach:
+                maximal.append(f)
+            if k not in gapped:
+                reach = max(reach, f[1])
         mentions: list[Mention] = []
         for first, last, entry in maximal:
             mentions.append(_mention(pieces, index[first], index[last], entry.label, entry.iri, entry.category, text))
