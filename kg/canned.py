@@ -2,8 +2,8 @@
 
 A parameter is never pasted into the query text: a label name is resolved through the
 ontology to its class IRI, a lesion id is minted into its IRI, and the resulting RDF term
-is bound (pyoxigraph ``substitutions``, rdflib ``initBindings``, or a ``VALUES`` block
-built from validated terms for a remote endpoint).
+is bound (a ``VALUES`` block built from validated terms for pyoxigraph and remote
+endpoints, ``initBindings`` for rdflib; see :mod:`kg.binding`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import rdflib
 from kg import vocab
 from kg.records import OntologyLike
 from kg.results import QueryResult
-from kg.store import Binding, SparqlBackend
+from kg.binding import Binding
+from kg.store import SparqlBackend
 
 QUERY_DIR = Path(__file__).resolve().parent / "queries"
 

@@ -3,8 +3,7 @@
 Works with Oxigraph server, Apache Jena Fuseki, GraphDB, Virtuoso… Queries ask for the
 union of the project graphs with ``default-graph-uri`` (the same dataset the embedded
 store queries); loads are SPARQL 1.1 ``INSERT DATA`` updates in chunks. Parameters are
-bound with a ``VALUES`` block placed first in the outermost ``WHERE`` group, built from
-validated RDF terms (pyoxigraph), never from pasted text.
+bound with a ``VALUES`` block built from validated RDF terms (:mod:`kg.binding`).
 """
 
 from __future__ import annotations
@@ -22,38 +21,15 @@ import pyoxigraph as ox
 from kg import rdf, vocab
 from kg.records import OntologyLike, RecordError, read_json_records
 from kg.results import QueryResult
-from kg.store import Binding, chunked, classify_json, rdf_format_for, to_oxigraph
+from kg.binding import Binding, bind_values
+from kg.store import chunked, classify_json, rdf_format_for
 
-_WHERE = re.compile(r"\bWHERE\s*\{", re.IGNORECASE)
-_COMMENT_LINE = re.compile(r"^[ \t]*#.*$", re.MULTILINE)
 _RESULTS_JSON = "application/sparql-results+json"
 _NTRIPLES = "application/n-triples"
 
 
 class EndpointError(OSError):
     """The server refused a request or could not be reached (message says which)."""
-
-
-def bind_values(query: str, bindings: Mapping[str, Binding]) -> str:
-    """``query`` with ``VALUES (?a ?b) { (t1 t2) }`` first in its outermost WHERE group.
-
-    Terms are serialised by pyoxigraph (IRIs validated, literals escaped), so a bound
-    value can never change the query's structure.
-    """
-    if not bindings:
-        return query
-    for name in bindings:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError(f"not a SPARQL variable name: {name!r}")
-    # Blank out whole-line comments (same length) so a comment cannot hold the match.
-    searchable = _COMMENT_LINE.sub(lambda m: " " * len(m.group(0)), query)
-    match = _WHERE.search(searchable)
-    if match is None:
-        raise ValueError("cannot bind parameters: the query has no WHERE { … } group")
-    names = " ".join(f"?{name}" for name in bindings)
-    terms = " ".join(str(to_oxigraph(term)) for term in bindings.values())
-    block = f"\n  VALUES ({names}) {{ ({terms}) }}\n"
-    return query[: match.end()] + block + query[match.end() :]
 
 
 class SparqlEndpoint:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from functools import lru_cache
 import os
 import tempfile
 from pathlib import Path
@@ -60,9 +62,19 @@ _SUBCLASS = f"<{RDFS.subClassOf}>"
 _DISJOINT = f"<{OWL.disjointWith}>"
 
 
+_NOT_IN_IRI = re.compile(r'[<>"{}|^`\\\x00-\x20]')
+
+
+@lru_cache(maxsize=4096)
 def _iri(value: str) -> str:
-    if any(c in value for c in '<>"{}|^`\\ \n\r\t'):
+    """``<value>`` for an IRI from outside (ontology classes, constants), checked once."""
+    if _NOT_IN_IRI.search(value):
         raise RecordError(f"not a usable IRI: {value!r}")
+    return f"<{value}>"
+
+
+def _minted(value: str) -> str:
+    """``<value>`` for an IRI minted by :mod:`kg.vocab` (%-encoded: safe by construction)."""
     return f"<{value}>"
 
 
@@ -102,10 +114,10 @@ def _fragment_xywh(box: tuple[float, float, float, float]) -> str:
 
 
 def _activity_lines(activity_id: str, model: Mapping[str, Any], ontology_version: str) -> Iterator[str]:
-    activity = _iri(vocab.activity_iri(activity_id))
+    activity = _minted(vocab.activity_iri(activity_id))
     model_id = vocab.short_hash(dict(model))
-    model_node = _iri(vocab.model_iri(model_id))
-    onto_node = _iri(vocab.ontology_version_iri(ontology_version))
+    model_node = _minted(vocab.model_iri(model_id))
+    onto_node = _minted(vocab.ontology_version_iri(ontology_version))
     yield _line(activity, _A, _p(PROV.Activity))
     yield _line(activity, _A, _p(KG.InferenceActivity))
     yield _line(activity, _LABEL, _string(f"LesaNet inference with {model.get('name')} {model.get('version', '')}".strip()))
@@ -126,7 +138,7 @@ def _activity_lines(activity_id: str, model: Mapping[str, Any], ontology_version
 
 
 def _ontology_version_lines(ontology_version: str) -> Iterator[str]:
-    node = _iri(vocab.ontology_version_iri(ontology_version))
+    node = _minted(vocab.ontology_version_iri(ontology_version))
     yield _line(node, _A, _p(PROV.Entity))
     yield _line(node, _A, _p(KG.OntologyVersion))
     yield _line(node, _p(KG.versionString), _string(ontology_version))
@@ -139,14 +151,14 @@ def activity_id_for(model: Mapping[str, Any], ontology_version: str) -> str:
 
 
 def _lesion_source_lines(pred: Prediction) -> Iterator[str]:
-    lesion = _iri(vocab.lesion_iri(pred.lesion_id))
+    lesion = _minted(vocab.lesion_iri(pred.lesion_id))
     yield _line(lesion, _A, _p(KG.Lesion))
     yield _line(lesion, _p(KG.lesionId), _string(pred.lesion_id))
     yield _line(lesion, _p(KG.dataset), _string(pred.dataset))
     if pred.lesion_idx is not None:
         yield _line(lesion, _p(KG.lesionIndex), _integer(pred.lesion_idx))
-    region = _iri(vocab.region_iri(pred.lesion_id))
-    image = _iri(vocab.image_iri(pred.dataset, pred.file or pred.lesion_id, pred.slice_index))
+    region = _minted(vocab.region_iri(pred.lesion_id))
+    image = _minted(vocab.image_iri(pred.dataset, pred.file or pred.lesion_id, pred.slice_index))
     yield _line(lesion, _p(KG.keyRegion), region)
     yield _line(region, _A, _p(OA.SpecificResource))
     yield _line(region, _p(OA.hasSource), image)
@@ -157,7 +169,7 @@ def _lesion_source_lines(pred: Prediction) -> Iterator[str]:
         yield _line(image, _p(KG.sliceIndex), _integer(pred.slice_index))
     if pred.box_px is None:  # region = the whole key slice
         return
-    selector = _iri(vocab.selector_iri(pred.lesion_id))
+    selector = _minted(vocab.selector_iri(pred.lesion_id))
     yield _line(lesion, _p(KG.boxPx), _string(" ".join(f"{v:g}" for v in pred.box_px)))
     if pred.spacing_mm is not None:
         sx, sy = pred.spacing_mm[0], pred.spacing_mm[1]
@@ -173,35 +185,42 @@ def _lesion_source_lines(pred: Prediction) -> Iterator[str]:
     yield _line(selector, _VALUE, _string(_fragment_xywh(pred.box_px)))
 
 
+@lru_cache(maxsize=4096)
+def _local_segment(class_iri: str) -> str:
+    return vocab.path_segment(vocab.local_name(class_iri))
+
+
 def _prediction_lines(pred: Prediction, activity_id: str) -> Iterator[str]:
     yield from _lesion_source_lines(pred)
-    lesion = _iri(vocab.lesion_iri(pred.lesion_id))
-    target = _iri(vocab.region_iri(pred.lesion_id))
-    activity = _iri(vocab.activity_iri(activity_id))
+    lesion = _minted(vocab.lesion_iri(pred.lesion_id))
+    target = _minted(vocab.region_iri(pred.lesion_id))
+    activity = _minted(vocab.activity_iri(activity_id))
     a, motivated, body, has_target = _A, _p(OA.motivatedBy), _p(OA.hasBody), _p(OA.hasTarget)
     classifying, annotation_class = _p(OA.classifying), _p(OA.Annotation)
     score_p, threshold_p, decision_p = _p(KG.score), _p(KG.threshold), _p(KG.decision)
     generated = _p(PROV.wasGeneratedBy)
+    # One f-string per annotation: this loop makes 171 annotations per lesion.
+    base = vocab.annotation_iri(activity_id, pred.lesion_id, "")
     for label in pred.labels:
-        node = _iri(vocab.annotation_iri(activity_id, pred.lesion_id, vocab.local_name(label.class_iri)))
         cls = _iri(label.class_iri)
+        node = f"<{base}{_local_segment(label.class_iri)}>"
         yield (
             f"{node} {a} {annotation_class} .\n"
             f"{node} {motivated} {classifying} .\n"
             f"{node} {body} {cls} .\n"
             f"{node} {has_target} {target} .\n"
-            f"{node} {score_p} {_double(label.score)} .\n"
-            f"{node} {threshold_p} {_double(label.threshold)} .\n"
-            f"{node} {decision_p} {_bool(label.decision)} .\n"
+            f'{node} {score_p} "{label.score!r}"^^{_XSD_DOUBLE} .\n'
+            f'{node} {threshold_p} "{label.threshold!r}"^^{_XSD_DOUBLE} .\n'
+            f"{node} {decision_p} {_TRUE if label.decision else _FALSE} .\n"
             f"{node} {generated} {activity} .\n"
         )
         if label.decision:
-            yield _line(lesion, a, cls)
+            yield f"{lesion} {a} {cls} .\n"
     for rank, neighbor in enumerate(pred.neighbors, start=1):
-        node = _iri(vocab.neighbor_iri(activity_id, pred.lesion_id, rank))
+        node = _minted(vocab.neighbor_iri(activity_id, pred.lesion_id, rank))
         yield _line(lesion, _p(KG.neighbor), node)
         yield _line(node, _A, _p(KG.Neighbor))
-        yield _line(node, _p(KG.neighborLesion), _iri(vocab.lesion_iri(neighbor.lesion_id)))
+        yield _line(node, _p(KG.neighborLesion), _minted(vocab.lesion_iri(neighbor.lesion_id)))
         yield _line(node, _p(KG.distance), _double(neighbor.distance))
         yield _line(node, _p(KG.rank), _integer(rank))
         yield _line(node, generated, activity)
@@ -238,9 +257,9 @@ def prediction_ntriples(
 
 def _sentence_lines(sentence: MinedSentence, activity_id: str, dataset: str) -> Iterator[str]:
     lesion_id = f"{dataset}/{sentence.lesion_idx}"
-    lesion = _iri(vocab.lesion_iri(lesion_id))
-    node = _iri(vocab.sentence_iri(sentence.sentence_id))
-    activity = _iri(vocab.activity_iri(activity_id))
+    lesion = _minted(vocab.lesion_iri(lesion_id))
+    node = _minted(vocab.sentence_iri(sentence.sentence_id))
+    activity = _minted(vocab.activity_iri(activity_id))
     yield _line(lesion, _A, _p(KG.Lesion))
     yield _line(lesion, _p(KG.lesionId), _string(lesion_id))
     yield _line(lesion, _p(KG.dataset), _string(dataset))
@@ -251,7 +270,7 @@ def _sentence_lines(sentence: MinedSentence, activity_id: str, dataset: str) -> 
     yield _line(node, _p(KG.describes), lesion)
     mentions_by_class: dict[str, list[str]] = {}
     for mention in sentence.mentions:
-        mnode = _iri(vocab.mention_iri(activity_id, sentence.sentence_id, mention.start, mention.end))
+        mnode = _minted(vocab.mention_iri(activity_id, sentence.sentence_id, mention.start, mention.end))
         mentions_by_class.setdefault(mention.class_iri, []).append(mnode)
         yield _line(mnode, _A, _p(OA.TextPositionSelector))
         yield _line(mnode, _p(OA.start), _integer(mention.start))
@@ -259,7 +278,7 @@ def _sentence_lines(sentence: MinedSentence, activity_id: str, dataset: str) -> 
         yield _line(mnode, _p(OA.exact), _string(mention.text))
         yield _line(mnode, _p(KG.inSentence), node)
     for relation, _name, class_iri in sentence.relations:
-        label = _iri(vocab.training_label_iri(activity_id, sentence.sentence_id, vocab.local_name(class_iri)))
+        label = _minted(vocab.training_label_iri(activity_id, sentence.sentence_id, vocab.local_name(class_iri)))
         yield _line(label, _A, _p(OA.Annotation))
         yield _line(label, _A, _p(KG.TrainingLabel))
         yield _line(label, _p(OA.motivatedBy), _p(OA.classifying))
@@ -286,7 +305,7 @@ def sentence_ntriples(
     """
     miner = dict(miner or {"name": "lesanet-textmine"})
     activity_id = vocab.short_hash({"miner": miner, "ontology_version": onto.version})
-    activity = _iri(vocab.activity_iri(activity_id))
+    activity = _minted(vocab.activity_iri(activity_id))
     resolver = LabelResolver(onto)
     header_done = False
     for where, record in numbered(records):
@@ -302,7 +321,7 @@ def sentence_ntriples(
             yield _line(activity, _A, _p(PROV.Activity))
             yield _line(activity, _A, _p(KG.TextMiningActivity))
             yield _line(activity, _LABEL, _string(f"label mining with {miner.get('name')}"))
-            yield _line(activity, _p(PROV.used), _iri(vocab.ontology_version_iri(onto.version)))
+            yield _line(activity, _p(PROV.used), _minted(vocab.ontology_version_iri(onto.version)))
             yield from _ontology_version_lines(onto.version)
         yield from lines
 

@@ -188,7 +188,7 @@ def parse_prediction(record: Any, resolver: LabelResolver, where: str) -> Predic
     labels = []
     for i, item in enumerate(labels_in):
         at = f"{where}: labels[{i}]"
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):  # fast path: JSON dicts
             raise RecordError(f"{at} must be an object")
         key = item.get("iri") or item.get("label")
         name, class_iri = resolver.resolve(_string(key, f"{at}.label"), at)

@@ -18,10 +18,9 @@ import rdflib
 from rdflib.term import Identifier
 
 from kg import rdf, vocab
+from kg.binding import Binding, bind_values, to_rdflib
 from kg.records import OntologyLike, RecordError, read_json_records
 from kg.results import Cell, QueryResult
-
-Binding = Identifier | ox.NamedNode | ox.Literal | ox.BlankNode
 
 _LINES_PER_CHUNK = 20_000
 
@@ -32,40 +31,6 @@ class SparqlBackend(Protocol):
     def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult: ...
 
     def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int: ...
-
-
-# ----------------------------------------------------------------- term conversions
-
-
-def to_oxigraph(term: Binding) -> ox.NamedNode | ox.Literal | ox.BlankNode:
-    """An rdflib or pyoxigraph term as a pyoxigraph term (IRIs validated)."""
-    if isinstance(term, (ox.NamedNode, ox.Literal, ox.BlankNode)):
-        return term
-    if isinstance(term, rdflib.URIRef):
-        return ox.NamedNode(str(term))
-    if isinstance(term, rdflib.BNode):
-        return ox.BlankNode(str(term))
-    if isinstance(term, rdflib.Literal):
-        if term.language:
-            return ox.Literal(str(term), language=term.language)
-        if term.datatype:
-            return ox.Literal(str(term), datatype=ox.NamedNode(str(term.datatype)))
-        return ox.Literal(str(term))
-    raise TypeError(f"cannot bind a {type(term).__name__}; use an IRI or a literal")
-
-
-def to_rdflib(term: Binding) -> Identifier:
-    if isinstance(term, Identifier):
-        return term
-    if isinstance(term, ox.NamedNode):
-        return rdflib.URIRef(term.value)
-    if isinstance(term, ox.BlankNode):
-        return rdflib.BNode(term.value)
-    if isinstance(term, ox.Literal):
-        if term.language:
-            return rdflib.Literal(term.value, lang=term.language)
-        return rdflib.Literal(term.value, datatype=rdflib.URIRef(term.datatype.value))
-    raise TypeError(f"cannot bind a {type(term).__name__}; use an IRI or a literal")
 
 
 _XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
@@ -103,23 +68,23 @@ class _ChunkReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[str]) -> None:
         self._chunks = chunks
-        self._buffer = b""
+        self._buffer = memoryview(b"")
         self.lines = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: Any) -> int:
-        while not self._buffer:
+        while not len(self._buffer):
             try:
                 text = next(self._chunks)
             except StopIteration:
                 return 0
             self.lines += text.count("\n")
-            self._buffer = text.encode("utf-8")
+            self._buffer = memoryview(text.encode("utf-8"))
         size = min(len(target), len(self._buffer))
         target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
+        self._buffer = self._buffer[size:]  # a view: no copy of the rest
         return size
 
 
@@ -279,19 +244,18 @@ class LesionStore:
     def query(
         self, text: str, bindings: Mapping[str, Binding] | None = None, graphs: Iterable[str] | None = None
     ) -> QueryResult:
-        """Run SPARQL over the union of all graphs (or of ``graphs``); ``bindings``
-        substitute variables (pyoxigraph substitutions: they must be in the projection).
+        """Run SPARQL over the union of all graphs (or of ``graphs``) with ``bindings``
+        bound by a VALUES block (:func:`kg.binding.bind_values`).
 
         Oxigraph's union default graph is ~2-3x faster than an explicit graph list; the
         store holds only the project graphs, so it is the same dataset the endpoint
         client asks a server for.
         """
-        substitutions = {ox.Variable(k): to_oxigraph(v) for k, v in (bindings or {}).items()}
         dataset: dict[str, Any] = (
             {"default_graph": [ox.NamedNode(g) for g in graphs]} if graphs else {"use_default_graph_as_union": True}
         )
         try:
-            result = self._store.query(text, substitutions=substitutions or None, **dataset)
+            result = self._store.query(bind_values(text, bindings or {}), **dataset)
         except SyntaxError as exc:
             raise ValueError(f"SPARQL syntax error: {exc}") from exc
         if isinstance(result, ox.QueryBoolean):
@@ -329,6 +293,11 @@ class LesionStore:
 
     def flush(self) -> None:
         self._store.flush()
+
+    def optimize(self) -> None:
+        """Compact the on-disk indexes after bulk loads (bulk loading writes many small
+        sorted files; queries on a fresh bulk load are several times slower until this)."""
+        self._store.optimize()
 
     def dump_ntriples(self, graph: str = vocab.GRAPH_PREDICTIONS) -> Iterator[str]:
         """The N-Triples lines of one graph (to upload it elsewhere)."""

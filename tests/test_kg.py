@@ -19,7 +19,7 @@ from rdflib.namespace import RDF
 
 from kg import rdf, vocab
 from kg.canned import CANNED, run_canned
-from kg.endpoint import bind_values
+from kg.binding import bind_values
 from kg.records import RecordError
 from kg.store import LesionStore, RdflibStore
 from kg.validate import validate_graph
