@@ -59,10 +59,13 @@ def rhem_loss(logits: Tensor, positive: Tensor, reliable: Tensor, gamma: float, 
     with torch.no_grad():  # the sampling distribution is not differentiated
         difficulty = ((torch.sigmoid(logits) - target).abs() ** gamma) * reliable
         flat = difficulty.flatten()
-        if not bool(flat.sum() > 0):
-            return logits.sum() * 0.0
-        picked = torch.multinomial(flat, samples, replacement=True, generator=generator)
-    return F.binary_cross_entropy_with_logits(logits.flatten()[picked], target.flatten()[picked])
+        # No host round-trip to test "nothing to mine" (it would stall a GPU every step):
+        # sample uniformly instead and multiply the loss by 0.
+        any_hard = flat.sum() > 0
+        picked = torch.multinomial(torch.where(any_hard, flat, torch.ones_like(flat)), samples,
+                                   replacement=True, generator=generator)
+    ce = F.binary_cross_entropy_with_logits(logits.flatten()[picked], target.flatten()[picked])
+    return ce * any_hard
 
 
 def label_similarity(positive: Tensor) -> Tensor:

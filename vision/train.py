@@ -256,7 +256,7 @@ def predict_scores(model: LesaNet, patches: Tensor, boxes: Tensor, batch_size: i
     return torch.cat(out) if out else torch.empty(0, model.num_labels)
 
 
-def _autocast(device: torch.device, enabled: bool):
+def _autocast(device: torch.device, enabled: bool) -> Any:
     # bf16 autocast helps on CUDA (tensor cores); on CPU it is slower than float32.
     if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -391,7 +391,7 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
     return run_dir
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm
@@ -419,7 +419,8 @@ def _publish(run_dir: Path, model: LesaNet, config: Config, data: TrainingData, 
     _write_metrics(run_dir, history)
 
 
-def _resume_state(config: Config, data: TrainingData, run_dir: Path):
+def _resume_state(config: Config, data: TrainingData,
+                  run_dir: Path) -> tuple[LesaNet, int, list[dict[str, Any]], dict[str, Any]]:
     """Model, next epoch, metrics so far and optimizer state of an interrupted run."""
     state = load_train_state(run_dir)
     try:
