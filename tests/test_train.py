@@ -197,3 +197,19 @@ def test_cli_train_writes_a_run_and_reports_bad_config(phantom_cache: Path, tmp_
     assert cli.main(["train", "--config", str(bad), "--data", str(phantom_cache), "-o", str(tmp_path / "r2")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.yaml:3" in err[0] and "train.learning_rate" in err[0]
+
+
+@pytest.mark.parametrize("overrides, parts", [
+    # the paper's baseline: multiscale multilabel CNN, all four components off
+    (["model.spl=false", "loss.rhem=false", "loss.triplet=false", "labels.expand=false"], {"wce"}),
+    # its WARP variant, fine-grained positives ranked above their ancestors
+    (["model.spl=false", "loss.rhem=false", "loss.triplet=false", "loss.classification=warp"], {"warp"}),
+])
+def test_ablation_variants_train(phantom_cache: Path, tmp_path: Path, overrides: list[str], parts: set[str]):
+    config = apply_overrides(tiny_config(epochs=1), overrides)
+    run = train(config, phantom_cache, tmp_path / "run", progress=False)
+    logged = read_metrics(run)[0]
+    assert parts <= set(logged) and not ({"wce_spl", "rhem", "triplet", "warp", "wce"} - parts) & set(logged)
+    assert np.isfinite(logged["loss"]) and logged["loss"] > 0
+    model, info = load_run(run)
+    assert model.spl is None and info.config.loss.classification == config.loss.classification
