@@ -1033,6 +1033,44 @@ def _cmd_textmine_build_split(args: argparse.Namespace) -> int:
     return EXIT_ERROR if result.bad_records else EXIT_OK
 
 
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole paper on a synthetic CT phantom: synth, mine, cache, train, evaluate, predict, RDF, SPARQL",
+    )
+    p.add_argument("-o", "--output", default="demo-out", metavar="DIR", help="output folder (default demo-out)")
+    p.add_argument("--lesions", type=int, default=1500, help="phantom size (default 1500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default=None, metavar="YAML", help="model config (default configs/cpu-small.yaml)")
+    p.add_argument("--epochs", type=int, default=None, help="train N epochs (schedule shortened proportionally)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes for synth and cache (default 2)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import demo
+
+    if args.lesions < 50:
+        raise CommandError("--lesions must be at least 50 (train, validation and test need lesions)")
+    cfg = demo.DemoConfig(
+        out_dir=Path(args.output),
+        lesions=args.lesions,
+        seed=args.seed,
+        model_config=Path(args.config) if args.config else demo.DEFAULT_CONFIG,
+        epochs=args.epochs,
+        workers=args.workers,
+    )
+    result = demo.run_demo(cfg, main)
+    checks = result.checks
+    print(f"demo finished in {result.seconds / 60:.1f} min; report: {result.report}", file=sys.stderr)
+    if not checks["counts_match"]:
+        raise CommandError(f"SPARQL counts differ from the JSON predictions: {checks['mismatches']}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -1058,6 +1096,7 @@ _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_data,
     _add_synth,
     _add_textmine,
+    _add_demo,
 ]
 
 
