@@ -1,6 +1,6 @@
 """Benchmark: prediction latency and throughput on CPU, and exact similar-lesion search.
 
-    .venv/bin/python -m bench.infer [--configs cpu-small paper] [--vectors 1000000] [--device cpu|cuda]
+    .venv/bin/python -m bench.infer [--configs cpu-small paper] [--vectors 1000000] [--threads 1] [--device cpu|cuda]
 
 1. Latency per lesion of `lesanet predict --deeplesion DIR --lesion IDX` without process
    start-up: read the PNG slices, preprocess (vision.preprocess.lesion_patch, the cache's
@@ -123,8 +123,10 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["cpu-small", "paper"])
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is fastest on a shared machine; more on an idle one)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(max(1, args.threads))
     onto = load_ontology()
     rows: list[tuple[str, str]] = [("torch threads / device", f"{torch.get_num_threads()} / {args.device}")]
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:

@@ -58,7 +58,7 @@ class ExactIndex:
             # a read-only memory map is fine: the index never writes to its vectors
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             self._vectors = torch.from_numpy(np.ascontiguousarray(vectors)).to(self._device)
-        self._sq_norms = (self._vectors * self._vectors).sum(1)
+        self._sq_norms = torch.linalg.vector_norm(self._vectors, dim=1).square()  # no N × D temporary
         self._block = block_rows
 
     def __len__(self) -> int:
