@@ -536,7 +536,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.decision == "top-k" and not args.top_k:
         raise CommandError("--decision top-k needs --top-k K")
-    predictor = load_predictor(args.run, onto=_load_ontology(args))
+    predictor = load_predictor(args.run, onto=_load_ontology(args), use_thresholds=not args.calibrate)
     if args.calibrate or (args.decision == "calibrated" and not predictor.calibrated):
         doc = evaluate.calibrate_thresholds(predictor, args.data)
         print(f"calibrated {len(doc['labels'])} thresholds on val ({doc['n_lesions']} lesions) -> "

@@ -69,8 +69,12 @@ def load_predictor(
     device: str | None = None,
     onto: Any = None,
     exclusive_filter: bool = False,
+    use_thresholds: bool = True,
 ) -> Predictor:
-    """Load a run for prediction; refuses runs of another model version or label list."""
+    """Load a run for prediction; refuses runs of another model version or label list.
+
+    ``use_thresholds=False`` ignores RUN/thresholds.json (about to be recalibrated).
+    """
     from vision.evaluate import read_thresholds
 
     if onto is None:
@@ -91,7 +95,7 @@ def load_predictor(
             f"{run_dir}: label {unknown[0]!r} of the run is not in ontology {onto.version}; "
             "use the ontology the run was trained with (--ontology)"
         )
-    thresholds = read_thresholds(run_dir, info.term_list, info.checkpoint_sha256)
+    thresholds = read_thresholds(run_dir, info.term_list, info.checkpoint_sha256) if use_thresholds else None
     calibrated = thresholds is not None
     if thresholds is None:
         thresholds = np.full(len(info.term_list), DEFAULT_THRESHOLD)
