@@ -307,7 +307,7 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
         raise TrainError(f"train.batch_size {t.batch_size} is not divisible by the {place.world} DDP processes")
     start_epoch, history = 0, []
     if resume:
-        model, start_epoch, history, opt_state = _resume_state(config, data, run_dir)
+        model, start_epoch, history, opt_state = _resume_state(config, data, run_dir, place.is_main)
     else:
         if (run_dir / RUN_FILE).exists() or (run_dir / TRAIN_STATE_FILE).exists():
             raise TrainError(f"{run_dir}: already holds a training run; use --resume to continue it "
@@ -419,8 +419,8 @@ def _publish(run_dir: Path, model: LesaNet, config: Config, data: TrainingData, 
     _write_metrics(run_dir, history)
 
 
-def _resume_state(config: Config, data: TrainingData,
-                  run_dir: Path) -> tuple[LesaNet, int, list[dict[str, Any]], dict[str, Any]]:
+def _resume_state(config: Config, data: TrainingData, run_dir: Path,
+                  publish: bool) -> tuple[LesaNet, int, list[dict[str, Any]], dict[str, Any]]:
     """Model, next epoch, metrics so far and optimizer state of an interrupted run."""
     state = load_train_state(run_dir)
     try:
@@ -443,8 +443,8 @@ def _resume_state(config: Config, data: TrainingData,
     except RuntimeError as exc:
         raise CheckpointError(f"{run_dir / TRAIN_STATE_FILE}: weights do not fit the configured architecture "
                               f"({str(exc).splitlines()[0]})") from None
-    # Redo the publication of the last finished epoch (a kill may have cut it short).
-    _publish(run_dir, model, config, data, epoch, history)
+    if publish:  # redo the publication of the last finished epoch (a kill may have cut it short)
+        _publish(run_dir, model, config, data, epoch, history)
     return model, epoch, history, state["optimizer"]
 
 
