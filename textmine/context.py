@@ -226,6 +226,9 @@ class RuleRelations:
     # ------------------------------------------------------------------ alternatives
     def _apply_alternatives(self, pieces: Sequence[Piece], mentions: list[Mention]) -> None:
         """"A or B", "A versus B", "A/B": both alternatives are uncertain."""
+        alternatives = self.cue_set.alternatives
+        if len(mentions) < 2 or not any(p.norm in alternatives for p in pieces):
+            return
         ends = {m.last_piece: m for m in mentions}
         starts = {m.first_piece: m for m in mentions}
         for i, piece in enumerate(pieces):

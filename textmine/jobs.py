@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ def run_file(
 ) -> RunSummary:
     """Mine ``input_path`` (``-`` = stdin) into ``output_path`` (``-`` = stdout, else written atomically)."""
     summary = RunSummary()
+    # The lexicon, lemma table and ontology are long-lived: keep them out of the cyclic GC's
+    # scans, which otherwise cost ~15% of a batch run (they are never freed before exit anyway).
+    gc.freeze()
     source = "<stdin>" if input_path == "-" else input_path
     if input_path == "-":
         handle: BinaryIO = stdin if stdin is not None else sys.stdin.buffer

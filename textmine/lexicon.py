@@ -211,9 +211,9 @@ class Lexicon:
                     if entry is not None:
                         found.append((pos, pos + n - 1, entry))
                         break  # the longest match starting here
-            if word in self.laterality_words or word in self.position_words:
-                lateral = self._lateral_match(norms, pos)
-                if lateral is not None and not (found and found[-1][0] == pos):  # a fallback only
+            if (word in self.laterality_words or word in self.position_words) and not (found and found[-1][0] == pos):
+                lateral = self._lateral_match(norms, pos)  # a fallback when no plain match starts here
+                if lateral is not None:
                     gapped.add(len(found))
                     found.append(lateral)
         # Matches come ordered by start, so a match is inside an earlier one exactly when an
