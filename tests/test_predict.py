@@ -355,3 +355,18 @@ def test_cli_predict_volume_with_boxes_file_and_patch_png(tiny_run: TinyRun, pre
     assert "boxes.txt:1:" in capsys.readouterr().err
     assert cli_main(["ablate", "--config", "x", "--data", "y", "-o", str(tmp_path / "a"), "--list"]) == 0
     assert "w/o RHEM" in capsys.readouterr().out
+
+
+def test_stale_thresholds_are_refused_until_recalibrated(tiny_run: TinyRun, predictor, tmp_path: Path,
+                                                         capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    doc = json.loads((run / "thresholds.json").read_text())
+    doc["checkpoint_sha256"] = "0" * 64  # as after retraining the run
+    (run / "thresholds.json").write_text(json.dumps(doc))
+    args = ["evaluate", str(run), "--data", str(tiny_run.cache), "--split", "val", "--format", "csv"]
+    assert cli_main(args) == 1
+    assert "another checkpoint" in capsys.readouterr().err
+    assert cli_main([*args, "--calibrate"]) == 0
+    assert capsys.readouterr().out.startswith("set,index,label,")
+    assert json.loads((run / "thresholds.json").read_text())["checkpoint_sha256"] == predictor.info.checkpoint_sha256
