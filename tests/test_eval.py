@@ -117,3 +117,13 @@ def test_truth_file_errors_name_the_record(tmp_path) -> None:
     broken.write_text("[\n{")
     with pytest.raises(ValueError, match=":2: not valid JSON"):
         read_truth_file(broken)
+
+
+def test_official_hand_labeled_file_reads_as_complete_truth(lesanet_data, shipped_ontology) -> None:
+    truth = read_truth_file(lesanet_data / "hand_labeled_dev.json")
+    assert len(truth) == 250
+    term_list = shipped_ontology.label_set("lesanet171")
+    built = complete_truth(list(truth.values()), term_list, shipped_ontology)
+    assert built.unknown_labels == ()  # "pericardial" is a synonym of pericardium
+    assert built.positive[:, term_list.index("pericardium")].any()
+    assert built.positive.shape == (250, 171) and built.positive.sum(1).min() >= 1

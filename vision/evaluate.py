@@ -74,14 +74,21 @@ def mined_truth(records: Sequence[Mapping[str, Any]], term_list: Sequence[str], 
 
 
 def complete_truth(label_sets: Sequence[Iterable[str]], term_list: Sequence[str], onto: Any) -> Truth:
-    """Complete truth: every listed label (expanded) is positive, every other label negative."""
+    """Complete truth: every listed label (expanded) is positive, every other label negative.
+
+    Names are resolved through the ontology (a synonym such as "pericardial" counts as
+    its term); names it does not know are reported in ``unknown_labels`` and ignored.
+    """
     column = {name: c for c, name in enumerate(term_list)}
     positive = np.zeros((len(label_sets), len(term_list)), dtype=bool)
     unknown: set[str] = set()
     for i, labels in enumerate(label_sets):
-        names = set(labels)
-        known = {n for n in names if n in onto.terms}
-        unknown |= names - known
+        known = set()
+        for name in labels:
+            try:
+                known.add(onto.term(name).name)
+            except LookupError:
+                unknown.add(name)
         for name in onto.expand(known):
             if name in column:
                 positive[i, column[name]] = True
