@@ -103,3 +103,14 @@ def test_summary_lists_layers_and_the_total():
     text = model_summary(load_config(ROOT / "configs" / "paper.yaml").model, 171)
     assert "pools.0" in text and "spl" in text and "embedding" in text
     assert text.splitlines()[-1].startswith("total parameters: 24,721,615 (24.72 M)")
+
+
+def test_roi_pooling_under_bf16_autocast_keeps_batch_indices_and_boxes_exact():
+    """bf16 holds integers exactly only up to 256: lesion 257 must still pool its own map."""
+    n = 300
+    values = (torch.arange(n) % 8).float()
+    features = values[:, None, None, None].expand(n, 1, 8, 8).contiguous().bfloat16()
+    boxes = torch.tensor([[1.0, 1.0, 6.0, 6.0]]).expand(n, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = RoIPool(5, 1, whole_patch=False)(features, boxes)
+    assert torch.equal(pooled.float().mean((1, 2, 3)), values)

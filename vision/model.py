@@ -69,14 +69,19 @@ class RoIPool(nn.Module):
 
     def forward(self, features: Tensor, boxes: Tensor) -> Tensor:
         n = features.shape[0]
-        batch_idx = torch.arange(n, device=features.device, dtype=features.dtype)[:, None]
+        # RoIs stay float32 even when the features are bf16 (autocast): bf16 would round box
+        # corners to 0.5 px above 64 px, and batch indices above 256. torchvision's autocast
+        # rule for roi_align runs the op in float32.
+        batch_idx = torch.arange(n, device=features.device, dtype=torch.float32)[:, None]
         if self.whole_patch:
             # The box is the whole feature map, in feature-cell units.
             h, w = features.shape[-2:]
-            full = features.new_tensor([0.0, 0.0, float(w), float(h)]).expand(n, 4)
+            full = torch.tensor([0.0, 0.0, float(w), float(h)], device=features.device).expand(n, 4)
             rois, scale = torch.cat([batch_idx, full], 1), 1.0
         else:
-            rois, scale = torch.cat([batch_idx, boxes.to(features.dtype)], 1), 1.0 / self.stride
+            rois, scale = torch.cat([batch_idx, boxes.float()], 1), 1.0 / self.stride
+        if features.dtype != torch.float32 and not torch.is_autocast_enabled(features.device.type):
+            rois = rois.to(features.dtype)  # a model run in half precision without autocast
         # sampling_ratio=2: a fixed 2 x 2 samples per bin keeps the cost independent of box size.
         return roi_align(features, rois, self.size, spatial_scale=scale, sampling_ratio=2, aligned=True)
 
