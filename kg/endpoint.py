@@ -66,7 +66,9 @@ class SparqlEndpoint:
             raise EndpointError(f"cannot reach {url}: {exc.reason}") from exc
 
     def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult:
-        form = [("query", bind_values(text, bindings or {}))]
+        # The project prefixes, declared first (a query may redeclare any of them).
+        prologue = "".join(f"PREFIX {p}: <{ns}>\n" for p, ns in vocab.PREFIXES.items())
+        form = [("query", prologue + bind_values(text, bindings or {}))]
         form += [("default-graph-uri", g) for g in vocab.QUERY_GRAPHS]
         content_type, body = self._post(self.query_url, form, f"{_RESULTS_JSON}, {_NTRIPLES};q=0.9", auth=False)
         if content_type.startswith(_NTRIPLES) or content_type.startswith("text/plain"):

@@ -245,7 +245,8 @@ class LesionStore:
         self, text: str, bindings: Mapping[str, Binding] | None = None, graphs: Iterable[str] | None = None
     ) -> QueryResult:
         """Run SPARQL over the union of all graphs (or of ``graphs``) with ``bindings``
-        bound by a VALUES block (:func:`kg.binding.bind_values`).
+        bound by a VALUES block (:func:`kg.binding.bind_values`); the project prefixes
+        (``kg:``, ``lesion:``, ``oa:``, ``prov:``…) need no PREFIX lines.
 
         Oxigraph's union default graph is ~2-3x faster than an explicit graph list; the
         store holds only the project graphs, so it is the same dataset the endpoint
@@ -255,7 +256,7 @@ class LesionStore:
             {"default_graph": [ox.NamedNode(g) for g in graphs]} if graphs else {"use_default_graph_as_union": True}
         )
         try:
-            result = self._store.query(bind_values(text, bindings or {}), **dataset)
+            result = self._store.query(bind_values(text, bindings or {}), prefixes=vocab.PREFIXES, **dataset)
         except SyntaxError as exc:
             raise ValueError(f"SPARQL syntax error: {exc}") from exc
         if isinstance(result, ox.QueryBoolean):
@@ -343,7 +344,7 @@ class RdflibStore:
             return self._query(text, init)
 
     def _query(self, text: str, init: dict[str, Identifier]) -> QueryResult:
-        result = self.dataset.query(text, initBindings=init)
+        result = self.dataset.query(text, initBindings=init, initNs=vocab.PREFIXES)
         if result.type == "ASK":
             return QueryResult(boolean=bool(result.askAnswer))
         if result.type in ("CONSTRUCT", "DESCRIBE"):

@@ -380,6 +380,9 @@ def test_cli_load_rdf_validate_query_and_find(capsys, cli_folder, predictions):
     query.write_text("PREFIX kg: <https://w3id.org/lesanet/kg#>\nSELECT (COUNT(*) AS ?n) WHERE { ?a kg:score ?s }\n")
     code, stdout, err = lesanet(capsys, "kg", "query", "-f", str(query), "--store", store, "--format", "csv")
     assert code == 0 and stdout.split() == ["n", str(8 * 171)], err
+    # The project prefixes are predeclared.
+    code, stdout, err = lesanet(capsys, "kg", "query", "ASK { ?a oa:hasBody lesion:lung_nodule }", "--store", store)
+    assert code == 0 and stdout.strip() == "true", err
     code, stdout, err = lesanet(capsys, "kg", "find", "--lesion", "deeplesion/3", "--store", store)
     assert code == 0 and "(171 rows)" in stdout, err
     code, stdout, _ = lesanet(capsys, "kg", "find", "--training", "deeplesion/3", "--store", store)
@@ -393,8 +396,8 @@ def test_cli_errors_are_one_line(capsys, cli_folder, tmp_path):
     LesionStore(store).flush()  # exists (the load test may not have run first)
     code, _, err = lesanet(capsys, "kg", "find", "--label", "lung nodul", "--store", store)
     assert code == 1 and len(err.strip().splitlines()) == 1 and "lung nodul" in err
-    code, _, err = lesanet(capsys, "kg", "query", "SELECT * WHERE { ?s kg:score ?o }", "--store", store)
-    assert code == 1 and err.startswith("lesanet: error: SPARQL syntax error")  # undeclared prefix
+    code, _, err = lesanet(capsys, "kg", "query", "SELECT * WHERE { ?s kg:score ?o ", "--store", store)
+    assert code == 1 and err.startswith("lesanet: error: SPARQL syntax error")
     code, _, err = lesanet(capsys, "kg", "find", "--label", "lung", "--store", str(tmp_path / "none"))
     assert code == 1 and "kg load" in err
     assert lesanet(capsys, "kg", "find", "--store", store)[0] == 2

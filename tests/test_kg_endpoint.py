@@ -135,6 +135,8 @@ def test_cli_load_and_find_through_an_endpoint(capsys, oxigraph_server, data, tm
     assert code == 0, err
     ids = {line.split(",")[2] for line in out.strip().splitlines()[1:]}
     assert ids == {r["lesion_id"] for r in predictions if "lung nodule" in decided(r)}
+    code, out, err = lesanet(capsys, "kg", "query", "ASK { ?a kg:score ?s }", "--endpoint", oxigraph_server)
+    assert code == 0 and out.strip() == "true", err
     code, _, err = lesanet(capsys, "kg", "query", "SELECT * WHERE {", "--endpoint", oxigraph_server)
     assert code == 1 and "HTTP 400" in err
     code, _, err = lesanet(capsys, "kg", "query", "ASK {}", "--endpoint", f"http://127.0.0.1:{_free_port()}/query")
