@@ -1,1 +1,8 @@
-"""Predictions as RDF (W3C Web Annotation + PROV-O), a SPARQL store and canned queries."""
+"""Predictions as RDF (W3C Web Annotation + PROV-O), a SPARQL store and canned queries.
+
+Modules: :mod:`kg.rdf` (records -> RDF, files), :mod:`kg.store` (pyoxigraph store on
+disk; rdflib twin), :mod:`kg.canned` (canned queries in ``kg/queries/*.rq``),
+:mod:`kg.binding` (safe parameter binding), :mod:`kg.endpoint` (remote SPARQL 1.1
+servers), :mod:`kg.server` (``lesanet kg serve``), :mod:`kg.validate` (SHACL with
+``kg/shapes.ttl``). See docs/kg.md.
+"""
