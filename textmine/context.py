@@ -138,7 +138,7 @@ class RuleRelations:
     # ------------------------------------------------------------------ public
     def assign(self, pieces: Sequence[Piece], mentions: list[Mention]) -> None:
         """Set ``relation`` and ``cue`` of every mention in place."""
-        owners = bookmark_owners(pieces, mentions, self._introducer_positions(pieces))
+        owners = bookmark_owners(pieces, mentions, self._introducer_positions)
         for mention, owner in zip(mentions, owners):
             if owner and BOOKMARK not in owner:
                 mention.relation, mention.cue = IRRELEVANT, OTHER_BMK
@@ -279,11 +279,14 @@ def check_bookmarks(pieces: Sequence[Piece]) -> None:
 
 
 def bookmark_owners(
-    pieces: Sequence[Piece], mentions: Sequence[Mention], introducer_ends: Sequence[int] = ()
+    pieces: Sequence[Piece],
+    mentions: Sequence[Mention],
+    find_introducers: Callable[[Sequence[Piece]], Sequence[int]] = lambda pieces: (),
 ) -> list[frozenset[str]]:
     """For each mention, the bookmark kinds it describes (empty when the text has no bookmark)."""
     if not any(p.is_bookmark for p in pieces):
         return [frozenset() for _ in mentions]
+    introducer_ends = find_introducers(pieces)
     clauses = _clauses(pieces)
     owner_of_piece: dict[int, frozenset[str]] = {}
     clause_tail: list[frozenset[str] | None] = []

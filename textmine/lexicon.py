@@ -201,17 +201,19 @@ class Lexicon:
         norms = [pieces[i].norm for i in index]
         found: list[tuple[int, int, LexiconEntry]] = []  # (first, last) in `index` positions
         gapped: set[int] = set()  # indices into `found` of side/position matches
+        lengths_of, entry_of, size = self.lengths_by_first.get, self.entries.get, len(norms)
+        sides, positions = self.laterality_words, self.position_words
         for pos, word in enumerate(norms):
-            lengths = self.lengths_by_first.get(word)
+            lengths = lengths_of(word)
             if not lengths:
                 continue
             for n in lengths:
-                if pos + n <= len(norms):
-                    entry = self.entries.get(tuple(norms[pos : pos + n]))
+                if pos + n <= size:
+                    entry = entry_of((word,) if n == 1 else tuple(norms[pos : pos + n]))
                     if entry is not None:
                         found.append((pos, pos + n - 1, entry))
                         break  # the longest match starting here
-            if (word in self.laterality_words or word in self.position_words) and not (found and found[-1][0] == pos):
+            if (word in sides or word in positions) and not (found and found[-1][0] == pos):
                 lateral = self._lateral_match(norms, pos)  # a fallback when no plain match starts here
                 if lateral is not None:
                     gapped.add(len(found))

@@ -99,7 +99,8 @@ class LabelMiner:
     def _mine_one(self, record: InputRecord, doc, expand: bool, lesion_idx: int | None) -> MinedSentence:
         text = record.text or ""
         pieces = self.splitter.pieces(doc, text)
-        check_bookmarks(pieces)
+        if any(p.is_bookmark for p in pieces):
+            check_bookmarks(pieces)
         mentions = self.lexicon.match(pieces, text)
         if self.model is not None:
             self.model.assign(pieces, mentions)
