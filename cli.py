@@ -211,6 +211,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if "torch" not in sys.modules:
+        # OpenMP threads that spin while waiting make CPU training several times slower when
+        # other jobs share the cores (measured 4x, docs/benchmarks.md); sleeping costs ~nothing
+        # when idle. Read once when torch loads, so only possible before the import.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from vision.config import apply_overrides, load_config
     from vision.train import train
 
