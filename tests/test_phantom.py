@@ -220,7 +220,7 @@ def test_killed_build_process_resumes_to_identical_cache(cache, phantom, tmp_pat
         "import vision.cache as c\n"
         "slow = c.read_slice_hu\n"
         "c.read_slice_hu = lambda p: (time.sleep(0.02), slow(p))[1]  # stretch the build so it can be killed\n"
-        f"build_cache({str(phantom)!r}, {str(phantom / 'labels.json')!r}, {str(out)!r}, workers=1, progress=False, chunk_lesions=2)\n"
+        f"build_cache({str(phantom)!r}, {str(phantom / 'labels.json')!r}, {str(out)!r}, workers=1, progress=False, chunk_lesions=2, sync_seconds=0)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
     done = out / ".partial" / "done.jsonl"

@@ -5,9 +5,10 @@ Layout (docs/architecture.md): ``patches.npy`` (uint8 N × 3 × 120 × 120), ``i
 
 The build works in units (lesions of one series, in key-slice order) so each slice PNG is
 decoded once even when lesions share it; units run in worker processes that write
-their rows straight into a preallocated ``.npy`` (``open_memmap``) and flush it; the
-parent then appends the unit to ``done.jsonl``. A build that is killed resumes from
-the units listed there and ends byte-identical to an uninterrupted build.
+their rows straight into a preallocated ``.npy`` (``open_memmap`` layout, ``pwrite``);
+the parent appends finished units to ``done.jsonl`` after syncing the rows. A build
+that is killed resumes from the units listed there and ends byte-identical to an
+uninterrupted build.
 """
 
 from __future__ import annotations
@@ -189,22 +190,25 @@ def _units(tasks: Sequence[_Task], chunk_lesions: int) -> list[list[_Task]]:
 
 # --------------------------------------------------------------------------- workers
 
-_OPEN_MEMMAPS: dict[str, np.ndarray] = {}
-
-
-def _memmap(path: str) -> np.ndarray:
-    if path not in _OPEN_MEMMAPS:
-        _OPEN_MEMMAPS.clear()
-        _OPEN_MEMMAPS[path] = np.lib.format.open_memmap(path, mode="r+")
-    return _OPEN_MEMMAPS[path]
+def _npy_data_offset(path: Path) -> int:
+    """Byte offset of the array data in a .npy file (after its header)."""
+    with path.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(handle)
+        else:
+            np.lib.format.read_array_header_2_0(handle)
+        return handle.tell()
 
 
 def _process_unit(
-    partial_npy: str, images_dir: str, unit: list[_Task], cfg: PreprocessConfig
+    partial_npy: str, data_offset: int, images_dir: str, unit: list[_Task], cfg: PreprocessConfig
 ) -> list[dict[str, Any]]:
-    """Preprocess one unit into its rows; returns per-row box / error / warnings."""
-    patches = _memmap(partial_npy)
+    """Preprocess one unit and write its rows into the preallocated .npy (pwrite: no
+    msync of the whole map per unit); returns per-row box / error / warnings."""
+    row_bytes = cfg.num_slices * cfg.patch_size * cfg.patch_size
     decoded: dict[tuple[str, int], np.ndarray | None] = {}
+    fd = os.open(partial_npy, os.O_WRONLY)
 
     results = []
     for task in unit:
@@ -224,9 +228,9 @@ def _process_unit(
         except DataError as exc:
             results.append({"row": task.row, "error": str(exc), "warnings": notes})
             continue
-        patches[task.row] = patch
+        os.pwrite(fd, np.ascontiguousarray(patch, dtype=np.uint8).tobytes(), data_offset + task.row * row_bytes)
         results.append({"row": task.row, "box": [round(float(v), 4) for v in box], "warnings": notes})
-    patches.flush()
+    os.close(fd)  # the rows are in the page cache: a killed process keeps them
     return results
 
 
@@ -267,6 +271,7 @@ def build_cache(
     cfg: PreprocessConfig = DEFAULT_CONFIG,
     coordinate_base: int = DEFAULT_COORDINATE_BASE,
     chunk_lesions: int = 32,
+    sync_seconds: float = 2.0,
     progress: bool = True,
     stop_after_units: int | None = None,
 ) -> CacheReport:
@@ -275,6 +280,8 @@ def build_cache(
     ``truth_json`` / ``sentences_jsonl`` default to ``truth.json`` / ``sentences.jsonl``
     next to ``DL_info.csv`` when those exist (the phantom writes them).
     ``stop_after_units`` raises BuildInterrupted after that many units (resume tests).
+    Finished units are made durable (rows, then the log) every ``sync_seconds``; a
+    build killed at any point resumes; a machine crash loses at most that much work.
     """
     started = time.perf_counter()
     root, out = Path(deeplesion_dir), Path(out_dir)
@@ -316,27 +323,41 @@ def build_cache(
     from tqdm import tqdm
 
     bar = tqdm(total=len(plan.tasks), initial=resumed, unit="lesion", disable=not progress, file=sys.stderr)
+    data_offset = _npy_data_offset(partial_npy)
+    npy_fd = os.open(partial_npy, os.O_RDONLY)
     with done_path.open("a", encoding="utf-8") as log:
+        pending: list[str] = []
+        last_sync = time.monotonic()
+
+        def sync() -> None:
+            # rows reach the disk before the log lines that vouch for them
+            nonlocal last_sync
+            if pending:
+                os.fsync(npy_fd)
+                log.write("".join(pending))
+                log.flush()
+                os.fsync(log.fileno())
+                pending.clear()
+            last_sync = time.monotonic()
 
         def record(unit_id: int, results: list[dict[str, Any]]) -> None:
-            log.write(json.dumps({"unit": unit_id, "results": results}) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+            pending.append(json.dumps({"unit": unit_id, "results": results}) + "\n")
             done[unit_id] = results
             bar.update(len(results))
+            if time.monotonic() - last_sync >= sync_seconds:
+                sync()
             if stop_after_units is not None and len(done) >= stop_after_units:
                 raise BuildInterrupted(f"stopped after {len(done)} units (test hook)")
 
+        args = (str(partial_npy), data_offset, str(images_dir))
         try:
             if workers <= 1:
                 for unit_id in todo:
-                    record(unit_id, _process_unit(str(partial_npy), str(images_dir), units[unit_id], cfg))
+                    record(unit_id, _process_unit(*args, units[unit_id], cfg))
             else:
                 context = multiprocessing.get_context("spawn")
                 with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                    futures = {
-                        pool.submit(_process_unit, str(partial_npy), str(images_dir), units[u], cfg): u for u in todo
-                    }
+                    futures = {pool.submit(_process_unit, *args, units[u], cfg): u for u in todo}
                     try:
                         for future in concurrent.futures.as_completed(futures):
                             record(futures[future], future.result())
@@ -345,8 +366,9 @@ def build_cache(
                             future.cancel()
                         raise
         finally:
+            sync()  # units that finished are kept even when the build stops
+            os.close(npy_fd)
             bar.close()
-            _OPEN_MEMMAPS.clear()
 
     report = _finish(plan, units, done, partial_npy, out, ontology_version, cfg)
     report.seconds = time.perf_counter() - started
