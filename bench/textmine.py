@@ -63,12 +63,12 @@ class PlainLookup:
         return found
 
 
-def score(pred_sets, items, allowed):
-    from textmine.evaluate import LabelScores
+def score(pred_sets, items, allowed, onto):
+    from textmine.evaluate import LabelScores, _canonical
 
     scores = LabelScores()
     for pred, item in zip(pred_sets, items):
-        gold = set(item["expanded_terms"])
+        gold = {_canonical(onto, name) for name in item["expanded_terms"]}
         if allowed is not None:
             gold, pred = gold & allowed, pred & allowed
         scores.add(gold, pred)
@@ -100,7 +100,7 @@ def main() -> int:
     print(f"# hand_labeled_dev.json: {len(items)} texts; predictions = expanded relevant + uncertain")
     plain_sets = [onto.expand(plain.labels(t)) for t in texts]
     for universe, allowed in (("all ontology labels", None), ("lesanet171 labels", set(onto.label_set("lesanet171")))):
-        base = score(plain_sets, items, allowed)
+        base = score(plain_sets, items, allowed, onto)
         mined = score_hand_labeled(miner, items, allowed)
         print(f"## scored over {universe} (macro over labels that occur in the gold)")
         for name, s in (("plain lookup", base), ("miner (rules)", mined)):

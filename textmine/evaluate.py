@@ -121,7 +121,7 @@ def score_hand_labeled(
     for item, mined in zip(items, miner.mine_records(records, expand=True)):
         if mined.error:
             scores.errors.append(f"item {mined.id}: {mined.error}")
-        gold = set(item["expanded_terms"])
+        gold = {_canonical(miner.onto, name) for name in item["expanded_terms"]}
         pred = set(mined.relevant) | set(mined.uncertain)
         if allowed is not None:
             gold &= allowed
@@ -130,6 +130,17 @@ def score_hand_labeled(
         if gold != pred:
             scores.examples.append({"text": item["text"], "missed": sorted(gold - pred), "extra": sorted(pred - gold)})
     return scores
+
+
+def _canonical(onto: Any, name: str) -> str:
+    """The ontology's rdfs:label for a gold name (the official file writes some synonyms,
+    e.g. 'pericardial' for pericardium); unknown names stay as they are and count as misses."""
+    if name in onto.terms:
+        return name
+    try:
+        return onto.term(name).name
+    except LookupError:
+        return name
 
 
 @dataclass
