@@ -252,6 +252,7 @@ def _hierarchy(
     terms: dict[str, SheetTerm],
     relations: dict[str, dict[str, list[str]]],
     mapping: dict[str, str],
+    decisions: dict,
     defects: list[Defect],
 ) -> set[Pair]:
     from_parents = {(t, mapping.get(p, p)) for t, cols in relations.items() for p in cols["term_parents"]}
@@ -266,6 +267,13 @@ def _hierarchy(
             )
         )
     edges = {(c, p) for c, p in from_parents | from_children if c != p}
+    for child, rule in sorted((decisions.get("extra_parents") or {}).items()):
+        for parent in rule["parents"]:
+            if child not in terms or parent not in terms:
+                raise OntologyError(f"xlsx_decisions.yaml: extra parent {child!r} ⊑ {parent!r} names an unknown term")
+            if (child, parent) not in edges:
+                edges.add((child, parent))
+                defects.append(Defect("missing parent", f"{child} ⊑ {parent}", f"added: {rule['why']}"))
     for child, parent in sorted(from_parents | from_children):
         if child == parent:
             defects.append(Defect("self parent", child, "a term listed as its own parent; dropped"))
@@ -337,7 +345,7 @@ def import_xlsx(xlsx: str | Path, labels_json: str | Path | None = None) -> Impo
     order = _read_label_order(labels_json, terms)
     mapping = _resolve_names(terms, relations, decisions, defects)
     _dedupe_synonyms(terms, defects)
-    edges = _hierarchy(terms, relations, mapping, defects)
+    edges = _hierarchy(terms, relations, mapping, decisions, defects)
 
     graph = nx.DiGraph()
     graph.add_nodes_from(terms)
