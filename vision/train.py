@@ -141,7 +141,7 @@ def load_training_data(config: Config, cache_path: str | Path, onto: Any = None)
         raise TrainError(f"{cache_path}: {train_idx.size} training lesions with >= "
                          f"{config.train.min_positives} positive label(s); need at least 2")
     keep = np.concatenate([train_idx, val_idx])
-    # One contiguous read of the rows used (the memmap stays closed to the hot loop).
+    # One sorted read of the rows used; the hot loop never touches the memmap.
     rows = np.asarray(patches[np.sort(keep)]) if keep.size else np.empty((0, 3, size, size), np.uint8)
     order = np.argsort(np.argsort(keep))  # position of each kept row in the sorted read
     boxes = np.array([records[i]["box"] for i in keep], dtype=np.float32).reshape(-1, 4)
@@ -224,12 +224,14 @@ def _lr_at(config: Config, epoch: int) -> float:
     return t.lr * (t.lr_decay if epoch >= t.lr_step_epoch else 1.0)
 
 
-def _batches(rows: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Shuffled index batches (a last batch of one lesion is dropped: BatchNorm needs two)."""
+def _batches(rows: Tensor, batch_size: int, generator: torch.Generator, world: int = 1) -> Iterator[Tensor]:
+    """Shuffled global index batches. A short last batch that would leave some process with
+    fewer than two lesions (BatchNorm needs two) is dropped by every process alike, so the
+    DDP processes never disagree on the number of steps."""
     order = rows[torch.randperm(rows.numel(), generator=generator, device=generator.device).to(rows.device)]
     for start in range(0, order.numel(), batch_size):
         batch = order[start:start + batch_size]
-        if batch.numel() >= 2:
+        if batch.numel() >= 2 * world:
             yield batch
 
 
@@ -276,7 +278,8 @@ def validate(model: LesaNet, data: TrainingData, device: torch.device, batch_siz
     mask = (data.weight[rows] > 0).cpu().numpy()
     metrics = label_metrics(scores, positive, scores >= 0.5, mask)
     avg = average_metrics(metrics)
-    return {"mean_auc": avg.auc, "mean_f1": avg.f1, "labels_evaluated": avg.n_labels}
+    finite = lambda v: v if math.isfinite(v) else None  # noqa: E731 - no NaN in JSON lines
+    return {"mean_auc": finite(avg.auc), "mean_f1": finite(avg.f1), "labels_evaluated": avg.n_labels}
 
 
 def _write_metrics(run_dir: Path, lines: list[dict[str, Any]]) -> None:
@@ -345,10 +348,8 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
         steps, seen = 0, 0
         n_batches = math.ceil(train_rows.numel() / t.batch_size)
         bar = _progress(n_batches, f"epoch {epoch + 1}/{t.epochs}", progress and place.is_main)
-        for batch in _batches(train_rows, t.batch_size, order_gen):
+        for batch in _batches(train_rows, t.batch_size, order_gen, place.world):
             local = batch[place.rank::place.world][:local_batch]
-            if local.numel() < 2:
-                continue
             x, boxes = _gather(data, local, dev)
             with _autocast(dev, t.bf16):
                 out = net(x, boxes)
