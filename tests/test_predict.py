@@ -192,7 +192,7 @@ def test_run_figures_are_pictures(tiny_run: TinyRun, predictor, tmp_path: Path) 
 
     from vision.figures import run_figures
 
-    paths = run_figures(predictor, tiny_run.cache, tmp_path / "figs")
+    paths = run_figures(predictor, tiny_run.cache, tmp_path / "figs", n_panels=3)
     assert {p.name for p in paths} == {"roc.png", "spl_weights.png", "predictions.png", "retrieval.png"}
     for path in paths:
         with Image.open(path) as image:
