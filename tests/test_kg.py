@@ -13,6 +13,8 @@ from pathlib import Path
 
 import cli
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import rdflib
 import rdflib.compare
 from rdflib.namespace import RDF
@@ -318,6 +320,20 @@ def test_parameters_are_bound_not_pasted(disk_store, shipped_ontology):
     assert disk_store.query(bound).values() == [{"x": 'a" } DROP ALL #\n{'}]
     with pytest.raises(ValueError):
         bind_values(query, {"x": rdflib.URIRef("http://a b")})
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=_TEXT, lesion_id=_TEXT.filter(bool))
+def test_any_text_binds_as_one_term(value, lesion_id):
+    store = LesionStore()  # empty, in memory: the query must parse and return the value unchanged
+    result = store.query(bind_values("SELECT ?x WHERE { FILTER(BOUND(?x)) }", {"x": rdflib.Literal(value)}))
+    assert result.values() == [{"x": value}]
+    lesion = rdflib.URIRef(vocab.lesion_iri(lesion_id))
+    result = store.query(bind_values("SELECT ?lesion WHERE { }", {"lesion": lesion}))
+    assert result.values() == [{"lesion": str(lesion)}]
 
 
 def test_store_reopens_read_only(tmp_path, shipped_ontology, predictions):
