@@ -186,7 +186,7 @@ def render_series(spec: SeriesSpec, images_dir: str | None) -> dict[str, Any]:
                     **m,
                 }
             )
-    return {"spec": spec, "gender": gender, "age": age, "records": records, "n_slices": len(needed)}
+    return {"spec": spec, "gender": gender, "age": age, "records": records, "n_slices": len(needed) if images_dir is not None else 0}
 
 
 def _expanded(onto: Any, labels: list[str], allowed: list[str]) -> list[str]:
