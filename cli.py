@@ -594,6 +594,8 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
                         "(train on labels with more than N training positives)")
     p.add_argument("--list", action="store_true", help="print the variants and their config changes, then exit")
     p.add_argument("--resume", action="store_true", help="keep finished variants, continue unfinished ones")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (1 is faster when other jobs share the cores)")
     p.add_argument("--quiet", action="store_true")
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_ablate)
@@ -609,6 +611,10 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         return EXIT_OK
     config = load_config(args.config)
     onto = _load_ontology(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     if args.label_subsets:
         try:
             minimums = [int(v) for v in args.label_subsets.split(",")]
