@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -193,8 +194,8 @@ def retrieval_panel(
         ax.set_title(title, fontsize=8)
         plain = PanelLesion(lesion.title, lesion.patch, lesion.box, lesion.labels, None, lesion.sentence)
         lines = _label_lines(plain, top, shared)
-        if lesion.sentence:
-            lines.append((_shorten(lesion.sentence, 60), OTHER_COLOUR))
+        if lesion.sentence:  # the report sentence, wrapped to the panel's width
+            lines += [(line, OTHER_COLOUR) for line in textwrap.wrap(_shorten(lesion.sentence, 100), 40)]
         for j, (text, colour) in enumerate(lines):
             bold = text.startswith("★")
             ax.text(0.0, -0.04 - 0.065 * j, text, transform=ax.transAxes, fontsize=7,
