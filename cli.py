@@ -647,6 +647,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embeddings", metavar="EMB", help="add the nearest lesions of this embeddings file (neighbors)")
     p.add_argument("-k", type=int, default=5, help="neighbours per lesion with --embeddings (default 5)")
     p.add_argument("--patch-png", metavar="FILE", help="save the patch(es) with box and labels as a PNG panel")
+    p.add_argument("--rdf", metavar="FILE",
+                   help="also write the predictions as RDF (Web Annotation + PROV-O): .ttl, .nt or .jsonld")
     p.add_argument("--device", default=None)
     p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
     _add_ontology_option(p)
@@ -683,6 +685,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         text = infer.records_table(records, args.top)
     _emit(text, args.output)
+    if args.rdf:
+        from kg.rdf import write_rdf
+
+        triples = write_rdf(records, args.rdf, onto=predictor.onto)
+        print(f"wrote {args.rdf}: {triples} triples", file=sys.stderr)
     if args.patch_png:
         from vision.figures import prediction_panels
 
