@@ -222,6 +222,11 @@ def test_cli_evaluate_predict_embed_retrieve(tiny_run: TinyRun, predictor, tmp_p
     assert "deeplesion/0" in text and "(the query itself)" in text and (tmp_path / "hits.png").is_file()
     assert cli_main(["retrieve", run, "--embeddings", str(emb), "--quality", "-k", "2"]) == 0
     assert "score vector" in capsys.readouterr().out
+    first = json.loads((emb / "index.json").read_text())["lesions"][0]["lesion_idx"]
+    assert cli_main(["retrieve", run, "--embeddings", str(emb), "--query-idx", str(first), "--exclude-self",
+                     "-k", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["hits"]) == 3 and f"deeplesion/{first}" not in [h["lesion_id"] for h in result["hits"]]
 
 
 def test_cli_bad_input_is_one_line(tiny_run: TinyRun, capsys) -> None:
