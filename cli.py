@@ -751,6 +751,8 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args))
     retrieval.check_same_model(emb, predictor.info.checkpoint_sha256)
     if args.query_idx is not None:
+        if any(getattr(args, n, None) for n in ("deeplesion", "nifti", "dicom", "png")):
+            raise CommandError("give either --query-idx IDX or one image input, not both")
         row = emb.row_of(args.query_idx)
         query = retrieval.stored_query(emb, row)
     else:
