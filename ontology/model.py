@@ -22,6 +22,7 @@ from rdflib.collection import Collection
 from ontology.errors import OntologyError, UnknownLabelError
 from ontology.reasoning import (
     Pair,
+    add_composite_exclusions,
     exclusive_pairs_within,
     infer_composite_edges,
     inherited_exclusions,
@@ -145,6 +146,7 @@ class Ontology:
         self._ancestors = {n: frozenset(nx.descendants(self.graph, n)) for n in self.graph}
         self._descendants = {n: frozenset(nx.ancestors(self.graph, n)) for n in self.graph}
         exclusive = inherited_exclusions(self.graph, self.stated_exclusions)
+        add_composite_exclusions(self.graph, composites, exclusive)
         self._exclusive = {n: frozenset(v - {n}) for n, v in exclusive.items()}
         self.unsatisfiable = unsatisfiable_terms(self.graph, self.stated_exclusions)
         self._lookup = self._build_lookup()

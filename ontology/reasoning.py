@@ -77,6 +77,40 @@ def inherited_exclusions(
     return exclusive
 
 
+def add_composite_exclusions(
+    graph: nx.DiGraph, composites: Mapping[str, Sequence[str]], exclusive: dict[str, set[str]]
+) -> int:
+    """Exclusions that follow from composite definitions, added in place; returns how many.
+
+    If ``X ≡ A ⊓ B`` and ``y ⊥ X`` with ``y ⊑ A``, then ``y ⊓ B ⊑ A ⊓ B = X``, which ``y`` is
+    disjoint with: so ``y ⊥ B`` (and every descendant of ``B``). For example
+    ``lung nodule ⊥ lung mass`` and ``lung mass ≡ lung ⊓ mass`` give ``lung nodule ⊥ mass``.
+    Repeated to a fixpoint, because a new exclusion can feed another composite.
+    """
+    ancestors = {n: self_and_ancestors(graph, n) for n in graph}
+    below = {n: self_and_descendants(graph, n) for n in graph}
+    added = 0
+    changed = True
+    while changed:
+        changed = False
+        for composite, parts in sorted(composites.items()):
+            if composite not in exclusive:
+                continue
+            for y in sorted(exclusive[composite]):
+                missing = [p for p in parts if p not in ancestors[y]]
+                if len(missing) != 1:
+                    continue
+                for x in below[y]:
+                    new = below[missing[0]] - exclusive[x]
+                    if new:
+                        exclusive[x] |= new
+                        for z in new:
+                            exclusive[z].add(x)
+                        added += len(new)
+                        changed = True
+    return added
+
+
 def unsatisfiable_terms(graph: nx.DiGraph, stated: Iterable[Pair]) -> dict[str, Pair]:
     """Terms below both sides of an exclusion, each with the first exclusion that kills it."""
     found: dict[str, Pair] = {}
