@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vision.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
-from vision.metrics import DEFAULT_THRESHOLD, decide_thresholds, filter_exclusive
+from vision.metrics import DEFAULT_THRESHOLD, decide_thresholds
 from vision.model import MODEL_VERSION, LesaNet
 
 
@@ -145,11 +145,34 @@ def score_patches(
 
 
 def decide(predictor: Predictor, probs: np.ndarray) -> np.ndarray:
-    """Threshold decisions, optionally exclusive-filtered, then expanded (a child implies its parents)."""
+    """Threshold decisions, expanded (a child implies its parents), optionally kept free of
+    exclusive pairs."""
     decisions = decide_thresholds(probs, predictor.thresholds)
     if predictor.exclusive is not None:
-        decisions = filter_exclusive(probs, decisions, predictor.exclusive)
+        return consistent_decisions(probs, decisions, predictor.term_list, predictor.onto, predictor.exclusive)
     return expand_decisions(decisions, predictor.term_list, predictor.onto)
+
+
+def consistent_decisions(
+    probs: np.ndarray, decisions: np.ndarray, term_list: Sequence[str], onto: Any, exclusive: np.ndarray
+) -> np.ndarray:
+    """Expanded decisions with no exclusive pair: decided labels are taken in descending
+    score and one is kept only when the expansion of everything kept so far, with it, is
+    still free of exclusions. Filtering before expanding is not enough: ``lung`` and
+    ``mass`` imply the composite ``lung mass``, which may clash with a kept ``lung nodule``.
+    """
+    column = {name: c for c, name in enumerate(term_list)}
+    kept = np.zeros_like(decisions, dtype=bool)
+    for i in range(decisions.shape[0]):
+        chosen = np.flatnonzero(decisions[i])
+        names: set[str] = set()
+        for c in chosen[np.argsort(-probs[i, chosen], kind="stable")]:
+            trial = onto.expand(names | {term_list[c]})
+            cols = [column[n] for n in trial if n in column]
+            if not exclusive[np.ix_(cols, cols)].any():
+                names = trial
+        kept[i, [column[n] for n in names if n in column]] = True
+    return kept
 
 
 def expand_decisions(decisions: np.ndarray, term_list: Sequence[str], onto: Any) -> np.ndarray:
