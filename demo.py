@@ -110,12 +110,15 @@ def plan(cfg: DemoConfig) -> list[Step]:
         Step("retrieval-quality", "Retrieval precision@5: embedding vs score vector",
              ("retrieve", str(run), "--embeddings", str(out / "embeddings"), "--quality", "--json"),
              out / "retrieval_quality.json"),
-        Step("predict", "Predict the test set (labels, scores, decisions, neighbours) and write RDF",
-             ("predict", str(run), "--data", str(cache), "--split", "test", "--json",
+        Step("predict", "Predict the test set (scores, decisions with exclusive filtering, neighbours); write RDF",
+             ("predict", str(run), "--data", str(cache), "--split", "test", "--json", "--exclusive-filter",
               "--embeddings", str(out / "embeddings"), "--patch-png", str(figures / "predictions.png"),
               "--rdf", str(out / "predictions.ttl"), "-o", str(out / "predictions.json"))),
-        Step("shacl", "Validate the emitted RDF against the SHACL shapes",
-             ("kg", "validate", str(out / "predictions.ttl"))),
+        Step("predict-png", "Predict two lesions straight from the phantom's PNG slices (the user-data path)",
+             ("predict", str(run), "--deeplesion", str(phantom), "--lesion", "0", "1", "--json",
+              "--rdf", str(out / "sample_predictions.ttl"), "-o", str(out / "sample_predictions.json"))),
+        Step("shacl", "Validate emitted RDF against the SHACL shapes (pyshacl is slow: the two-lesion sample)",
+             ("kg", "validate", str(out / "sample_predictions.ttl"))),
         Step("kg-load", "Load the ontology, predictions and mined training labels into the SPARQL store",
              ("kg", "load", str(out / "predictions.ttl"), str(out / "mined.jsonl"), "--store", str(store))),
         Step("q-counts", "SPARQL: lesions per decided label",
@@ -178,10 +181,9 @@ def _load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _rows(sparql_json: Any) -> list[dict[str, Any]]:
-    """Rows of a ``kg find --format json`` result, as plain dicts of strings."""
-    rows = sparql_json.get("rows", sparql_json) if isinstance(sparql_json, dict) else sparql_json
-    return [dict(r) for r in rows]
+def _rows(sparql_json: Any) -> list[dict[str, str]]:
+    """Rows of a SPARQL 1.1 JSON result (``kg find --format json``) as {variable: value}."""
+    return [{var: cell["value"] for var, cell in row.items()} for row in sparql_json["results"]["bindings"]]
 
 
 def cross_check(out: Path) -> dict[str, Any]:
@@ -241,6 +243,7 @@ def write_report(result: DemoResult) -> Path:
     violations = _rows(_load_json(out / "sparql_violations.json"))
     figures = sorted(p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png"))
 
+    test, truth = test["sets"][0], truth["sets"][0]  # `evaluate --format json` lists its evaluated sets
     metric_cols = ["auc", "precision", "recall", "f1", "micro_f1", "weighted_auc", "n_labels"]
     table1 = [
         {"test set": "text-mined labels", **test["averages"]},
@@ -249,7 +252,7 @@ def write_report(result: DemoResult) -> Path:
     if truth.get("exclusive_filtered"):
         table1.append({"test set": "complete truth, exclusive filter", **truth["exclusive_filtered"]})
     by_group = [{"group": k, **v} for k, v in {**truth["by_category"], **truth["by_frequency"]}.items()]
-    label_rows = sorted(truth["labels"], key=lambda r: -(r.get("train_positives") or 0))
+    label_rows = sorted((r for r in truth["labels"] if r.get("evaluable", True)), key=lambda r: -(r.get("train_positives") or 0))
     label_cols = [c for c in ("label", "category", "train_positives", "test_positives", "auc", "precision", "recall", "f1", "threshold") if c in (label_rows[0] if label_rows else {})]
 
     mining_rows = [{"set": k, **mining[k]} for k in ("relevant", "uncertain") if k in mining]
@@ -298,10 +301,10 @@ Uncertain lesion-label pairs are left out; labels with no positive or no negativ
 <p class="{'ok' if checks['counts_match'] else 'bad'}">Decided labels per label: SPARQL {checks['decided_labels_sparql']}
 vs JSON predictions {checks['decided_labels_json']} — {'they match' if checks['counts_match'] else 'MISMATCH: ' + html.escape(json.dumps(checks['mismatches']))}.</p>
 <p>Lesions labelled <em>lung nodule</em> or a subclass: {len(nodules)}. Lesions whose decided labels break an exclusion: {len(violations)}.</p>
-<h3>Lesions per decided label</h3>
-{_table(counts[:25], list(counts[0].keys()) if counts else [])}
-<h3>Most frequent label pairs</h3>
-{_table(pairs[:15], list(pairs[0].keys()) if pairs else [])}
+<h3>Lesions per decided label (top 25 of {len(counts)})</h3>
+{_table(counts[:25], ["name", "lesions"], ["label", "lesions"])}
+<h3>Most frequent label pairs (top 15 of {len(pairs)})</h3>
+{_table(pairs[:15], ["nameA", "nameB", "lesions"], ["label", "label", "lesions"])}
 
 <h2>Table 2 — per label (complete truth)</h2>
 {_table(label_rows, label_cols)}
