@@ -1085,6 +1085,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     result = demo.run_demo(cfg, main)
     checks = result.checks
+    for line in result.summary_lines():
+        print(line, file=sys.stderr)
     print(f"demo finished in {result.seconds / 60:.1f} min; report: {result.report}", file=sys.stderr)
     if not checks["counts_match"]:
         raise CommandError(f"SPARQL counts differ from the JSON predictions: {checks['mismatches']}")

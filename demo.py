@@ -70,6 +70,21 @@ class DemoResult:
     def seconds(self) -> float:
         return sum(s.seconds for s in self.steps)
 
+    def summary_lines(self) -> list[str]:
+        """The headline figures for the terminal."""
+        out = self.config.out_dir
+        test = _load_json(out / "eval_test.json")["sets"][0]["averages"]
+        truth = _load_json(out / "eval_truth.json")["sets"][0]["averages"]
+        mining = _load_json(out / "mining_eval.json")
+        checks = self.checks
+        return [
+            f"mining vs phantom relations: relevant F1 {mining['relevant']['f1']:.3f}, uncertain F1 {mining['uncertain']['f1']:.3f}",
+            f"test mean AUC {test['auc']:.3f} / F1 {test['f1']:.3f} (text-mined labels); "
+            f"{truth['auc']:.3f} / {truth['f1']:.3f} (complete truth)",
+            f"SPARQL decided-label counts {'match' if checks['counts_match'] else 'DO NOT match'} the JSON predictions "
+            f"({checks['decided_labels_sparql']} vs {checks['decided_labels_json']})",
+        ]
+
 
 class DemoError(RuntimeError):
     """A demo step failed; names the step and its command."""
