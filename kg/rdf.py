@@ -13,7 +13,7 @@ The model (described by ``kg/shapes.ttl``):
 * text-mined training labels: ``kg:TrainingLabel`` annotations derived from the report
   sentence (``prov:wasDerivedFrom``) with the mention's text position as evidence.
 
-Triples are produced once, as N-Triples lines, from which both the fast store path
+Triples are produced once, as N-Triples text, from which both the fast store path
 (:meth:`kg.store.LesionStore.load_records`) and the rdflib graph are built; every IRI is
 minted by :mod:`kg.vocab` from %-encoded identifiers and every literal is escaped, so no
 record value can form RDF syntax.
@@ -25,6 +25,7 @@ import json
 import math
 import re
 from functools import lru_cache
+from itertools import chain
 import os
 import tempfile
 from pathlib import Path
@@ -190,46 +191,73 @@ def _local_segment(class_iri: str) -> str:
     return vocab.path_segment(vocab.local_name(class_iri))
 
 
-def _prediction_lines(pred: Prediction, activity_id: str) -> Iterator[str]:
-    yield from _lesion_source_lines(pred)
-    lesion = _minted(vocab.lesion_iri(pred.lesion_id))
-    target = _minted(vocab.region_iri(pred.lesion_id))
-    activity = _minted(vocab.activity_iri(activity_id))
+# The slot for a lesion's IRI path (vocab.id_path) in an annotation template: a control
+# character, which can appear in no IRI (kg.vocab %-encodes it, _iri rejects it) nor in
+# a float's repr.
+_ID = "\x01"
+
+
+@lru_cache(maxsize=64)
+def _annotation_template(activity_id: str, class_iris: tuple[str, ...]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The annotation triples of one label sequence as a %-format string (score,
+    threshold, tail per label) and each label's (undecided, decided) tail.
+
+    Built once per (activity, label sequence) -- every record of a model lists the same
+    171 labels -- so a lesion's 1,368 annotation triples are one %-format and one
+    replace instead of a function call per triple.
+    """
     a, motivated, body, has_target = _A, _p(OA.motivatedBy), _p(OA.hasBody), _p(OA.hasTarget)
     classifying, annotation_class = _p(OA.classifying), _p(OA.Annotation)
     score_p, threshold_p, decision_p = _p(KG.score), _p(KG.threshold), _p(KG.decision)
-    generated = _p(PROV.wasGeneratedBy)
-    # One f-string per annotation: this loop makes 171 annotations per lesion.
-    base = vocab.annotation_iri(activity_id, pred.lesion_id, "")
-    for label in pred.labels:
-        cls = _iri(label.class_iri)
-        node = f"<{base}{_local_segment(label.class_iri)}>"
-        yield (
+    generated, activity = _p(PROV.wasGeneratedBy), _minted(vocab.activity_iri(activity_id))
+    # The layouts of vocab.annotation_iri, region_iri and lesion_iri with the id path slotted.
+    annotation = f"{vocab.DATA}annotation/{activity_id}/{_ID}"
+    target, lesion = f"<{vocab.DATA}region/{_ID}>", f"<{vocab.DATA}lesion/{_ID}>"
+    parts, tails = [], []
+    for class_iri in class_iris:
+        cls = _iri(class_iri)
+        node = f"<{annotation}/{_local_segment(class_iri)}>"
+        constant = (
             f"{node} {a} {annotation_class} .\n"
             f"{node} {motivated} {classifying} .\n"
             f"{node} {body} {cls} .\n"
             f"{node} {has_target} {target} .\n"
-            f'{node} {score_p} "{label.score!r}"^^{_XSD_DOUBLE} .\n'
-            f'{node} {threshold_p} "{label.threshold!r}"^^{_XSD_DOUBLE} .\n'
-            f"{node} {decision_p} {_TRUE if label.decision else _FALSE} .\n"
-            f"{node} {generated} {activity} .\n"
         )
-        if label.decision:
-            yield f"{lesion} {a} {cls} .\n"
+        parts.append(constant.replace("%", "%%"))
+        node_f = node.replace("%", "%%")
+        parts.append(f'{node_f} {score_p} "%r"^^{_XSD_DOUBLE} .\n{node_f} {threshold_p} "%r"^^{_XSD_DOUBLE} .\n%s')
+        undecided = f"{node} {decision_p} {_FALSE} .\n{node} {generated} {activity} .\n"
+        decided = f"{node} {decision_p} {_TRUE} .\n{node} {generated} {activity} .\n{lesion} {a} {cls} .\n"
+        tails.append((undecided, decided))
+    return "".join(parts), tuple(tails)
+
+
+def _prediction_text(pred: Prediction, activity_id: str) -> str:
+    """All triples of one prediction record as N-Triples text."""
+    lesion = _minted(vocab.lesion_iri(pred.lesion_id))
+    labels = pred.labels
+    template, tails = _annotation_template(activity_id, labels.class_iris)
+    slots = tuple(chain.from_iterable(zip(labels.scores, labels.thresholds, map(tuple.__getitem__, tails, labels.decisions))))
+    annotations = (template % slots).replace(_ID, vocab.id_path(pred.lesion_id))
+    lines = list(_lesion_source_lines(pred))
+    lines.append(annotations)
+    activity = _minted(vocab.activity_iri(activity_id))
     for rank, neighbor in enumerate(pred.neighbors, start=1):
         node = _minted(vocab.neighbor_iri(activity_id, pred.lesion_id, rank))
-        yield _line(lesion, _p(KG.neighbor), node)
-        yield _line(node, _A, _p(KG.Neighbor))
-        yield _line(node, _p(KG.neighborLesion), _minted(vocab.lesion_iri(neighbor.lesion_id)))
-        yield _line(node, _p(KG.distance), _double(neighbor.distance))
-        yield _line(node, _p(KG.rank), _integer(rank))
-        yield _line(node, generated, activity)
+        lines.append(_line(lesion, _p(KG.neighbor), node))
+        lines.append(_line(node, _A, _p(KG.Neighbor)))
+        lines.append(_line(node, _p(KG.neighborLesion), _minted(vocab.lesion_iri(neighbor.lesion_id))))
+        lines.append(_line(node, _p(KG.distance), _double(neighbor.distance)))
+        lines.append(_line(node, _p(KG.rank), _integer(rank)))
+        lines.append(_line(node, _p(PROV.wasGeneratedBy), activity))
+    return "".join(lines)
 
 
 def prediction_ntriples(
     records: Iterable[Any], onto: OntologyLike, errors: list[str] | None = None
 ) -> Iterator[str]:
-    """N-Triples lines for prediction records (docs/architecture.md format).
+    """N-Triples text for prediction records (docs/architecture.md format): each item is
+    one or more whole lines (a record's ~1,400 triples come as one string).
 
     A bad record raises :class:`RecordError`, or, when ``errors`` is a list, is reported
     there (one line naming the record) and skipped so the rest still converts.
@@ -240,7 +268,7 @@ def prediction_ntriples(
         try:
             pred = parse_prediction(record, resolver, where)
             activity_id = activity_id_for(pred.model, pred.ontology_version)
-            lines = list(_prediction_lines(pred, activity_id))
+            text = _prediction_text(pred, activity_id)
         except RecordError as exc:
             if errors is None:
                 raise
@@ -249,7 +277,7 @@ def prediction_ntriples(
         if activity_id not in activities:
             activities.add(activity_id)
             yield from _activity_lines(activity_id, pred.model, pred.ontology_version)
-        yield from lines
+        yield text
 
 
 # ----------------------------------------------------------------- mined sentences
@@ -393,13 +421,16 @@ def ntriples_to_graph(lines: Iterable[str], graph: Graph | None = None) -> Graph
     return graph
 
 
-def _chunks(lines: Iterable[str], size: int = 50_000) -> Iterator[str]:
+def _chunks(pieces: Iterable[str], size: int = 50_000) -> Iterator[str]:
+    """N-Triples text pieces (whole lines each) joined into chunks of about ``size`` lines."""
     batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
+    lines = 0
+    for piece in pieces:
+        batch.append(piece)
+        lines += piece.count("\n")
+        if lines >= size:
             yield "".join(batch)
-            batch = []
+            batch, lines = [], 0
     if batch:
         yield "".join(batch)
 

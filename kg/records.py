@@ -41,12 +41,13 @@ class OntologyLike(Protocol):
 
 
 @dataclass(frozen=True)
-class LabelScore:
-    name: str
-    class_iri: str
-    score: float
-    threshold: float
-    decision: bool
+class ScoredLabels:
+    """A record's scored labels, column-wise: 171 per lesion, so no object per label."""
+
+    class_iris: tuple[str, ...]
+    scores: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    decisions: tuple[bool, ...]
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Prediction:
     slice_index: int | None
     box_px: tuple[float, float, float, float] | None
     spacing_mm: tuple[float, ...] | None
-    labels: tuple[LabelScore, ...]
+    labels: ScoredLabels
     model: Mapping[str, Any]
     ontology_version: str
     neighbors: tuple[Neighbor, ...]
@@ -141,6 +142,7 @@ class LabelResolver:
     def __init__(self, onto: OntologyLike) -> None:
         self._onto = onto
         self._cache: dict[str, tuple[str, str]] = {}
+        self._sequences: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
     def resolve(self, key: str, where: str) -> tuple[str, str]:
         found = self._cache.get(key)
@@ -152,6 +154,59 @@ class LabelResolver:
             found = (term.name, str(term.iri))
             self._cache[key] = found
         return found
+
+    def class_iris(self, keys: tuple[Any, ...]) -> tuple[str, ...] | None:
+        """The class IRIs of a record's label keys, cached per key sequence (records of
+        one model list the same labels); None if any key is bad (the caller then finds
+        which one)."""
+        found = self._sequences.get(keys)
+        if found is None:
+            if not all(isinstance(k, str) and k for k in keys):
+                return None
+            try:
+                found = tuple(self.resolve(k, "")[1] for k in keys)
+            except RecordError:
+                return None
+            self._sequences[keys] = found
+        return found
+
+
+def _unit_floats(values: tuple[Any, ...]) -> bool:
+    # NaN fails the comparison; ints and bools take the checked path (which converts them).
+    return all(type(v) is float and 0.0 <= v <= 1.0 for v in values)
+
+
+def _scored_labels(labels_in: list[Any], resolver: LabelResolver, where: str) -> ScoredLabels:
+    """Check a record's labels in bulk (one pass per field); only when that fails, walk
+    them one by one to name the first bad item and field."""
+    if all(type(item) is dict for item in labels_in):
+        keys = tuple([item.get("iri") or item.get("label") for item in labels_in])
+        scores = tuple([item.get("score") for item in labels_in])
+        thresholds = tuple([item.get("threshold") for item in labels_in])
+        decisions = tuple([item.get("decision") for item in labels_in])
+        class_iris = resolver.class_iris(keys)
+        if (
+            class_iris is not None
+            and _unit_floats(scores)
+            and _unit_floats(thresholds)
+            and all(type(d) is bool for d in decisions)
+        ):
+            return ScoredLabels(class_iris, scores, thresholds, decisions)
+    iris, score_list, threshold_list, decision_list = [], [], [], []
+    for i, item in enumerate(labels_in):
+        at = f"{where}: labels[{i}]"
+        if not isinstance(item, Mapping):
+            raise RecordError(f"{at} must be an object")
+        key = item.get("iri") or item.get("label")
+        _name, class_iri = resolver.resolve(_string(key, f"{at}.label"), at)
+        decision = item.get("decision")
+        if not isinstance(decision, bool):
+            raise RecordError(f"{at}.decision must be true or false, got {decision!r}")
+        iris.append(class_iri)
+        score_list.append(_number(item.get("score"), f"{at}.score", 0.0, 1.0))
+        threshold_list.append(_number(item.get("threshold"), f"{at}.threshold", 0.0, 1.0))
+        decision_list.append(decision)
+    return ScoredLabels(tuple(iris), tuple(score_list), tuple(threshold_list), tuple(decision_list))
 
 
 def parse_prediction(record: Any, resolver: LabelResolver, where: str) -> Prediction:
@@ -185,25 +240,7 @@ def parse_prediction(record: Any, resolver: LabelResolver, where: str) -> Predic
     labels_in = record.get("labels")
     if not isinstance(labels_in, list):
         raise RecordError(f"{where}: labels must be a list")
-    labels = []
-    for i, item in enumerate(labels_in):
-        at = f"{where}: labels[{i}]"
-        if type(item) is not dict and not isinstance(item, Mapping):  # fast path: JSON dicts
-            raise RecordError(f"{at} must be an object")
-        key = item.get("iri") or item.get("label")
-        name, class_iri = resolver.resolve(_string(key, f"{at}.label"), at)
-        decision = item.get("decision")
-        if not isinstance(decision, bool):
-            raise RecordError(f"{at}.decision must be true or false, got {decision!r}")
-        labels.append(
-            LabelScore(
-                name=name,
-                class_iri=class_iri,
-                score=_number(item.get("score"), f"{at}.score", 0.0, 1.0),
-                threshold=_number(item.get("threshold"), f"{at}.threshold", 0.0, 1.0),
-                decision=decision,
-            )
-        )
+    labels = _scored_labels(labels_in, resolver, where)
     model = record.get("model")
     if not isinstance(model, Mapping) or not model.get("name"):
         raise RecordError(f"{where}: model must be an object with at least a name")
@@ -223,7 +260,7 @@ def parse_prediction(record: Any, resolver: LabelResolver, where: str) -> Predic
         slice_index=_optional_int(source.get("slice"), f"{where}: source.slice"),
         box_px=box_px,
         spacing_mm=spacing_mm,
-        labels=tuple(labels),
+        labels=labels,
         model=dict(model),
         ontology_version=_string(record.get("ontology_version"), f"{where}: ontology_version"),
         neighbors=tuple(neighbors),

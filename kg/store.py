@@ -88,14 +88,17 @@ class _ChunkReader(io.RawIOBase):
         return size
 
 
-def chunked(lines: Iterable[str], size: int = _LINES_PER_CHUNK) -> Iterator[str]:
-    """Join N-Triples lines into larger text chunks."""
+def chunked(pieces: Iterable[str], size: int = _LINES_PER_CHUNK) -> Iterator[str]:
+    """Join N-Triples text pieces (whole lines each; a prediction record comes as one
+    piece) into chunks of about ``size`` lines."""
     batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
+    lines = 0
+    for piece in pieces:
+        batch.append(piece)
+        lines += piece.count("\n")
+        if lines >= size:
             yield "".join(batch)
-            batch = []
+            batch, lines = [], 0
     if batch:
         yield "".join(batch)
 
