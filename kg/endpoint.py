@@ -22,7 +22,8 @@ from kg import rdf, vocab
 from kg.records import OntologyLike, RecordError, read_json_records
 from kg.results import QueryResult
 from kg.binding import Binding, bind_values
-from kg.store import chunked, classify_json, rdf_format_for
+from kg.rdf import chunked
+from kg.store import classify_json, rdf_format_for
 
 _RESULTS_JSON = "application/sparql-results+json"
 _NTRIPLES = "application/n-triples"

@@ -415,14 +415,15 @@ def ntriples_to_graph(lines: Iterable[str], graph: Graph | None = None) -> Graph
             return found
         return BNode(node.value)
 
-    for chunk in _chunks(lines):
+    for chunk in chunked(lines, 50_000):
         triples = ox.parse(chunk, format=ox.RdfFormat.N_TRIPLES)
         graph.addN((term(t.subject), term(t.predicate), term(t.object), graph) for t in triples)
     return graph
 
 
-def _chunks(pieces: Iterable[str], size: int = 50_000) -> Iterator[str]:
-    """N-Triples text pieces (whole lines each) joined into chunks of about ``size`` lines."""
+def chunked(pieces: Iterable[str], size: int) -> Iterator[str]:
+    """Join N-Triples text pieces (whole lines each; a prediction record comes as one
+    piece) into chunks of about ``size`` lines."""
     batch: list[str] = []
     lines = 0
     for piece in pieces:

@@ -88,21 +88,6 @@ class _ChunkReader(io.RawIOBase):
         return size
 
 
-def chunked(pieces: Iterable[str], size: int = _LINES_PER_CHUNK) -> Iterator[str]:
-    """Join N-Triples text pieces (whole lines each; a prediction record comes as one
-    piece) into chunks of about ``size`` lines."""
-    batch: list[str] = []
-    lines = 0
-    for piece in pieces:
-        batch.append(piece)
-        lines += piece.count("\n")
-        if lines >= size:
-            yield "".join(batch)
-            batch, lines = [], 0
-    if batch:
-        yield "".join(batch)
-
-
 _RDF_SUFFIXES = {
     ".owl": ox.RdfFormat.RDF_XML,
     ".rdf": ox.RdfFormat.RDF_XML,
@@ -160,7 +145,7 @@ class LesionStore:
 
     def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int:
         """Bulk-load N-Triples lines into ``graph``; returns the number of lines read."""
-        reader = _ChunkReader(chunked(lines))
+        reader = _ChunkReader(rdf.chunked(lines, _LINES_PER_CHUNK))
         self._store.bulk_load(
             io.BufferedReader(reader, buffer_size=1 << 20), format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode(graph)
         )
