@@ -271,7 +271,8 @@ def write_report(result: DemoResult) -> Path:
     label_cols = [c for c in ("label", "category", "train_positives", "test_positives", "auc", "precision", "recall", "f1", "threshold") if c in (label_rows[0] if label_rows else {})]
 
     mining_rows = [{"set": k, **mining[k]} for k in ("relevant", "uncertain") if k in mining]
-    retrieval_rows = [{"retrieval by": k, **v} for k, v in retrieval.items()] if isinstance(retrieval, dict) else []
+    retrieval_rows = [{"retrieval by": k, **v} for k, v in retrieval.items()]
+    retrieval_cols = list(retrieval_rows[0])[1:] if retrieval_rows else []
     checks = result.checks
     steps_rows = [{"step": s.step.key, "seconds": round(s.seconds, 1), "command": s.step.command()} for s in result.steps]
     commands = "\n".join(s.step.command() for s in result.steps)
@@ -307,7 +308,7 @@ Uncertain lesion-label pairs are left out; labels with no positive or no negativ
 {_table(mining_rows, ["set", "precision", "recall", "f1"])}
 
 <h2>Retrieval</h2>
-{_table(retrieval_rows, ["retrieval by", *[k for k in (next(iter(retrieval.values())) if retrieval_rows else {}) ]])}
+{_table(retrieval_rows, ["retrieval by", *retrieval_cols])}
 
 <h2>Figures</h2>
 {"".join(_figure(out, f, Path(f).stem.replace("_", " ")) for f in figures)}

@@ -34,6 +34,7 @@ from ontology.vocab import (
     CATEGORIES,
     CATEGORY,
     LESANET_INDEX,
+    LESION,
     LESION_ROOT,
     OCCURRENCES,
     OWL,
@@ -242,8 +243,8 @@ class Ontology:
     def _build_lookup(self) -> dict[str, str]:
         lookup: dict[str, str] = {}
         for name, term in self.terms.items():
-            for key in (*term.synonyms,):
-                lookup.setdefault(key.lower(), name)
+            for synonym in term.synonyms:
+                lookup.setdefault(synonym.lower(), name)
         for name, term in self.terms.items():  # names win over synonyms
             lookup[name.lower()] = name
             lookup[term.iri.lower()] = name
@@ -400,7 +401,7 @@ class Ontology:
         if fmt == "owl":
             return self.rdf.serialize(format="pretty-xml")
         if fmt == "ttl":
-            self.rdf.bind("lesion", str(self.terms[next(iter(self.terms))].iri).split("#")[0] + "#")
+            self.rdf.bind("lesion", LESION)
             return self.rdf.serialize(format="turtle")
         if fmt == "json":
             terms = []
