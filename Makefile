@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Idle OpenMP threads spinning on 2 shared cores slow torch several-fold; let them sleep.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean debian-packages
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# Debian tools some tests drive (OWL API, DICOM validators, a browser): see .ci/debian-packages.txt
+debian-packages:
+	@.ci/install-debian-packages
+
+demo: $(STAMP) debian-packages
 	$(BIN)/lesanet demo -o demo-out
 
-test: $(STAMP)
+test: $(STAMP) debian-packages
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

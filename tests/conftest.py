@@ -38,3 +38,20 @@ def shipped_ontology():
     from ontology import load_ontology
 
     return load_ontology()
+
+
+def require_program(program: str, debian_package: str) -> str:
+    """Path of an external program a test drives; fails in CI when missing, skips elsewhere.
+
+    ``make test`` installs the packages of ``.ci/debian-packages.txt`` where apt is there.
+    """
+    import shutil
+
+    path = shutil.which(program)
+    if path:
+        return path
+    how = (f"`{program}` not found: install Debian's {debian_package} "
+           f"(sudo apt-get install {debian_package}, or list it in .ci/debian-packages.txt)")
+    if os.environ.get("CI"):
+        pytest.fail(f"missing in CI: {how}")
+    pytest.skip(how)
