@@ -41,10 +41,12 @@ from ontology.vocab import (
     RDF,
     RDFS,
     SKOS,
+    version_iri,
 )
 
 SHIPPED_OWL = Path(__file__).with_name("lesion.owl")
 OBO_EXACT_SYNONYM = URIRef("http://www.geneontology.org/formats/oboInOwl#hasExactSynonym")
+IAO_DEFINITION = URIRef("http://purl.obolibrary.org/obo/IAO_0000115")  # OBO's "definition"
 LABEL_SETS = {"lesanet171": "the 171 labels of the LesaNet paper, in the official term_list order"}
 
 
@@ -59,6 +61,7 @@ class Term:
     count: int
     lesanet_index: int | None
     composite_of: tuple[str, ...] = ()
+    definition: str = ""  # skos:definition (or IAO's definition), empty when none
 
 
 @dataclass
@@ -83,6 +86,9 @@ def _read_rdf(path: Path) -> Graph:
     if not path.is_file():
         raise OntologyError(f"{path}: ontology file not found")
     head = path.read_bytes()[:4096].decode("utf-8", errors="replace")
+    syntax = _unread_syntax(head)
+    if syntax:
+        raise OntologyError(f"{path}: {syntax} is not read here; save as RDF/XML or OWL/XML (Protégé: File → Save as)")
     graph = Graph()
     if "<Ontology" in head and "http://www.w3.org/2002/07/owl#" in head and "<rdf:RDF" not in head:
         return _read_owl_xml(path)
@@ -96,6 +102,17 @@ def _read_rdf(path: Path) -> Graph:
             errors.append(f"{fmt}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             graph = Graph()
     raise OntologyError(f"{path}: not a readable ontology (RDF/XML, Turtle or OWL/XML) — {'; '.join(errors)}")
+
+
+def _unread_syntax(head: str) -> str | None:
+    """Name of a Protégé "Save as" syntax that rdflib and owlready2 cannot read, if ``head`` is one."""
+    lines = (line.strip() for line in head.splitlines())
+    first = next((line for line in lines if line and not line.startswith("#")), "")
+    if first.startswith(("Prefix(", "Ontology(")):
+        return "OWL Functional Syntax"
+    if first.startswith(("Prefix:", "Ontology:")):
+        return "Manchester OWL Syntax"
+    return None
 
 
 def _read_owl_xml(path: Path) -> Graph:
@@ -174,6 +191,7 @@ class Ontology:
             synonyms = {str(s) for p in (SKOS.altLabel, OBO_EXACT_SYNONYM) for s in g.objects(subject, p)}
             index = g.value(subject, LESANET_INDEX)
             count = g.value(subject, OCCURRENCES)
+            definition = g.value(subject, SKOS.definition) or g.value(subject, IAO_DEFINITION)
             self.terms[name] = Term(
                 name=name,
                 iri=str(subject),
@@ -181,6 +199,7 @@ class Ontology:
                 synonyms=tuple(sorted(synonyms - {name})),
                 count=int(count) if isinstance(count, Literal) else 0,
                 lesanet_index=int(index) if isinstance(index, Literal) else None,
+                definition=str(definition) if definition is not None else "",
             )
             self._by_iri[str(subject)] = name
         if not self.terms:
@@ -253,14 +272,49 @@ class Ontology:
     # ------------------------------------------------------------------ lookup
 
     @cached_property
+    def version_info(self) -> str:
+        """``owl:versionInfo`` of the ontology header ("unversioned" when absent)."""
+        return next((str(v) for v in self.rdf.objects(None, OWL.versionInfo)), "unversioned")
+
+    @cached_property
+    def content_digest(self) -> str:
+        """First 12 hex digits of the SHA-256 of what the toolkit's results depend on.
+
+        Terms (IRI, name, category, synonyms, count, LesaNet index), asserted parents,
+        composite definitions and stated exclusions, as canonical JSON keyed by IRI. The
+        header (versionIRI, title, licence), comments, definitions and mappings are left
+        out: the header can carry this digest without a circle, the same content saved in
+        another format (or by another tool) has the same digest, and a changed comment does
+        not make patch caches or trained runs stale.
+        """
+        iri = {name: term.iri for name, term in self.terms.items()}
+        partners: dict[str, list[str]] = {}
+        for a, b in self.stated_exclusions:
+            partners.setdefault(a, []).append(iri[b])
+            partners.setdefault(b, []).append(iri[a])
+        content = [
+            [t.iri, t.name, t.category, list(t.synonyms), t.count, t.lesanet_index,
+             sorted(iri[p] for p in self.asserted.successors(t.name)),
+             [iri[p] for p in t.composite_of], sorted(partners.get(t.name, []))]
+            for t in sorted(self.terms.values(), key=lambda t: t.iri)
+        ]
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+    @cached_property
     def version(self) -> str:
-        """``owl:versionInfo`` plus a digest of the content, so edits change the version."""
-        info = next((str(v) for v in self.rdf.objects(None, OWL.versionInfo)), "unversioned")
-        digest = hashlib.sha256()
-        for triple in sorted(self.rdf.triples((None, None, None)), key=lambda t: tuple(map(str, t))):
-            if not any(isinstance(x, BNode) for x in triple):
-                digest.update(" ".join(map(str, triple)).encode())
-        return f"{info} sha256:{digest.hexdigest()[:12]}"
+        """``owl:versionInfo`` plus the content digest, so edits change the version."""
+        return f"{self.version_info} sha256:{self.content_digest}"
+
+    @property
+    def version_iri(self) -> str:
+        """The ``owl:versionIRI`` this content should carry (see ``vocab.version_iri``)."""
+        return str(version_iri(self.version_info, self.content_digest))
+
+    @cached_property
+    def declared_version_iri(self) -> str | None:
+        """The ``owl:versionIRI`` the file's header states, if any."""
+        return next((str(v) for v in self.rdf.objects(None, OWL.versionIRI)), None)
 
     def term(self, query: str) -> Term:
         """A term by name, synonym (case-insensitive) or IRI."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+from urllib.parse import quote
+
 from rdflib import Namespace, URIRef
-from rdflib.namespace import OWL, RDF, RDFS, SKOS
+from rdflib.namespace import DCTERMS, OWL, RDF, RDFS, SKOS
 
 #: Project namespace. Classes are "a lesion with this label", e.g. ``LESION.kidney_cyst``.
 LESION = Namespace("https://w3id.org/lesanet/lesion#")
@@ -20,22 +22,42 @@ OCCURRENCES = LESION.deeplesionOccurrences  # xsd:integer, num_detected of the s
 LESANET_INDEX = LESION.lesanetIndex  # xsd:integer, position in the official 171-label term_list
 SOURCE_ID = LESION.spreadsheetId  # obsolete id column, kept for provenance
 
+#: Standard annotation properties the file uses; OWL 2 DL needs each declared.
+#: (rdfs:label, rdfs:comment and owl:versionInfo are built in and need no declaration.)
+STANDARD_ANNOTATION_PROPERTIES = (
+    SKOS.altLabel,
+    SKOS.definition,
+    SKOS.exactMatch,
+    SKOS.closeMatch,
+    DCTERMS.title,
+    DCTERMS.description,
+    DCTERMS.license,
+    DCTERMS.rights,
+    DCTERMS.creator,
+    DCTERMS.source,
+)
+PROJECT_ANNOTATION_PROPERTIES = (CATEGORY, OCCURRENCES, LESANET_INDEX, SOURCE_ID)
+
 CATEGORIES = ("bodypart", "type", "attribute")
 
 __all__ = [
     "CATEGORIES",
     "CATEGORY",
+    "DCTERMS",
     "LESANET_INDEX",
     "LESION",
     "LESION_ROOT",
     "OCCURRENCES",
     "ONTOLOGY_IRI",
     "OWL",
+    "PROJECT_ANNOTATION_PROPERTIES",
     "RDF",
     "RDFS",
     "SKOS",
     "SOURCE_ID",
+    "STANDARD_ANNOTATION_PROPERTIES",
     "iri_for_name",
+    "version_iri",
 ]
 
 
@@ -49,3 +71,12 @@ def iri_for_name(name: str) -> URIRef:
     if not local:
         raise ValueError(f"cannot make an IRI from the empty term name {name!r}")
     return LESION[local]
+
+
+def version_iri(version_info: str, digest: str) -> URIRef:
+    """``owl:versionIRI`` for a release: ``…/lesion/<versionInfo>/<content digest>``.
+
+    The digest is the content digest of ``Ontology.version`` (terms, hierarchy, exclusions,
+    composites; never the header), so writing it into the header does not change it.
+    """
+    return URIRef(f"{ONTOLOGY_IRI}/{quote(version_info, safe='+-._~')}/{digest}")

@@ -35,10 +35,13 @@ from ontology.vocab import (
     OCCURRENCES,
     ONTOLOGY_IRI,
     SOURCE_ID,
+    STANDARD_ANNOTATION_PROPERTIES,
     iri_for_name,
+    version_iri,
 )
 
 COLUMNS = ("id", "class", "term", "synonyms", "num_detected", "term_exclusive", "term_parents", "term_children")
+OPTIONAL_COLUMNS = ("definition",)  # the 181022 sheet has none; a later sheet may
 
 
 @dataclass
@@ -52,6 +55,7 @@ class SheetTerm:
     source_id: int | None
     row: int | None  # spreadsheet row number, None for defined terms
     note: str = ""
+    definition: str = ""
 
 
 @dataclass
@@ -75,6 +79,7 @@ class ImportResult:
     lesanet_order: list[str]
     defects: list[Defect] = field(default_factory=list)
     version_info: str = ""
+    header: dict = field(default_factory=dict)
     owl_xml: str = ""
 
     def defect_lines(self) -> list[str]:
@@ -130,7 +135,7 @@ def read_sheet(path: str | Path) -> tuple[dict[str, SheetTerm], dict[str, dict[s
     missing = [c for c in COLUMNS if c not in names_in_header]
     if missing:
         raise OntologyError(f"{path}: header row lacks column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
-    col = {c: names_in_header.index(c) for c in COLUMNS}
+    col = {c: names_in_header.index(c) for c in (*COLUMNS, *OPTIONAL_COLUMNS) if c in names_in_header}
     terms: dict[str, SheetTerm] = {}
     relations: dict[str, dict[str, list[str]]] = {}
     for row_number, values in enumerate(rows, start=2):
@@ -159,6 +164,7 @@ def read_sheet(path: str | Path) -> tuple[dict[str, SheetTerm], dict[str, dict[s
             count=count,
             source_id=int(source_cell) if isinstance(source_cell, (int, float)) else None,
             row=row_number,
+            definition=str(values[col["definition"]] or "").strip() if "definition" in col else "",
         )
         relations[name] = {
             key: _split_names(values[col[key]]) for key in ("term_exclusive", "term_parents", "term_children")
@@ -382,9 +388,20 @@ def import_xlsx(xlsx: str | Path, labels_json: str | Path | None = None) -> Impo
         lesanet_order=order,
         defects=defects,
         version_info=str(decisions.get("version_info", "")),
+        header=dict(decisions.get("header") or {}),
     )
     result.owl_xml = render_owl_xml(result, source=Path(xlsx).name)
     return result
+
+
+def _content_version_iri(body_xml: str, version_info: str) -> str:
+    """The versionIRI of a rendered body: its content digest, read back the way users load it."""
+    from rdflib import Graph
+
+    from ontology.model import Ontology
+
+    digest = Ontology(Graph().parse(data=body_xml, format="xml"), "the import").content_digest
+    return str(version_iri(version_info, digest))
 
 
 # --------------------------------------------------------------------------- RDF/XML writer
@@ -406,19 +423,41 @@ def _local(prop: object) -> str:
 
 
 def render_owl_xml(result: ImportResult, source: str) -> str:
-    """RDF/XML in a fixed order (Protégé and the OWL API open it)."""
+    """RDF/XML in a fixed order (Protégé and the OWL API open it; OWL 2 DL)."""
+    body = _render_body(result)
+    header = _render_header(result, source, version_iri=_content_version_iri(_document(body, []), result.version_info))
+    return _document(body, header)
+
+
+def _document(body: list[str], header: list[str]) -> str:
     out: list[str] = ['<?xml version="1.0" encoding="utf-8"?>', "<rdf:RDF"]
     out += [f'    xmlns:{p}="{iri}"' for p, iri in _PREFIXES.items()]
     out[-1] += ">"
-    out += [
+    return "\n".join(out + header + body + ["</rdf:RDF>"]) + "\n"
+
+
+def _render_header(result: ImportResult, source: str, version_iri: str) -> list[str]:
+    """owl:Ontology with its versionIRI and dcterms metadata (from xlsx_decisions.yaml)."""
+    info = result.header
+    out = [
         f"  <owl:Ontology rdf:about={quoteattr(str(ONTOLOGY_IRI))}>",
+        f"    <owl:versionIRI rdf:resource={quoteattr(version_iri)}/>",
         f"    <owl:versionInfo>{escape(result.version_info)}</owl:versionInfo>",
-        "    <rdfs:label>LesaNet lesion ontology</rdfs:label>",
-        "    <rdfs:comment>Each class denotes a lesion that has the label. Derived from the LesaNet "
-        "spreadsheet, itself adapted from RadLex v3.15; edit this file, not the spreadsheet.</rdfs:comment>",
-        f"    <dcterms:source>{escape(source)}</dcterms:source>",
-        "  </owl:Ontology>",
+        f"    <rdfs:label>{escape(str(info.get('title', 'LesaNet lesion ontology')))}</rdfs:label>",
     ]
+    for key in ("title", "description", "creator", "rights"):
+        if info.get(key):
+            out.append(f"    <dcterms:{key}>{escape(' '.join(str(info[key]).split()))}</dcterms:{key}>")
+    if info.get("license"):
+        out.append(f"    <dcterms:license rdf:resource={quoteattr(str(info['license']))}/>")
+    for cited in [f"{source} (the LesaNet release, github.com/rsummers11/CADLab, LesaNet/program_data)",
+                  *info.get("sources", [])]:
+        out.append(f"    <dcterms:source>{escape(str(cited))}</dcterms:source>")
+    return out + ["  </owl:Ontology>"]
+
+
+def _render_body(result: ImportResult) -> list[str]:
+    out: list[str] = []
     annotation_props = [
         (CATEGORY, "category", "bodypart, type or attribute"),
         (OCCURRENCES, "DeepLesion occurrences", "times the term was found in DeepLesion report sentences"),
@@ -432,10 +471,14 @@ def render_owl_xml(result: ImportResult, source: str) -> str:
             f"    <rdfs:comment>{escape(comment)}</rdfs:comment>",
             "  </owl:AnnotationProperty>",
         ]
+    # OWL 2 DL: standard vocabularies' annotation properties must be declared too.
+    out += [f"  <owl:AnnotationProperty rdf:about={quoteattr(str(prop))}/>" for prop in STANDARD_ANNOTATION_PROPERTIES]
     out += [
         f"  <owl:Class rdf:about={quoteattr(str(LESION_ROOT))}>",
         "    <rdfs:label>Lesion</rdfs:label>",
-        "    <rdfs:comment>Root: a clinically significant finding on a CT image.</rdfs:comment>",
+        *([f"    <skos:definition>{escape(str(result.header['root_definition']))}</skos:definition>"]
+          if result.header.get("root_definition") else []),
+        "    <rdfs:comment>Root of the lesion classes; every term is below it.</rdfs:comment>",
         "  </owl:Class>",
     ]
     index = {name: i for i, name in enumerate(result.lesanet_order)}
@@ -451,6 +494,8 @@ def render_owl_xml(result: ImportResult, source: str) -> str:
         out.append(f"    <rdfs:label>{escape(name)}</rdfs:label>")
         for synonym in sorted(s for s in term.synonyms if s != name):
             out.append(f"    <skos:altLabel>{escape(synonym)}</skos:altLabel>")
+        if term.definition:
+            out.append(f"    <skos:definition>{escape(term.definition)}</skos:definition>")
         out.append(f"    <{_local(CATEGORY)}>{term.category}</{_local(CATEGORY)}>")
         out.append(f'    <{_local(OCCURRENCES)} rdf:datatype="{_XSD_INTEGER}">{term.count}</{_local(OCCURRENCES)}>')
         if name in index:
@@ -476,5 +521,4 @@ def render_owl_xml(result: ImportResult, source: str) -> str:
         for other in sorted(disjoint.get(name, [])):
             out.append(f"    <owl:disjointWith rdf:resource={quoteattr(str(iri_for_name(other)))}/>")
         out.append("  </owl:Class>")
-    out.append("</rdf:RDF>")
-    return "\n".join(out) + "\n"
+    return out

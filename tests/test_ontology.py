@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from rdflib import Graph, Literal, URIRef
-from rdflib.namespace import OWL, RDFS
+from rdflib.namespace import OWL, RDF, RDFS
 
 from ontology import LESION, OntologyError, UnknownLabelError, load_ontology
 from ontology.xlsx_import import import_xlsx
@@ -195,6 +195,58 @@ def _edited_copy(tmp_path: Path, edit) -> Path:
     path = tmp_path / "edited.ttl"
     graph.serialize(path, format="turtle")
     return path
+
+
+def test_header_has_version_iri_and_dcterms_metadata(shipped_ontology):
+    from rdflib.namespace import DCTERMS
+
+    from ontology.vocab import ONTOLOGY_IRI
+
+    g = shipped_ontology.rdf
+    assert shipped_ontology.declared_version_iri == shipped_ontology.version_iri
+    assert shipped_ontology.version_iri.endswith(shipped_ontology.content_digest)
+    for prop in (DCTERMS.title, DCTERMS.description, DCTERMS.license, DCTERMS.creator):
+        assert g.value(ONTOLOGY_IRI, prop) is not None, prop
+    sources = " ".join(map(str, g.objects(ONTOLOGY_IRI, DCTERMS.source)))
+    assert "lesion_ontology_181022.xlsx" in sources and "RadLex 3.15" in sources
+    assert g.value(LESION.Lesion, URIRef("http://www.w3.org/2004/02/skos/core#definition")) is not None
+
+
+def test_every_annotation_property_used_is_declared(shipped_ontology):
+    g = shipped_ontology.rdf
+    builtin = {RDFS.label, RDFS.comment, OWL.versionInfo}
+    structural = {OWL.versionIRI, OWL.disjointWith, OWL.equivalentClass, OWL.intersectionOf, RDFS.subClassOf}
+    declared = set(g.subjects(RDF.type, OWL.AnnotationProperty))
+    used = {p for s, p, o in g if s != URIRef("https://w3id.org/lesanet/lesion") and p not in structural}
+    used -= {RDF.type, RDF.first, RDF.rest}
+    assert used - builtin <= declared, sorted(used - builtin - declared)
+
+
+def test_version_digest_ignores_header_and_follows_content(tmp_path):
+    from rdflib.namespace import SKOS
+
+    from ontology.vocab import ONTOLOGY_IRI
+
+    shipped = load_ontology()
+    header_only = load_ontology(_edited_copy(tmp_path, lambda g: g.set((ONTOLOGY_IRI, RDFS.comment, Literal("x")))))
+    assert header_only.version == shipped.version
+    (tmp_path / "b").mkdir()
+    synonym = load_ontology(_edited_copy(tmp_path / "b", lambda g: g.add((LESION.kidney, SKOS.altLabel, Literal("nephros")))))
+    assert synonym.version != shipped.version
+    assert synonym.declared_version_iri == shipped.version_iri != synonym.version_iri  # stale header
+
+
+@pytest.mark.parametrize(("text", "syntax"), [
+    ("Prefix(:=<https://w3id.org/lesanet/lesion#>)\nOntology(<https://w3id.org/lesanet/lesion>)\n", "Functional"),
+    ("Prefix: lesion: <https://w3id.org/lesanet/lesion#>\nOntology: <https://w3id.org/lesanet/lesion>\n", "Manchester"),
+])
+def test_functional_and_manchester_syntax_are_refused_in_one_line(tmp_path, text, syntax):
+    path = tmp_path / "lesion.ofn"
+    path.write_text(text)
+    result = run_cli("ontology", "stats", "--ontology", str(path))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert syntax in result.stderr and "save as RDF/XML or OWL/XML" in result.stderr
 
 
 def test_check_finds_unsatisfiable_class_and_hermit_agrees(tmp_path):
