@@ -55,3 +55,58 @@ def require_program(program: str, debian_package: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"missing in CI: {how}")
     pytest.skip(how)
+
+
+# The OWL API (Protégé's library) from Debian's libowlapi-java, driven by tests/owlapi/OwlTool.java.
+OWLAPI_PACKAGE = "libowlapi-java"
+# Several SLF4J bindings ship in libslf4j-java; two on one class path make the OWL API fail.
+_SLF4J_KEEP = {"slf4j-api.jar", "slf4j-nop.jar"}
+
+
+def owlapi_classpath() -> list[str]:
+    """Jars of libowlapi-java and the Debian packages it depends on (empty when not installed)."""
+    import subprocess
+
+    def package_jars(package: str) -> list[str]:
+        listing = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
+        return [f for f in listing.stdout.split() if f.startswith("/usr/share/java/") and f.endswith(".jar")
+                and ("slf4j" not in Path(f).name or Path(f).name in _SLF4J_KEEP)]
+
+    import shutil
+
+    if shutil.which("dpkg-query") is None:
+        return []
+    depends = subprocess.run(["dpkg-query", "-W", "-f=${Depends}", OWLAPI_PACKAGE], capture_output=True, text=True)
+    if depends.returncode != 0 or not Path("/usr/share/java/owlapi-distribution.jar").is_file():
+        return []
+    jars = ["/usr/share/java/owlapi-distribution.jar"]
+    for dependency in depends.stdout.split(","):
+        jars += package_jars(dependency.strip().split(" ")[0])
+    return list(dict.fromkeys(jars))
+
+
+@pytest.fixture(scope="session")
+def owl_tool(tmp_path_factory):
+    """Run ``OwlTool`` (compiled once into a temp dir): ``owl_tool("profile", path)`` -> stdout."""
+    import subprocess
+
+    javac = require_program("javac", "default-jdk-headless")
+    jars = owlapi_classpath()
+    if not jars:
+        how = f"the OWL API jars are missing: install Debian's {OWLAPI_PACKAGE} (sudo apt-get install {OWLAPI_PACKAGE})"
+        if os.environ.get("CI"):
+            pytest.fail(f"missing in CI: {how}")
+        pytest.skip(how)
+    classes = tmp_path_factory.mktemp("owlapi")
+    classpath = ":".join(jars)
+    subprocess.run([javac, "-d", str(classes), "-cp", classpath, str(ROOT / "tests" / "owlapi" / "OwlTool.java")],
+                   check=True, capture_output=True, text=True)
+    java = str(Path(javac).with_name("java"))
+
+    def run(*args: object) -> str:
+        done = subprocess.run([java, "-cp", f"{classes}:{classpath}", "OwlTool", *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    return run
