@@ -43,7 +43,7 @@ from vision.checkpoint import (
     write_text_atomic,
 )
 from vision.config import Config, config_from_dict
-from vision.losses import ClassWeights, LesaNetLoss, class_weights
+from vision.losses import ClassWeights, LesaNetLoss, LossParts, class_weights
 from vision.model import LesaNet
 
 # Use at most this share of free GPU memory for the resident patch cache.
@@ -242,6 +242,21 @@ def _gather(data: TrainingData, batch: Tensor, device: torch.device) -> tuple[Te
     return data.patches[rows].to(device, non_blocking=True), data.boxes[batch]
 
 
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LesaNetLoss,
+               data: TrainingData, rows: Tensor, config: Config, device: torch.device) -> LossParts:
+    """One optimisation step on the lesions ``rows``: the body of the training loop, also
+    what bench/gpu.py times (eager, or with ``net`` wrapped by DDP or torch.compile)."""
+    x, boxes = _gather(data, rows, device)
+    with _autocast(device, config.train.bf16):
+        out = net(x, boxes)
+    parts = loss_fn(out, data.positive[rows], data.weight[rows], data.reliable[rows], config.model.spl)
+    optimizer.zero_grad(set_to_none=True)
+    parts.total.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), config.train.grad_clip)
+    optimizer.step()
+    return parts
+
+
 @torch.no_grad()
 def predict_scores(model: LesaNet, patches: Tensor, boxes: Tensor, batch_size: int = 256,
                    device: torch.device | None = None) -> Tensor:
@@ -350,14 +365,7 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
         bar = _progress(n_batches, f"epoch {epoch + 1}/{t.epochs}", progress and place.is_main)
         for batch in _batches(train_rows, t.batch_size, order_gen, place.world):
             local = batch[place.rank::place.world][:local_batch]
-            x, boxes = _gather(data, local, dev)
-            with _autocast(dev, t.bf16):
-                out = net(x, boxes)
-            parts = loss_fn(out, data.positive[local], data.weight[local], data.reliable[local], config.model.spl)
-            optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
+            parts = train_step(net, optimizer, loss_fn, data, local, config, dev)
             for key, value in [("loss", parts.total.detach()), *parts.parts.items()]:
                 sums[key] = sums.get(key, 0.0) + value
             steps += 1
