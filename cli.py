@@ -59,12 +59,19 @@ def _add_ontology_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="ontology file (RDF/XML, Turtle or OWL/XML); default: the shipped ontology/lesion.owl",
     )
+    parser.add_argument(
+        "--mappings",
+        metavar="SSSOM",
+        action="append",
+        default=[],
+        help="SSSOM TSV file of mappings to standard codes (skos:exactMatch/closeMatch) to attach (repeatable)",
+    )
 
 
-def _load_ontology(args: argparse.Namespace):  # -> ontology.Ontology
+def _load_ontology(args: argparse.Namespace, strict: bool = True):  # -> ontology.Ontology
     from ontology import load_ontology
 
-    return load_ontology(getattr(args, "ontology", None))
+    return load_ontology(getattr(args, "ontology", None), strict=strict, mappings=getattr(args, "mappings", []))
 
 
 # --------------------------------------------------------------------------- ontology
@@ -148,9 +155,7 @@ def _cmd_ontology_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_ontology_check(args: argparse.Namespace) -> int:
-    from ontology import load_ontology
-
-    onto = load_ontology(args.ontology, strict=False)  # report a cycle instead of failing on it
+    onto = _load_ontology(args, strict=False)  # report a cycle instead of failing on it
     report = onto.check(reasoner=not args.no_reasoner)
     for line in report.lines():
         print(line)

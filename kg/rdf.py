@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
-from rdflib.namespace import DCTERMS, OWL, PROV, RDF, RDFS, XSD
+from rdflib.namespace import DCTERMS, OWL, PROV, RDF, RDFS, SKOS, XSD
 
 from kg import vocab
 from kg.records import (
@@ -264,6 +264,7 @@ def prediction_ntriples(
     """
     resolver = LabelResolver(onto)
     activities: set[str] = set()
+    mapped: set[str] = set()
     for where, record in numbered(records):
         try:
             pred = parse_prediction(record, resolver, where)
@@ -277,7 +278,22 @@ def prediction_ntriples(
         if activity_id not in activities:
             activities.add(activity_id)
             yield from _activity_lines(activity_id, pred.model, pred.ontology_version)
+        yield from _mapping_lines(onto, pred.labels.class_iris, mapped)
         yield text
+
+
+def _mapping_lines(onto: OntologyLike, class_iris: Iterable[str], done: set[str]) -> Iterator[str]:
+    """``<class> skos:exactMatch|closeMatch <code>`` once per label class, from the ontology's
+    mappings (SSSOM files attached with ``--mappings``), so a prediction carries its codes."""
+    mappings = getattr(onto, "mappings", None)
+    if mappings is None:
+        return
+    for class_iri in class_iris:
+        if class_iri in done:
+            continue
+        done.add(class_iri)
+        for m in mappings(class_iri):
+            yield _line(_iri(class_iri), _iri(f"{SKOS}{m.predicate}"), _iri(m.object_iri))
 
 
 # ----------------------------------------------------------------- mined sentences

@@ -20,6 +20,7 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.collection import Collection
 
 from ontology.errors import OntologyError, UnknownLabelError
+from ontology.sssom import Mapping, add_mappings_to_graph, mappings_in_graph, read_sssom
 from ontology.reasoning import (
     Pair,
     add_composite_exclusions,
@@ -168,6 +169,7 @@ class Ontology:
         self._exclusive = {n: frozenset(v - {n}) for n, v in exclusive.items()}
         self.unsatisfiable = unsatisfiable_terms(self.graph, self.stated_exclusions)
         self._lookup = self._build_lookup()
+        self._mappings = mappings_in_graph(self.rdf, set(self._by_iri))
 
     # ------------------------------------------------------------------ reading
 
@@ -333,6 +335,21 @@ class Ontology:
     def category(self, name: str) -> str:
         return self.terms[self._name(name)].category
 
+    def mappings(self, name: str) -> list[Mapping]:
+        """The term's mappings to standard codes (skos:exactMatch / closeMatch), with provenance."""
+        return list(self._mappings.get(self.iri(name), ()))
+
+    def attach_mappings(self, sssom_path: str | Path) -> int:
+        """Add the mappings of an SSSOM TSV file (to this object's graph); returns how many.
+
+        The content digest (``version``) does not change: mappings name codes for terms,
+        they do not change what any term means to training or mining.
+        """
+        _meta, found = read_sssom(sssom_path, set(self._by_iri))
+        add_mappings_to_graph(self.rdf, found)
+        self._mappings = mappings_in_graph(self.rdf, set(self._by_iri))
+        return len(found)
+
     def label_set(self, name: str = "lesanet171") -> list[str]:
         """The named label set in its official order."""
         if name not in LABEL_SETS:
@@ -423,6 +440,8 @@ class Ontology:
             "exclusive_pairs": len(self.exclusive_pairs()),
             "stated_exclusions": len(self.stated_exclusions),
             "composites": sorted(t.name for t in self.terms.values() if t.composite_of),
+            "mapped_terms": len(self._mappings),
+            "mappings": sum(len(v) for v in self._mappings.values()),
             "unsatisfiable": sorted(self.unsatisfiable),
         }
 
@@ -471,6 +490,8 @@ class Ontology:
                         "lesanet_index": t.lesanet_index,
                         "parents": sorted(self.asserted.successors(name)),
                         "composite_of": list(t.composite_of),
+                        "definition": t.definition,
+                        "mappings": [m.as_dict() for m in self.mappings(name)],
                         "stated_exclusive": sorted(
                             b if a == name else a for a, b in self.stated_exclusions if name in (a, b)
                         ),
@@ -480,21 +501,33 @@ class Ontology:
         raise ValueError(f"unknown export format {fmt!r}; use owl, ttl or json")
 
 
-_CACHE: dict[tuple[str, float], Ontology] = {}
+_CACHE: dict[tuple, Ontology] = {}
 
 
-def load_ontology(path: str | Path | None = None, *, strict: bool = True) -> Ontology:
+def _file_key(path: Path) -> tuple[str, float]:
+    return (str(path.resolve()), path.stat().st_mtime)
+
+
+def load_ontology(
+    path: str | Path | None = None, *, strict: bool = True, mappings: Sequence[str | Path] = ()
+) -> Ontology:
     """Load (once per file version) the ontology at ``path``, default the shipped one.
 
     ``strict=False`` records a subclass cycle as a problem for ``check()`` instead of raising.
+    ``mappings``: SSSOM TSV files whose skos:exactMatch / closeMatch mappings are attached.
     """
     file = Path(path) if path is not None else SHIPPED_OWL
     if not file.is_file():
         raise OntologyError(f"{file}: ontology file not found")
-    key = (str(file.resolve()), file.stat().st_mtime)
+    for mapping in mappings:
+        if not Path(mapping).is_file():
+            raise OntologyError(f"{mapping}: mapping file not found")
+    key = (_file_key(file), *(_file_key(Path(m)) for m in mappings))
     if strict and key in _CACHE:
         return _CACHE[key]
     ontology = Ontology(_read_rdf(file), str(file), strict=strict)
+    for mapping in mappings:
+        ontology.attach_mappings(mapping)
     if strict:
         _CACHE[key] = ontology
     return ontology
