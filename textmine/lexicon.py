@@ -23,6 +23,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 import yaml
 
+from textmine.derive import derivations
 from textmine.tokens import SKIPPED_WORDS, Piece
 
 
@@ -299,9 +300,12 @@ def build_lexicon(onto: OntologyLike, extra_words: Iterable[str] = ()) -> Lexico
             )
         by_phrase[phrase.lower()] = label
 
+    derived = derivations(onto, by_phrase, blocked=[*blocked, *(w.lower() for w in extra_words)])
     vocabulary: set[str] = set()
     for phrase in by_phrase:
         vocabulary.update(phrase_words(phrase))
+    for d in derived:
+        vocabulary.update(phrase_words(d.phrase))
     for phrase in extra_words:
         vocabulary.update(phrase_words(phrase))
     normalizer = Normalizer(vocabulary, blocked)
@@ -317,6 +321,10 @@ def build_lexicon(onto: OntologyLike, extra_words: Iterable[str] = ()) -> Lexico
         return LexiconEntry(label, term.iri, term.category)
 
     entries = {key: entry_for(label) for key, label in plain.items()}
+    for d in derived:  # generated forms never override a name, synonym or lexicon.yaml entry
+        key = tuple(normalizer(w) for w in phrase_words(d.phrase))
+        if d.labels and key and key not in entries:
+            entries[key] = _multi_label_entry(onto, d.labels, len(key))
     _add_nested_types(entries, onto, frozenset({"not", "no", "without"}))
     return Lexicon(
         entries,
@@ -324,6 +332,13 @@ def build_lexicon(onto: OntologyLike, extra_words: Iterable[str] = ()) -> Lexico
         frozenset(normalizer(str(w).lower()) for w in data.get("laterality_words", [])),
         frozenset(normalizer(str(w).lower()) for w in data.get("position_words", [])),
     )
+
+
+def _multi_label_entry(onto: OntologyLike, labels: Sequence[str], length: int) -> LexiconEntry:
+    """One phrase implying several labels: the first is the entry, the others span the same words."""
+    first, *others = (onto.terms[label] for label in labels)
+    nested = tuple((0, length, t.name, t.iri, t.category, None) for t in others)
+    return LexiconEntry(first.name, first.iri, first.category, nested)
 
 
 def _add_nested_types(
@@ -356,4 +371,4 @@ def _add_nested_types(
                     nested.append((offset, length, inner.label, inner.iri, inner.category, None))
                 break
         if nested:
-            entries[key] = LexiconEntry(entry.label, entry.iri, entry.category, tuple(nested))
+            entries[key] = LexiconEntry(entry.label, entry.iri, entry.category, entry.nested + tuple(nested))

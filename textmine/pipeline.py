@@ -22,6 +22,7 @@ from textmine.context import (
     check_bookmarks,
     load_cues,
 )
+from textmine.derive import NameComposer
 from textmine.lexicon import Lexicon, Mention, OntologyLike, build_lexicon
 from textmine.records import InputRecord, MinedSentence
 from textmine.tokens import Piece, PieceSplitter, tokenizer_nlp
@@ -58,6 +59,7 @@ class LabelMiner:
 
             self.model = RelationModel.load(model_path)
         self._expand_cache: dict[frozenset[str], frozenset[str]] = {}
+        self.composer = NameComposer(onto, self.lexicon.laterality_words)
 
     # ------------------------------------------------------------------ API
     def mine(self, texts: Sequence[str], expand: bool = False) -> list[MinedSentence]:
@@ -109,17 +111,25 @@ class LabelMiner:
         for mention in mentions:
             if mention.forced is not None:
                 mention.relation, mention.cue = mention.forced, mention.text
-        relevant, uncertain, irrelevant = self.label_lists(mentions, expand)
+        relevant, uncertain, irrelevant = self.label_lists(mentions, expand, pieces)
         return MinedSentence(record.id, text, mentions, relevant, uncertain, irrelevant, lesion_idx, record.line)
 
-    def label_lists(self, mentions: Sequence[Mention], expand: bool) -> tuple[list[str], list[str], list[str]]:
-        """Relevant, uncertain and irrelevant label names; expanded (ancestors, composites) on request."""
+    def label_lists(
+        self, mentions: Sequence[Mention], expand: bool, pieces: Sequence[Piece] = ()
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Relevant, uncertain and irrelevant label names; expanded (ancestors, composites) on request.
+
+        Expansion also infers the name composites (``textmine.derive.name_composites``) from the
+        mentions of one relation set: hilum + lymphadenopathy -> hilum lymph node.
+        """
         rel = {m.label for m in mentions if m.relation == RELEVANT}
         unc = {m.label for m in mentions if m.relation == UNCERTAIN} - rel
         irr = {m.label for m in mentions if m.relation == IRRELEVANT}
         if expand:
-            rel_x = self.expand(rel)
-            unc = self.expand(rel | unc) - rel_x
+            rel_m = [m for m in mentions if m.relation == RELEVANT]
+            both_m = rel_m + [m for m in mentions if m.relation == UNCERTAIN]
+            rel_x = self.expand(rel | self.composer.infer(rel_m, pieces))
+            unc = self.expand(rel | unc | self.composer.infer(both_m, pieces)) - rel_x
             rel = rel_x
         irr -= rel | unc
         return _ordered(rel), _ordered(unc), _ordered(irr)
