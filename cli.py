@@ -123,6 +123,23 @@ def _add_ontology(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=None, help="output file (default stdout)")
     p.set_defaults(func=_cmd_ontology_export)
 
+    p = gsub.add_parser("report", help="quality checks at ERROR / WARN / INFO levels (like ROBOT report); exit 1 on ERROR")
+    _add_ontology_option(p)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--fail-on", choices=["ERROR", "WARN", "none"], default="ERROR",
+                   help="exit 1 when a problem at this level or worse is found (default ERROR)")
+    p.add_argument("-o", "--output", default=None, help="output file (default stdout)")
+    p.set_defaults(func=_cmd_ontology_report)
+
+    p = gsub.add_parser("diff", help="what an edit changed: terms, and its effect on a label JSON, a cache, a run")
+    p.add_argument("old", metavar="OLD", help="ontology before the edit")
+    p.add_argument("new", metavar="NEW", help="ontology after the edit")
+    p.add_argument("--labels", metavar="JSON", help="label/split JSON: labels changing meaning, training targets changing")
+    p.add_argument("--cache", metavar="DIR", action="append", default=[], help="patch cache to test for staleness (repeatable)")
+    p.add_argument("--run", metavar="DIR", action="append", default=[], help="run directory to test for staleness (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_ontology_diff)
+
 
 def _cmd_ontology_import(args: argparse.Namespace) -> int:
     from ontology.xlsx_import import import_xlsx
@@ -194,6 +211,48 @@ def _cmd_ontology_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_ontology_report(args: argparse.Namespace) -> int:
+    from ontology.model import SHIPPED_OWL, _read_rdf
+    from ontology.quality import quality_report
+
+    def attach_mappings(onto) -> None:
+        for mapping in args.mappings:
+            onto.attach_mappings(mapping)
+
+    path = Path(args.ontology) if args.ontology else SHIPPED_OWL
+    report = quality_report(_read_rdf(path), str(path), attach=attach_mappings)
+    if args.format == "json":
+        text = json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
+    else:
+        text = report.table()
+    _emit(text, args.output)
+    return EXIT_ERROR if report.failed(args.fail_on) else EXIT_OK
+
+
+def _cmd_ontology_diff(args: argparse.Namespace) -> int:
+    from ontology import load_ontology
+    from ontology.diff import diff_ontologies, label_effect, staleness
+
+    old, new = load_ontology(args.old), load_ontology(args.new)
+    result = diff_ontologies(old, new)
+    if args.labels:
+        result.downstream = label_effect(old, new, args.labels)
+    result.staleness = [staleness("cache", d, old, new) for d in args.cache]
+    result.staleness += [staleness("run", d, old, new) for d in args.run]
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        print("\n".join(result.lines()))
+    return EXIT_OK
+
+
+def _warn_ontology_version(what: str, recorded: str, onto) -> None:
+    """One warning naming both versions when a run or cache was made with another ontology."""
+    if recorded != onto.version:
+        _warn_line(f"{what} was made with ontology {recorded}, but {onto.source} is {onto.version}; "
+                   "`lesanet ontology diff` shows what changed")
+
+
 # --------------------------------------------------------------------------- train / model (LesaNet)
 
 
@@ -211,6 +270,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: all cores; 1 is faster when other jobs share the cores)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip the final step: per-label thresholds calibrated on the val split "
+                        "(RUN/thresholds.json, as `evaluate --calibrate`), which predict then uses")
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_train)
 
@@ -231,8 +293,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    onto = _load_ontology(args)
+    if args.resume and (Path(args.output) / "run.json").is_file():
+        from vision.checkpoint import read_run_info
+
+        _warn_ontology_version(args.output, read_run_info(args.output).ontology_version, onto)
     run_dir = train(config, args.data, args.output, epochs=args.epochs, resume=args.resume,
-                    device=args.device, progress=not args.quiet, onto=_load_ontology(args))
+                    device=args.device, progress=not args.quiet, onto=onto)
     if int(os.environ.get("RANK", "0")) == 0:
         lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         last = json.loads(lines[-1]) if lines else {}
@@ -240,7 +307,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         val = f", val mean AUC {auc:.3f}, mean F1 {f1:.3f}" if auc is not None and f1 is not None else ""
         print(f"wrote {run_dir}: epoch {last.get('epoch', 0)}, loss {last.get('loss', float('nan')):.4f}{val}",
               file=sys.stderr)
+        if not args.no_calibrate:
+            _calibrate_after_training(run_dir, args)
     return EXIT_OK
+
+
+def _calibrate_after_training(run_dir: str | Path, args: argparse.Namespace) -> None:
+    """Thresholds on val, so that a fresh run predicts with calibrated decisions."""
+    from vision import evaluate
+    from vision.infer import load_predictor
+
+    predictor = load_predictor(run_dir, device=args.device, onto=_load_ontology(args), use_thresholds=False)
+    try:
+        doc = evaluate.calibrate_thresholds(predictor, args.data)
+    except evaluate.EvaluationError as exc:
+        print(f"lesanet: note: thresholds not calibrated ({exc}); predict decides at 0.5", file=sys.stderr)
+        return
+    print(f"calibrated {len(doc['labels'])} thresholds on val ({doc['n_lesions']} lesions) -> "
+          f"{Path(run_dir) / evaluate.THRESHOLDS_FILE}", file=sys.stderr)
 
 
 def _add_model(sub: argparse._SubParsersAction) -> None:
@@ -275,6 +359,40 @@ def _add_kg_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="SPARQL 1.1 update URL of the endpoint (default: its /query or /sparql replaced by /update)")
     parser.add_argument("--token-file", metavar="FILE", default=None,
                         help="file holding the bearer token sent with updates (kg serve --token-file)")
+
+
+def _add_kg_limit_options(parser: argparse.ArgumentParser, server: bool) -> None:
+    """Limits on user SPARQL (kg.guard.QueryLimits); the defaults are stated in --help."""
+    from kg.guard import DEFAULT_LIMITS as d
+
+    group = parser.add_argument_group("query limits (a query past one is stopped and the reply names the limit)")
+    group.add_argument("--timeout", type=float, default=d.timeout_s, metavar="S",
+                       help=f"seconds one query may run (default {d.timeout_s:g})")
+    group.add_argument("--max-rows", type=int, default=d.max_rows, metavar="N",
+                       help=f"result rows, or triples of CONSTRUCT/DESCRIBE (default {d.max_rows:,})")
+    group.add_argument("--max-bytes", type=int, default=d.max_bytes, metavar="N",
+                       help=f"serialised result size in bytes (default {d.max_bytes:,})")
+    group.add_argument("--max-memory", type=int, default=d.max_memory_mib, metavar="MIB",
+                       help=f"memory of the query's worker process in MiB (default {d.max_memory_mib})")
+    group.add_argument("--max-query-chars", type=int, default=d.max_chars, metavar="N",
+                       help=f"length of the query text (default {d.max_chars:,})")
+    group.add_argument("--max-depth", type=int, default=d.max_depth, metavar="N",
+                       help=f"nesting of {{ }} ( ) [ ] in the query (default {d.max_depth})")
+    group.add_argument("--allow-service", action="store_true",
+                       help="run SERVICE clauses (and LOAD in updates), which fetch remote data; default: refused")
+    if server:
+        group.add_argument("--workers", type=int, default=2, metavar="N",
+                           help="query worker processes, i.e. queries run at once (default 2; 1 with --token-file)")
+        group.add_argument("--max-connections", type=int, default=32, metavar="N",
+                           help="connections served at once; more get HTTP 503 (default 32)")
+
+
+def _kg_limits(args: argparse.Namespace):  # -> kg.guard.QueryLimits
+    from kg.guard import QueryLimits
+
+    return QueryLimits(max_chars=args.max_query_chars, max_depth=args.max_depth, timeout_s=args.timeout,
+                       max_rows=args.max_rows, max_bytes=args.max_bytes, max_memory_mib=args.max_memory,
+                       allow_service=args.allow_service)
 
 
 def _read_token(path: str | None) -> str | None:
@@ -322,6 +440,7 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     _add_kg_backend_options(p)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("-o", "--output", default=None, help="write the result here (default stdout)")
+    _add_kg_limit_options(p, server=False)
     p.set_defaults(func=_cmd_kg_query)
 
     p = gsub.add_parser("find", help="canned queries with bound parameters (e.g. --label \"lung nodule\")")
@@ -353,6 +472,7 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7879, help="TCP port (0 = any free port; default 7879)")
     p.add_argument("--token-file", metavar="FILE", default=None,
                    help="accept SPARQL updates bearing this token (Authorization: Bearer); default: refuse updates")
+    _add_kg_limit_options(p, server=True)
     p.set_defaults(func=_cmd_kg_serve)
 
 
@@ -395,7 +515,18 @@ def _cmd_kg_query(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.file is None):
         raise CommandError("give the query text or -f FILE (one of them)")
     text = args.query if args.file is None else Path(args.file).read_text(encoding="utf-8")
-    result = _kg_backend(args, read_only=True).query(text)
+    limits = _kg_limits(args)
+    if args.endpoint:  # the server applies its own limits; here: the checks and the time limit
+        from kg.endpoint import SparqlEndpoint
+        from kg.guard import check_sparql
+
+        check_sparql(text, limits)
+        endpoint = SparqlEndpoint(args.endpoint, args.update_url, _read_token(args.token_file), timeout=limits.timeout_s)
+        result = endpoint.query(text)
+    else:  # in a worker process: an engine crash or a runaway query is a clear error
+        from kg.pool import query_store
+
+        result = query_store(args.store, text, limits)
     _emit(result.render(args.format), args.output)
     return EXIT_OK
 
@@ -454,62 +585,121 @@ def _cmd_kg_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_kg_serve(args: argparse.Namespace) -> int:
-    from kg.server import serve
+    from kg.server import ServerConfig, serve
 
-    serve(args.store, args.port, _read_token(args.token_file))
+    config = ServerConfig(limits=_kg_limits(args), workers=args.workers, max_connections=args.max_connections)
+    serve(args.store, args.port, _read_token(args.token_file), config=config)
     return EXIT_OK
 
 
 # --------------------------------------------------------------------------- evaluate / ablate / predict / embed / retrieve
 
 
+_VOLUME_FLAGS = ("image", "nifti", "dicom")
+_INPUT_FLAGS = ("deeplesion", "png", *_VOLUME_FLAGS)
+
+
 def _add_image_inputs(p: argparse.ArgumentParser) -> None:
     """The lesion-input flags shared by predict and retrieve."""
     g = p.add_argument_group("lesion input (one of)")
+    g.add_argument("--image", metavar="PATH",
+                   help="CT volume in HU: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
+                        "a DICOM file or a DICOM series folder")
+    g.add_argument("--nifti", metavar="FILE", help="same as --image (kept for scripts)")
+    g.add_argument("--dicom", metavar="DIR", help="same as --image (kept for scripts)")
+    g.add_argument("--series", metavar="UID", help="SeriesInstanceUID when the DICOM folder holds several series")
     g.add_argument("--deeplesion", metavar="DIR", help="DeepLesion-format folder (DL_info.csv + Images_png/)")
     g.add_argument("--lesion", type=int, nargs="+", metavar="IDX", help="DL_info.csv row(s), with --deeplesion")
-    g.add_argument("--nifti", metavar="FILE", help="NIfTI CT volume in HU (.nii / .nii.gz)")
-    g.add_argument("--dicom", metavar="DIR", help="folder with one DICOM CT series")
-    g.add_argument("--series", metavar="UID", help="SeriesInstanceUID when --dicom holds several series")
     g.add_argument("--png", metavar="FILE", help="DeepLesion 16-bit PNG slice (neighbours NNN.png beside it are used)")
     g.add_argument("--spacing", metavar="MM", help="with --png: pixel spacing MM, X,Y or X,Y,Z (Z = slice interval)")
-    g.add_argument("--slice", type=int, metavar="N", help="key slice index (0-based) in --nifti / --dicom")
-    g.add_argument("--box", metavar="X1,Y1,X2,Y2", help="lesion box in pixels of the key slice")
-    g.add_argument("--boxes", metavar="FILE", help="one lesion a line: slice, x1, y1, x2, y2")
+    g = p.add_argument_group(
+        "where the lesion is on --image (one of)",
+        "File voxel indices are the file's own, as numpy / nibabel / ITK-SNAP / 3D Slicer\n"
+        "show them (a DICOM folder: ITK's series order, by position along the slice normal).\n"
+        "World coordinates are mm in DICOM's patient frame (LPS), or RAS with --ras.")
+    g.add_argument("--slice", type=int, metavar="K", help="key slice: index along the file's third axis (0-based)")
+    g.add_argument("--box", metavar="X1,Y1,X2,Y2",
+                   help="with --slice: lesion box, X along the file's first axis, Y along its second (0-based)")
+    g.add_argument("--boxes", metavar="FILE", help="one lesion a line: slice, x1, y1, x2, y2 (file voxel indices)")
+    g.add_argument("--world-box", nargs="+", metavar="MM",
+                   help="two opposite box corners in mm: X1 Y1 Z1 X2 Y2 Z2 (or --world-box=X1,Y1,Z1,X2,Y2,Z2)")
+    g.add_argument("--world-point", nargs="+", metavar="MM", help="lesion centre in mm: X Y Z, with --size")
+    g.add_argument("--size", type=float, metavar="MM", help="with --world-point: the lesion's long diameter in mm")
+    g.add_argument("--ras", action="store_true", help="world coordinates are RAS (nibabel, NIfTI) instead of LPS")
+    g.add_argument("--mask", metavar="PATH",
+                   help="mask / label image on the image's grid: each connected component (or label value) "
+                        "is one lesion, on its largest axial cross-section")
+    g.add_argument("--mask-label", type=int, metavar="N", help="with --mask: only voxels of label N")
+    g.add_argument("--mask-by", choices=["component", "label"], default="component",
+                   help="with --mask: one lesion per connected component (default) or per label value")
+    g.add_argument("--force", action="store_true",
+                   help="accept a DICOM Modality other than CT and values that do not look like HU "
+                        "(e.g. a crop without air)")
+
+
+def _volume_path(args: argparse.Namespace) -> str | None:
+    given = [getattr(args, name) for name in _VOLUME_FLAGS if getattr(args, name, None)]
+    return given[0] if given else None
+
+
+def _volume_locations(args: argparse.Namespace) -> list:
+    """The lesion locations given on the command line for a CT volume (vision.locate)."""
+    from vision import inputs, locate
+
+    frame = "RAS" if args.ras else "LPS"
+    forms = [name for name, on in (("--slice/--box", args.box or args.slice is not None), ("--boxes", args.boxes),
+                                   ("--world-box", args.world_box), ("--world-point", args.world_point),
+                                   ("--mask", args.mask)) if on]
+    if len(forms) != 1:
+        raise CommandError("say where the lesion is with one of --slice K --box X1,Y1,X2,Y2, --boxes FILE, "
+                           f"--world-box, --world-point (with --size) or --mask (got {', '.join(forms) or 'none'})")
+    if args.boxes:
+        return [locate.VoxelBox(k, box) for k, box in inputs.read_boxes_file(args.boxes)]
+    if args.world_box:
+        return [locate.parse_world_box(" ".join(args.world_box), frame)]
+    if args.world_point:
+        return [locate.parse_world_point(" ".join(args.world_point), args.size, frame)]
+    if args.mask:
+        return [locate.MaskLesions(args.mask, args.mask_label, args.mask_by)]
+    if args.box is None or args.slice is None:
+        raise CommandError("--slice K and --box X1,Y1,X2,Y2 go together (file voxel indices)")
+    return [locate.VoxelBox(args.slice, inputs.parse_box(args.box))]
+
+
+def _check_single_input(args: argparse.Namespace, also: Sequence[str] = ()) -> str:
+    given = [name for name in (*_INPUT_FLAGS, *also) if getattr(args, name, None)]
+    if len(given) != 1:
+        raise CommandError("give exactly one input: --image PATH (or --nifti / --dicom), --deeplesion DIR "
+                           f"--lesion IDX, --png FILE{', --manifest CSV' if 'manifest' in also else ''}"
+                           f"{' (got ' + ', '.join('--' + g for g in given) + ')' if given else ''}")
+    return given[0]
 
 
 def _lesion_inputs(args: argparse.Namespace) -> list:
-    from vision import infer
+    """LesionInputs of the command line's one image input (no model needed: errors come first)."""
+    from vision import inputs
 
-    given = [name for name in ("deeplesion", "nifti", "dicom", "png") if getattr(args, name, None)]
-    if len(given) != 1:
-        raise CommandError("give exactly one input: --deeplesion DIR --lesion IDX, --nifti FILE, --dicom DIR or --png FILE")
-    source = given[0]
+    source = _check_single_input(args)
     if source == "deeplesion":
         if not args.lesion:
             raise CommandError("--deeplesion needs --lesion IDX (a DL_info.csv row)")
-        return infer.deeplesion_inputs(args.deeplesion, args.lesion, getattr(args, "dataset", "deeplesion"))
-    if args.boxes and (args.box or args.slice is not None):
-        raise CommandError("give either --boxes FILE or --slice N --box X1,Y1,X2,Y2, not both")
+        return inputs.deeplesion_inputs(args.deeplesion, args.lesion, getattr(args, "dataset", "deeplesion"))
     if source == "png":
         if not args.spacing:
             raise CommandError("--png needs --spacing MM (pixel spacing; X,Y,Z with the slice interval)")
+        if args.boxes and (args.box or args.slice is not None):
+            raise CommandError("give either --boxes FILE or --box X1,Y1,X2,Y2, not both")
         if args.boxes:
-            boxes = [box for _, box in infer.read_boxes_file(args.boxes)]
+            boxes = [box for _, box in inputs.read_boxes_file(args.boxes)]
         elif args.box:
-            boxes = [infer.parse_box(args.box)]
+            boxes = [inputs.parse_box(args.box)]
         else:
             raise CommandError("--png needs --box X1,Y1,X2,Y2 (or --boxes FILE)")
-        return infer.png_inputs(args.png, args.spacing, boxes)
-    if args.boxes:
-        boxes = infer.read_boxes_file(args.boxes)
-    elif args.box and args.slice is not None:
-        boxes = [(args.slice, infer.parse_box(args.box))]
-    else:
-        raise CommandError(f"--{source} needs --slice N --box X1,Y1,X2,Y2 (or --boxes FILE)")
-    if source == "nifti":
-        return infer.nifti_inputs(args.nifti, boxes)
-    return infer.dicom_inputs(args.dicom, boxes, series=args.series)
+        return inputs.png_inputs(args.png, args.spacing, boxes)
+    from vision import locate
+
+    return locate.image_inputs(_volume_path(args), _volume_locations(args), series=args.series, force=args.force,
+                               warn=_warn_line)
 
 
 def _warn_line(message: str) -> None:
@@ -547,6 +737,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.decision == "top-k" and not args.top_k:
         raise CommandError("--decision top-k needs --top-k K")
     predictor = load_predictor(args.run, onto=_load_ontology(args), use_thresholds=not args.calibrate)
+    _warn_ontology_version(args.run, predictor.info.ontology_version, predictor.onto)
     if args.calibrate or (args.decision == "calibrated" and not predictor.calibrated):
         doc = evaluate.calibrate_thresholds(predictor, args.data)
         print(f"calibrated {len(doc['labels'])} thresholds on val ({doc['n_lesions']} lesions) -> "
@@ -636,17 +827,43 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+EXIT_SOME_FAILED = 3  # predict --manifest: some rows failed, the others were predicted
+
+_PREDICT_EPILOG = """\
+examples:
+  lesanet predict RUN --image ct.nii.gz --slice 33 --box 210,190,260,241
+  lesanet predict RUN --image dicom/ --world-box -60 -20 -140 -35 5 -140
+  lesanet predict RUN --image ct.nrrd --world-point 12.5 -40 -128 --size 22
+  lesanet predict RUN --image ct.nii.gz --mask lesions.nii.gz --json
+  lesanet predict RUN --manifest lesions.csv --jsonl -o predictions.jsonl
+
+--slice / --box are the file's own voxel indices (K along its third axis, X along the
+first, Y along the second), as numpy, nibabel, ITK-SNAP and 3D Slicer show them; every
+record's source gives back slice, box_px (same indices), center_mm (LPS) and, for DICOM,
+the key slice's sop_instance_uid. The manifest is a CSV with a header: image, and per row
+one of slice+box, world_box, world_point+size_mm, mask (see docs/data.md).
+
+exit codes: 0 every lesion predicted; 1 a clear error, or no manifest row succeeded;
+2 bad usage; 3 some manifest rows failed (each reported on stderr with its row number),
+the others predicted and written."""
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="label lesions on CT: every label with score and decision, most specific first")
+    p = sub.add_parser("predict", help="label lesions on CT: every label with score and decision, most specific first",
+                       epilog=_PREDICT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="training run directory (thresholds.json used when calibrated)")
     _add_image_inputs(p)
+    p.add_argument("--manifest", metavar="CSV",
+                   help="or: many lesions over many volumes, one a row (one model load; bad rows reported, "
+                        "the rest predicted)")
     p.add_argument("--data", metavar="CACHE", help="or: predict every lesion of a patch cache split")
     p.add_argument("--split", default="test", help="with --data: train, val, test (default), hand or all")
     p.add_argument("--dataset", default="deeplesion", metavar="NAME",
                    help="with --data / --deeplesion: the dataset name in each record's source (e.g. phantom)")
     p.add_argument("--json", action="store_true", help="JSON prediction records (one object for one lesion)")
     p.add_argument("--jsonl", action="store_true", help="one JSON record a line")
-    p.add_argument("--top", type=int, default=10, metavar="N", help="table: decided labels plus the best undecided up to N")
+    p.add_argument("--top", type=int, default=10, metavar="N",
+                   help="table: at most N labels per lesion, decided first (default 10; JSON / RDF keep all)")
     p.add_argument("--exclusive-filter", action="store_true",
                    help="of two decided exclusive labels keep the higher-scoring (off by default, as in the paper)")
     p.add_argument("--embeddings", metavar="EMB", help="add the nearest lesions of this embeddings file (neighbors)")
@@ -660,19 +877,53 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _thresholds_note(predictor: Any, run: str) -> str:
+    """Which thresholds the decisions use (stderr), so a reader of the output knows."""
+    if not predictor.calibrated:
+        return (f"{run} has no thresholds.json; deciding at 0.5 for every label "
+                "(calibrate with `lesanet evaluate RUN --data CACHE --calibrate`)")
+    try:
+        doc = json.loads((Path(run) / "thresholds.json").read_text(encoding="utf-8"))
+        where = f"calibrated on {doc.get('calibrated_on', '?')} ({doc.get('n_lesions', '?')} lesions)"
+    except (OSError, ValueError):
+        where = "calibrated"
+    return f"thresholds: {Path(run) / 'thresholds.json'}, per-label, {where}"
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    # Inputs first (no torch): a bad flag, file or box is reported before the model loads.
+    batch = None
+    if args.manifest:
+        if args.data or any(getattr(args, n, None) for n in _INPUT_FLAGS):
+            raise CommandError("give either --manifest CSV or one image input / --data, not both")
+        from vision import manifest
+
+        rows, errors = manifest.read_manifest(args.manifest)
+        batch = manifest.prepare_manifest(args.manifest, rows, errors, force=args.force, warn=_warn_line)
+        for error in batch.errors:
+            print(f"lesanet: error: {error.message}", file=sys.stderr)
+        if not batch.lesion_ids:
+            raise CommandError(f"{args.manifest}: none of its {batch.rows} rows could be predicted")
+        inputs = None
+    elif args.data:
+        if any(getattr(args, n, None) for n in _INPUT_FLAGS):
+            raise CommandError("give either --data CACHE or one image input, not both")
+        inputs = None
+    else:
+        inputs = _lesion_inputs(args)
     from vision import infer
 
     predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args),
                                      exclusive_filter=args.exclusive_filter)
-    if not predictor.calibrated:
-        _warn_line(f"{args.run} has no thresholds.json; deciding at 0.5 (calibrate with `lesanet evaluate`)")
-    if args.data:
-        if any(getattr(args, n, None) for n in ("deeplesion", "nifti", "dicom", "png")):
-            raise CommandError("give either --data CACHE or one image input, not both")
+    _warn_ontology_version(args.run, predictor.info.ontology_version, predictor.onto)
+    print(f"lesanet: {'note' if predictor.calibrated else 'warning'}: {_thresholds_note(predictor, args.run)}",
+          file=sys.stderr)
+    if batch is not None:
+        prediction = infer.predict_patches(predictor, batch.lesion_ids, batch.sources, batch.patches, batch.boxes)
+    elif inputs is None:
         prediction = infer.predict_cache_full(predictor, args.data, args.split, dataset=args.dataset)
     else:
-        prediction = infer.predict_inputs(predictor, _lesion_inputs(args), warn=_warn_line)
+        prediction = infer.predict_inputs(predictor, inputs, warn=_warn_line)
     records = prediction.records
     if args.embeddings:
         from vision import retrieval
@@ -684,7 +935,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             hits = retrieval.neighbours(emb, vector, args.k, index=index)
             record["neighbors"] = [{"lesion_id": h["lesion_id"], "distance": h["distance"]} for h in hits]
     if args.json:
-        text = json.dumps(records[0] if len(records) == 1 else records, indent=2, ensure_ascii=False)
+        single = len(records) == 1 and batch is None  # a manifest always gives a list
+        text = json.dumps(records[0] if single else records, indent=2, ensure_ascii=False)
     elif args.jsonl:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     else:
@@ -699,6 +951,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from vision.figures import prediction_panels
 
         print(f"wrote {prediction_panels(infer.panel_lesions(prediction), args.patch_png)}", file=sys.stderr)
+    if batch is not None and batch.errors:
+        print(f"lesanet: {len(records)} lesions predicted; {len(batch.errors)} of {batch.rows} manifest rows failed "
+              "(listed above)", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return EXIT_OK
 
 
@@ -756,7 +1012,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args))
     retrieval.check_same_model(emb, predictor.info.checkpoint_sha256)
     if args.query_idx is not None:
-        if any(getattr(args, n, None) for n in ("deeplesion", "nifti", "dicom", "png")):
+        if any(getattr(args, n, None) for n in _INPUT_FLAGS):
             raise CommandError("give either --query-idx IDX or one image input, not both")
         row = emb.row_of(args.query_idx)
         query = retrieval.stored_query(emb, row)
@@ -925,6 +1181,22 @@ def _add_textmine(sub: argparse._SubParsersAction) -> None:
     engine_options(p)
     p.set_defaults(func=_cmd_textmine_eval)
 
+    p = gsub.add_parser("cv", help="k-fold cross-validation on hand-labeled gold: held-out-fold F1 and error classes")
+    p.add_argument("gold", metavar="GOLD", help="hand-labeled JSON (text, expanded_terms), e.g. hand_labeled_dev.json")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle (default 0)")
+    p.add_argument("--label-set", default=None, metavar="NAME", help="score only these labels (e.g. lesanet171)")
+    p.add_argument("--examples", type=int, default=0, metavar="N",
+                   help="also print N wrong texts of the training folds of fold 1 (what rules are designed from)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    engine_options(p)
+    p.set_defaults(func=_cmd_textmine_cv)
+
+    p = gsub.add_parser("derivations", help="list the word forms the derivational layer generates from the ontology")
+    p.add_argument("--grep", default=None, metavar="TEXT", help="only forms containing TEXT")
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_textmine_derivations)
+
     p = gsub.add_parser("train-relations", help="train the CNN relation classifier from annotated JSONL")
     p.add_argument("inputs", nargs="+", metavar="TRAIN.jsonl",
                    help="annotated sentences: text + mentions (start, end, relation), e.g. a phantom's sentences.jsonl")
@@ -1010,6 +1282,51 @@ def _cmd_textmine_eval(args: argparse.Namespace) -> int:
     for message in result["errors"]:
         print(f"lesanet textmine: {message}", file=sys.stderr)
     return EXIT_ERROR if result["errors"] else EXIT_OK
+
+
+def _cmd_textmine_cv(args: argparse.Namespace) -> int:
+    from textmine.crossval import cross_validate
+    from textmine.evaluate import load_hand_labeled
+
+    miner = _textmine_miner(args)
+    items = load_hand_labeled(args.gold)
+    if not 2 <= args.folds <= len(items):
+        raise CommandError(f"--folds must be between 2 and {len(items)} (the texts in {args.gold}), not {args.folds}")
+    labels = miner.onto.label_set(args.label_set) if args.label_set else None
+    cv = cross_validate(miner, items, args.folds, args.seed, labels)
+    result = cv.as_dict()
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    print(f"{len(items)} texts, {args.folds} folds (seed {args.seed}), labels: {args.label_set or 'all'}")
+    print(f"{'fold':>4} {'texts':>5} {'micro F1':>9} {'macro F1':>9}")
+    for i, f in enumerate(result["folds"], start=1):
+        print(f"{i:>4} {f['texts']:>5} {f['micro_f1']:>9.4f} {f['macro_f1']:>9.4f}")
+    m = result["cv_mean"]
+    print(f"CV mean of held-out folds: micro F1 {m['micro_f1']:.4f} ± {m['micro_sd']:.4f}, "
+          f"macro F1 {m['macro_f1']:.4f} ± {m['macro_sd']:.4f}")
+    w = result["whole"]
+    print(f"whole set:                 micro F1 {w['micro']['f1']:.4f}, macro F1 {w['macro']['f1']:.4f}")
+    print("error classes (wrong labels over all held-out folds):")
+    for name, count in result["error_classes"].items():
+        print(f"  {count:>4}  {name}")
+    for t in cv.training_errors(0)[: args.examples]:
+        print(f"- {t.text!r}: " + "; ".join(f"{c} {l}" for c, l in t.classes))
+    return EXIT_OK
+
+
+def _cmd_textmine_derivations(args: argparse.Namespace) -> int:
+    from textmine.derive import derivations, name_composites
+    from textmine.lexicon import known_phrases
+
+    onto = _load_ontology(args)
+    for d in derivations(onto, known_phrases(onto)):
+        if args.grep is None or args.grep.lower() in d.phrase:
+            print(f"{d.phrase}\t{', '.join(d.labels) or '-'}\t{d.rule}")
+    for c in name_composites(onto):
+        if args.grep is None or args.grep.lower() in c.term.lower():
+            print(f"[{c.location}] + [{c.head}]\t{c.term}\tname composite: the term's name is location + head, under both")
+    return EXIT_OK
 
 
 def _cmd_textmine_train(args: argparse.Namespace) -> int:

@@ -113,5 +113,15 @@ def short_form(cell: Cell) -> str:
     return value
 
 
+def parse_results(content_type: str, body: bytes) -> QueryResult:
+    """A SPARQL 1.1 JSON results or N-Triples body as a :class:`QueryResult`."""
+    if content_type.startswith("application/n-triples") or content_type.startswith("text/plain"):
+        return QueryResult(ntriples=body.decode("utf-8"))
+    data = json.loads(body)
+    if "boolean" in data:
+        return QueryResult(boolean=bool(data["boolean"]))
+    return QueryResult(variables=list(data["head"].get("vars", [])), rows=list(data["results"]["bindings"]))
+
+
 def from_rows(variables: Iterable[str], rows: Iterable[dict[str, Cell]]) -> QueryResult:
     return QueryResult(variables=list(variables), rows=list(rows))

@@ -25,6 +25,16 @@ from kg.results import Cell, QueryResult
 _LINES_PER_CHUNK = 20_000
 
 
+class ResultTooLarge(ValueError):
+    """A user query's result passed its row or byte limit (the message names the option)."""
+
+
+def _too_large(max_rows: int | None, max_bytes: int | None, rows_left: int, unit: str) -> None:
+    if max_rows is not None and rows_left < 0:
+        raise ResultTooLarge(f"the result has more than {max_rows:,} {unit} (--max-rows); add LIMIT or narrow the query")
+    raise ResultTooLarge(f"the result is over {max_bytes:,} bytes (--max-bytes); add LIMIT or select fewer variables")
+
+
 class SparqlBackend(Protocol):
     """What canned queries and the CLI need from a store or an endpoint."""
 
@@ -240,17 +250,44 @@ class LesionStore:
         store holds only the project graphs, so it is the same dataset the endpoint
         client asks a server for.
         """
-        dataset: dict[str, Any] = (
-            {"default_graph": [ox.NamedNode(g) for g in graphs]} if graphs else {"use_default_graph_as_union": True}
-        )
+        return self._collect(self._evaluate(bind_values(text, bindings or {}), graphs), None, None)
+
+    def query_limited(self, text: str, graphs: Iterable[str] | None, max_rows: int, max_bytes: int) -> QueryResult:
+        """A user query that stops (raises :class:`ResultTooLarge`) as soon as its result
+        passes ``max_rows`` rows/triples or about ``max_bytes`` of values, so a
+        ``SELECT * {?s ?p ?o}`` costs neither the time nor the memory of the whole store."""
+        return self._collect(self._evaluate(text, graphs), max_rows, max_bytes)
+
+    def _evaluate(self, text: str, graphs: Iterable[str] | None) -> Any:
+        graph_list = list(graphs or [])
         try:
-            result = self._store.query(bind_values(text, bindings or {}), prefixes=vocab.PREFIXES, **dataset)
+            dataset: dict[str, Any] = (
+                {"default_graph": [ox.NamedNode(g) for g in graph_list]}
+                if graph_list
+                else {"use_default_graph_as_union": True}
+            )
+            return self._store.query(text, prefixes=vocab.PREFIXES, **dataset)
         except SyntaxError as exc:
             raise ValueError(f"SPARQL syntax error: {exc}") from exc
+
+    @staticmethod
+    def _collect(result: Any, max_rows: int | None, max_bytes: int | None) -> QueryResult:
+        """Solutions as a :class:`QueryResult`; with limits (both or neither), raise
+        :class:`ResultTooLarge` at the first row past either."""
         if isinstance(result, ox.QueryBoolean):
             return QueryResult(boolean=bool(result))
+        limited = max_rows is not None and max_bytes is not None
+        rows_left, bytes_left = (max_rows, max_bytes) if limited else (0, 0)
         if isinstance(result, ox.QueryTriples):
-            return QueryResult(ntriples="".join(f"{t} .\n" for t in result))
+            lines = []
+            for triple in result:
+                lines.append(f"{triple} .\n")
+                if limited:
+                    rows_left -= 1
+                    bytes_left -= len(lines[-1])
+                    if rows_left < 0 or bytes_left < 0:
+                        _too_large(max_rows, max_bytes, rows_left, "triples")
+            return QueryResult(ntriples="".join(lines))
         variables = [v.value for v in result.variables]
         rows = []
         for solution in result:
@@ -260,6 +297,12 @@ class LesionStore:
                 if term is not None:
                     row[var] = _oxigraph_cell(term)
             rows.append(row)
+            if limited:
+                rows_left -= 1
+                # Values plus a JSON/CSV overhead per cell: an under-count; callers check the exact size.
+                bytes_left -= sum(len(cell["value"]) + 32 for cell in row.values())
+                if rows_left < 0 or bytes_left < 0:
+                    _too_large(max_rows, max_bytes, rows_left, "rows")
         return QueryResult(variables=variables, rows=rows)
 
     def update(self, text: str) -> None:
