@@ -780,8 +780,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="train the baseline, LesaNet and each 'without X' variant; combined Table 1")
     p.add_argument("--config", required=True, metavar="YAML", help="the full model's config")
-    p.add_argument("--data", required=True, metavar="CACHE")
+    p.add_argument("--data", default=None, metavar="CACHE", help="the patch cache (not with --seeds, which builds its own)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="one run per variant + table1.md/csv/json")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="the paper's conclusions over seeds 0..N-1: for each, a new phantom (built like the demo's) and "
+                        "training seed, every variant, --label-subsets if given, retrieval; then mean ± std and "
+                        "bootstrap intervals in DIR/summary.json and the --doc page. Finished seeds are skipped")
+    p.add_argument("--lesions", type=int, default=1500, metavar="N", help="with --seeds: phantom size (default 1500)")
+    p.add_argument("--workers", type=int, default=2, help="with --seeds: worker processes for synth and cache")
+    p.add_argument("--doc", default=None, metavar="MD",
+                   help="with --seeds: write the reproduction page here (e.g. docs/reproduction.md) and its plot beside it")
+    p.add_argument("--summary-only", action="store_true",
+                   help="with --seeds: train nothing; summarise the seeds finished so far and write --doc")
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="shorten every variant's schedule")
     p.add_argument("--variants", nargs="+", default=None, metavar="NAME",
                    help="subset of variants (default all; see --list)")
@@ -811,11 +821,17 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
+    minimums: list[int] = []
     if args.label_subsets:
         try:
             minimums = [int(v) for v in args.label_subsets.split(",")]
         except ValueError:
             raise CommandError(f"--label-subsets {args.label_subsets!r}: expected integers like 1000,500,100,0") from None
+    if args.seeds is not None:
+        return _ablate_seeds(args, config, onto, minimums)
+    if args.data is None:
+        raise CommandError("ablate needs --data CACHE (or --seeds N, which builds a phantom cache per seed)")
+    if args.label_subsets:
         outcome = ablate.run_label_subsets(config, args.data, args.output, minimums, epochs=args.epochs,
                                            onto=onto, progress=not args.quiet, resume=args.resume)
     else:
@@ -846,6 +862,66 @@ one of slice+box, world_box, world_point+size_mm, mask (see docs/data.md).
 exit codes: 0 every lesion predicted; 1 a clear error, or no manifest row succeeded;
 2 bad usage; 3 some manifest rows failed (each reported on stderr with its row number),
 the others predicted and written."""
+
+
+def _ablate_seeds(args: argparse.Namespace, config, onto, minimums: list[int]) -> int:
+    """`ablate --seeds N`: per seed a demo-built phantom cache, the ablation, subsets, retrieval; the summary."""
+    import shlex
+
+    import demo
+    from vision import reproduction
+
+    if args.seeds < 1:
+        raise CommandError("--seeds must be at least 1")
+    if args.data is not None:
+        raise CommandError("--seeds builds a phantom cache per seed; leave out --data")
+    if args.lesions < 50:
+        raise CommandError("--lesions must be at least 50 (train, validation and test need lesions)")
+    out = Path(args.output)
+
+    def seed_data(seed: int) -> demo.DemoConfig:
+        return demo.DemoConfig(out_dir=reproduction.seed_dir(out, seed), lesions=args.lesions, seed=seed,
+                               workers=args.workers)
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr)
+
+    seeds = list(range(args.seeds))
+    if not args.summary_only:
+        reproduction.run_seeds(
+            config, seeds, out, lambda seed, _: demo.prepare_data(seed_data(seed), main, log),
+            epochs=args.epochs, label_subsets=minimums, onto=onto, progress=not args.quiet, log=log)
+    command = "lesanet ablate " + " ".join(shlex.quote(a) for a in _ablate_argv(args))
+    template = demo.DemoConfig(out_dir=out / "seed-S", lesions=args.lesions, seed=0, workers=args.workers)
+    data = [step.command().replace("--seed 0", "--seed S") for step in demo.data_steps(template)]
+    commands = reproduction.Commands(ablate=command, data=data)
+    if args.doc:
+        summary, written = reproduction.write_reproduction(out, args.doc, onto, commands, requested_seeds=args.seeds)
+    else:
+        from vision.checkpoint import write_json_atomic
+
+        summary = reproduction.summarise(reproduction.load_seed_records(out))
+        written = [out / "summary.json"]
+        write_json_atomic(written[0], summary)
+    print(f"{len(summary['seeds'])} finished seed(s) of {args.seeds}: {', '.join(map(str, summary['seeds']))}")
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _ablate_argv(args: argparse.Namespace) -> list[str]:
+    """The `ablate --seeds` options that decide the figures (not --threads, --quiet, --summary-only)."""
+    argv = ["--config", str(args.config), "--seeds", str(args.seeds), "-o", str(args.output)]
+    if args.lesions != 1500:
+        argv += ["--lesions", str(args.lesions)]
+    if args.epochs is not None:
+        argv += ["--epochs", str(args.epochs)]
+    if args.label_subsets:
+        argv += ["--label-subsets", args.label_subsets]
+    if args.doc:
+        argv += ["--doc", str(args.doc)]
+    return argv
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -1389,6 +1465,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, metavar="YAML", help="model config (default configs/cpu-small.yaml)")
     p.add_argument("--epochs", type=int, default=None, help="train N epochs (schedule shortened proportionally)")
     p.add_argument("--workers", type=int, default=2, help="worker processes for synth and cache (default 2)")
+    p.add_argument("--ablate", action="store_true",
+                   help="also the one-seed ablation table (trains 8 variants: several times longer; off by default)")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -1404,6 +1482,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         model_config=Path(args.config) if args.config else demo.DEFAULT_CONFIG,
         epochs=args.epochs,
         workers=args.workers,
+        ablate=args.ablate,
     )
     result = demo.run_demo(cfg, main)
     checks = result.checks

@@ -35,7 +35,8 @@ from ontology import load_ontology  # noqa: E402
 from vision.cache import PatchCache, build_cache  # noqa: E402
 from vision.checkpoint import save_checkpoint  # noqa: E402
 from vision.config import load_config  # noqa: E402
-from vision.infer import deeplesion_inputs, input_patches, load_predictor, predict_inputs, score_patches  # noqa: E402
+from vision.infer import load_predictor, predict_inputs, score_patches  # noqa: E402
+from vision.inputs import deeplesion_inputs, input_patches  # noqa: E402
 from vision.model import LesaNet  # noqa: E402
 from vision.phantom import synthesize  # noqa: E402
 from vision.retrieval import ExactIndex, make_index  # noqa: E402

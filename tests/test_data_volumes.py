@@ -1,4 +1,4 @@
-"""NIfTI and DICOM volumes: HU, orientation and spacing read from the files."""
+"""NIfTI and DICOM volumes: HU, orientation and spacing read from the files (vision.volumes)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from vision.deeplesion import DataError
 from vision.preprocess import lesion_patch
-from vision.volumes import read_dicom_series, read_nifti, read_volume
+from vision.volumes import read_volume
 
 Z, ROWS, COLS = 5, 40, 50
 SPACING = (0.7, 0.8, 2.5)
@@ -69,7 +69,7 @@ def _write_dicom(folder, displayed, uid="1.2.3.4"):
 
 def test_dicom_series_orientation_hu_and_spacing(tmp_path, displayed):
     _write_dicom(tmp_path / "series", displayed)
-    volume = read_dicom_series(tmp_path / "series")
+    volume = read_volume(tmp_path / "series")
     np.testing.assert_array_equal(volume.hu, displayed)
     assert volume.spacing_mm == pytest.approx(SPACING)
     # a lesion given as slice index + box goes through the same preprocessing
@@ -80,11 +80,12 @@ def test_dicom_series_orientation_hu_and_spacing(tmp_path, displayed):
 
 def test_bad_volume_inputs_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no files"):
-        read_dicom_series(tmp_path / "empty")
+    with pytest.raises(DataError, match="no DICOM image series"):
+        read_volume(tmp_path / "empty")
     bad = tmp_path / "bad.nii"
     bad.write_bytes(b"nope")
     with pytest.raises(DataError, match="unreadable NIfTI"):
-        read_nifti(bad)
-    with pytest.raises(DataError, match="not a NIfTI"):
+        read_volume(bad)
+    # MetaImage is read now (vision.volumes reads every ITK CT format); a missing one is named
+    with pytest.raises(DataError, match="scan.mha: no such file"):
         read_volume(tmp_path / "scan.mha")

@@ -125,7 +125,8 @@ def test_prediction_records_follow_the_contract(tiny_run: TinyRun, predictor, sh
 
 
 def test_deeplesion_files_score_like_the_cache(tiny_run: TinyRun, predictor) -> None:
-    from vision.infer import deeplesion_inputs, predict_cache_full, predict_inputs
+    from vision.infer import predict_cache_full, predict_inputs
+    from vision.inputs import deeplesion_inputs
 
     cached = predict_cache_full(predictor, tiny_run.cache, "test")
     idxs = [r["lesion_idx"] for r in cached.cache_records[:3]]
@@ -137,7 +138,8 @@ def test_deeplesion_files_score_like_the_cache(tiny_run: TinyRun, predictor) -> 
 
 def test_png_path_and_bad_boxes(tiny_run: TinyRun, predictor) -> None:
     from vision.deeplesion import read_dl_info
-    from vision.infer import PredictError, deeplesion_inputs, png_inputs, predict_inputs
+    from vision.infer import predict_inputs
+    from vision.inputs import PredictError, deeplesion_inputs, png_inputs
 
     lesion = read_dl_info(tiny_run.phantom / "DL_info.csv").lesions[0]
     png = lesion.slice_path(tiny_run.phantom / "Images_png", lesion.key_slice)
@@ -170,7 +172,7 @@ def test_run_from_another_version_is_refused(tiny_run: TinyRun, tmp_path: Path) 
 
 
 def test_retrieval_puts_the_lesions_own_copy_first(tiny_run: TinyRun, predictor, tmp_path: Path) -> None:
-    from vision.infer import deeplesion_inputs
+    from vision.inputs import deeplesion_inputs
     from vision.retrieval import embed_cache, image_query, mark_shared, neighbours, retrieval_report
 
     emb = embed_cache(predictor, tiny_run.cache, tmp_path / "emb")
@@ -266,7 +268,7 @@ def _phantom_series(tiny_run: TinyRun, lesion_idx: int):
 
 
 def _write_nifti(path: Path, slices: np.ndarray, spacing: tuple[float, float, float]) -> Path:
-    """Inverse of vision.volumes.read_nifti's display orientation, in a RAS+ affine."""
+    """The displayed slices stored the RAS+ way (i to the patient's right, j anterior, k up)."""
     import nibabel as nib
 
     data = np.transpose(slices[::-1][:, ::-1, ::-1], (2, 1, 0)).astype(np.int16)
@@ -299,25 +301,46 @@ def _write_dicom_series(folder: Path, slices: np.ndarray, spacing: tuple[float, 
         ds.save_as(str(folder / f"{uid}-{i:03d}.dcm"), enforce_file_format=True)
 
 
+def _ras_file_lesion(slices: np.ndarray, key: int, box) -> tuple[int, tuple[float, float, float, float]]:
+    """A displayed key slice and box in the file voxel indices of _write_nifti's RAS+ storage
+    (lesions are given in the file's own indices, issue 10)."""
+    z, rows, cols = slices.shape
+    x1, y1, x2, y2 = box
+    return z - 1 - key, (cols - 1 - x2, rows - 1 - y2, cols - 1 - x1, rows - 1 - y1)
+
+
 def test_nifti_and_dicom_score_like_the_png_path(tiny_run: TinyRun, predictor, tmp_path: Path) -> None:
-    from vision.infer import dicom_inputs, nifti_inputs, png_inputs, predict_inputs
+    from vision.infer import predict_inputs
+    from vision.inputs import png_inputs
+    from vision.locate import VoxelBox, image_inputs
 
     slices, key, lesion = _phantom_series(tiny_run, 0)
     spacing = tuple(float(v) for v in lesion.spacing_mm)
     png = lesion.slice_path(tiny_run.phantom / "Images_png", lesion.key_slice)
     by_png = predict_inputs(predictor, png_inputs(png, ",".join(map(str, spacing)), [lesion.box]))
     nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, spacing)
-    by_nifti = predict_inputs(predictor, nifti_inputs(nifti, [(key, lesion.box)]))
+    file_slice, file_box = _ras_file_lesion(slices, key, lesion.box)
+    by_nifti = predict_inputs(predictor, image_inputs(nifti, [VoxelBox(file_slice, file_box)]))
     assert np.array_equal(by_nifti.patches, by_png.patches)
     assert np.allclose(by_nifti.scored.probs, by_png.scored.probs, atol=1e-6)
     assert by_nifti.records[0]["source"]["spacing_mm"] == pytest.approx(list(spacing), abs=1e-5)
     _write_dicom_series(tmp_path / "dicom", slices, spacing, "1.2.826.0.1.3680043.8.498.1")
-    by_dicom = predict_inputs(predictor, dicom_inputs(tmp_path / "dicom", [(key, lesion.box)]))
+    # ITK's series order runs along the slice normal (feet to head here): file slice = Z - 1 - display
+    by_dicom = predict_inputs(predictor, image_inputs(tmp_path / "dicom", [VoxelBox(len(slices) - 1 - key,
+                                                                                    lesion.box)]))
     assert np.allclose(by_dicom.scored.probs, by_png.scored.probs, atol=1e-6)
+    assert by_dicom.records[0]["source"]["sop_instance_uid"] == f"1.2.826.0.1.3680043.8.498.1.{key + 1}"
 
 
 def test_volume_inputs_refuse_bad_input(tiny_run: TinyRun, tmp_path: Path) -> None:
-    from vision.infer import PredictError, dicom_inputs, nifti_inputs
+    from vision.inputs import PredictError
+    from vision.locate import VoxelBox, image_inputs
+
+    def nifti_inputs(path, boxes):
+        return image_inputs(path, [VoxelBox(k, box) for k, box in boxes])
+
+    def dicom_inputs(path, boxes, series=None):
+        return image_inputs(path, [VoxelBox(k, box) for k, box in boxes], series=series)
 
     slices, key, lesion = _phantom_series(tiny_run, 0)
     spacing = tuple(float(v) for v in lesion.spacing_mm)
@@ -345,9 +368,10 @@ def test_cli_predict_volume_with_boxes_file_and_patch_png(tiny_run: TinyRun, pre
                                                           capsys) -> None:
     slices, key, lesion = _phantom_series(tiny_run, 0)
     nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, tuple(float(v) for v in lesion.spacing_mm))
+    file_slice, file_box = _ras_file_lesion(slices, key, lesion.box)
     boxes = tmp_path / "boxes.txt"
-    boxes.write_text("# slice, x1, y1, x2, y2\n" + f"{key}, " + ", ".join(f"{v:g}" for v in lesion.box) + "\n"
-                     + f"{key}, 100, 100, 120, 118\n")
+    boxes.write_text("# slice, x1, y1, x2, y2\n" + f"{file_slice}, " + ", ".join(f"{v:g}" for v in file_box)
+                     + "\n" + f"{file_slice}, 100, 100, 120, 118\n")
     code = cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes), "--jsonl",
                      "--patch-png", str(tmp_path / "patches.png")])
     lines = capsys.readouterr().out.splitlines()

@@ -2,7 +2,8 @@
 
 Every input path ends in the same cache-format patch (``vision.preprocess.lesion_patch``,
 the function the patch cache is built with), so a lesion scores the same whether it
-comes from the cache, a DeepLesion PNG series, a NIfTI volume or a DICOM series.
+comes from the cache, a DeepLesion PNG series or a CT volume; reading and placing the
+input lesions is ``vision.inputs`` / ``vision.locate`` / ``vision.manifest``.
 
 Decisions use the run's calibrated thresholds (``RUN/thresholds.json``; 0.5 before
 calibration). A decided label implies its ontology ancestors (expansion); labels are
@@ -13,7 +14,6 @@ records follow "Prediction records" in docs/architecture.md.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -22,12 +22,9 @@ import numpy as np
 import torch
 
 from vision.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
+from vision.inputs import LesionInput, PredictError, input_patches
 from vision.metrics import DEFAULT_THRESHOLD, decide_thresholds
 from vision.model import MODEL_VERSION, LesaNet
-
-
-class PredictError(ValueError):
-    """An input that cannot be predicted (one line naming the file / lesion and the fix)."""
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -394,19 +391,23 @@ def panel_lesions(prediction: "Prediction", limit: int = 16) -> list[Any]:
 
 
 def records_table(records: Iterable[Mapping[str, Any]], top: int = 10) -> str:
-    """A readable table: per lesion, its decided labels (most specific first) and top scores."""
+    """A readable table: per lesion at most ``top`` labels, decided ones first (most specific
+    first), then the best undecided ones; JSON / JSONL / RDF always carry every label."""
     lines = []
     for record in records:
         lines.append(f"{record['lesion_id']}  ({_source_text(record['source'])})")
         decided = [e for e in record["labels"] if e["decision"]]
-        undecided = [e for e in record["labels"] if not e["decision"]][: max(0, top - len(decided))]
+        undecided = [e for e in record["labels"] if not e["decision"]]
+        shown = max(0, top)
         lines.append(f"  {'label':<32} {'score':>6} {'thr':>6}  decision")
-        for entry in decided:
+        for entry in decided[:shown]:
             # a decision below its threshold was implied by a decided descendant (expansion)
             how = "yes" if entry["score"] >= entry["threshold"] else "yes (implied)"
             lines.append(f"  {entry['label']:<32} {entry['score']:6.3f} {entry['threshold']:6.3f}  {how}")
-        for entry in undecided:
+        for entry in undecided[: max(0, shown - len(decided))]:
             lines.append(f"  {entry['label']:<32} {entry['score']:6.3f} {entry['threshold']:6.3f}  no")
+        if len(decided) > shown:
+            lines.append(f"  ... and {len(decided) - shown} more decided labels (--top N shows more, --json all)")
         if record.get("neighbors"):
             near = ", ".join(f"{n['lesion_id']} ({n['distance']:.3f})" for n in record["neighbors"])
             lines.append(f"  nearest lesions: {near}")
@@ -416,282 +417,21 @@ def records_table(records: Iterable[Mapping[str, Any]], top: int = 10) -> str:
 
 def _source_text(source: Mapping[str, Any]) -> str:
     parts = [str(source.get("dataset", ""))]
+    if source.get("row") is not None:
+        parts.append(f"row {source['row']}")
     if source.get("file"):
         parts.append(str(source["file"]))
     if source.get("slice") is not None:
         parts.append(f"slice {source['slice']}")
     if source.get("box_px"):
         parts.append("box " + ",".join(f"{v:g}" for v in source["box_px"]))
+    if source.get("center_mm"):
+        parts.append("centre " + ",".join(f"{v:g}" for v in source["center_mm"]) + " mm LPS")
     return ", ".join(p for p in parts if p)
 
 
 def records_json(records: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps(list(records), indent=2, ensure_ascii=False)
-
-
-# --------------------------------------------------------------------------- files (DeepLesion, PNG, NIfTI, DICOM)
-
-
-@dataclass(frozen=True)
-class LesionInput:
-    """One lesion on a CT: how to read its slices (in HU) and where it is."""
-
-    lesion_id: str
-    source: dict[str, Any]
-    provider: Callable[[int], "np.ndarray | None"]  # slice number -> HU (rows × cols) or None
-    key_slice: int
-    box_px: tuple[float, float, float, float]
-    spacing_xy: tuple[float, float]
-    slice_interval: float
-
-
-def parse_box(text: str, where: str = "--box") -> tuple[float, float, float, float]:
-    """``x1,y1,x2,y2`` in pixels of the key slice."""
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        raise PredictError(f"{where}: {text!r} is not x1,y1,x2,y2 (four numbers)") from None
-    if len(values) != 4:
-        raise PredictError(f"{where}: {text!r} has {len(values)} numbers; expected x1,y1,x2,y2")
-    x1, y1, x2, y2 = values
-    if not all(np.isfinite(values)) or x2 <= x1 or y2 <= y1:
-        raise PredictError(f"{where}: box {text!r} needs x1 < x2 and y1 < y2")
-    return values  # type: ignore[return-value]
-
-
-def read_boxes_file(path: str | Path) -> list[tuple[int, tuple[float, float, float, float]]]:
-    """A boxes file: one lesion a line as ``slice, x1, y1, x2, y2`` (``#`` comments allowed)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PredictError(f"{path}: cannot read boxes file ({exc.strerror or exc})") from None
-    boxes = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 5:
-            raise PredictError(f"{path}:{line_no}: expected 'slice, x1, y1, x2, y2', got {line!r}")
-        try:
-            slice_number = int(parts[0])
-        except ValueError:
-            raise PredictError(f"{path}:{line_no}: slice {parts[0]!r} is not an integer") from None
-        boxes.append((slice_number, parse_box(",".join(parts[1:]), f"{path}:{line_no}")))
-    if not boxes:
-        raise PredictError(f"{path}: no boxes (one lesion a line: slice, x1, y1, x2, y2)")
-    return boxes
-
-
-def parse_spacing(text: str) -> tuple[float, float, float | None]:
-    """``--spacing``: ``XY``, ``X,Y`` or ``X,Y,Z`` millimetres (Z = slice interval)."""
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        raise PredictError(f"--spacing: {text!r} is not MM, X,Y or X,Y,Z millimetres") from None
-    if len(values) not in (1, 2, 3) or not all(np.isfinite(values)) or min(values) <= 0:
-        raise PredictError(f"--spacing: {text!r} must be 1 to 3 positive numbers (MM, X,Y or X,Y,Z)")
-    if len(values) == 1:
-        return values[0], values[0], None
-    return values[0], values[1], values[2] if len(values) == 3 else None
-
-
-def _check_box_inside(box: Sequence[float], shape: tuple[int, ...], where: str) -> None:
-    rows, cols = shape[-2:]
-    x1, y1, x2, y2 = box
-    if x1 < 0 or y1 < 0 or x2 > cols - 1 or y2 > rows - 1:
-        raise PredictError(f"{where}: box {list(box)} lies outside the {rows}×{cols} image (x < {cols}, y < {rows})")
-
-
-def _png_series_provider(folder: Path) -> Callable[[int], "np.ndarray | None"]:
-    """Slices ``NNN.png`` of a DeepLesion series folder, each decoded once."""
-    from vision.deeplesion import read_slice_hu
-
-    decoded: dict[int, np.ndarray | None] = {}
-
-    def provider(n: int) -> np.ndarray | None:
-        if n not in decoded:
-            path = folder / f"{n:03d}.png"
-            decoded[n] = read_slice_hu(path) if path.is_file() else None
-        return decoded[n]
-
-    return provider
-
-
-def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int],
-                      dataset: str = "deeplesion") -> list[LesionInput]:
-    """Lesions given as ``DL_info.csv`` rows of a DeepLesion-format folder (``dataset`` names it)."""
-    from vision.deeplesion import read_dl_info
-
-    root = Path(deeplesion_dir)
-    info = read_dl_info(root / "DL_info.csv", strict=False)
-    bad = {e.lesion_idx: str(e) for e in info.errors if e.lesion_idx is not None}
-    inputs = []
-    for idx in lesion_idxs:
-        lesion = info.lesions.get(idx)
-        if lesion is None:
-            reason = bad.get(idx) or f"lesion {idx} is not a row of {root / 'DL_info.csv'} ({len(info.lesions)} rows)"
-            raise PredictError(reason)
-        folder = root / "Images_png" / lesion.series_dir
-        key_file = lesion.slice_path(root / "Images_png", lesion.key_slice)
-        inputs.append(
-            LesionInput(
-                lesion_id=f"deeplesion/{idx}",
-                source={"dataset": dataset, "lesion_idx": idx,
-                        "file": str(key_file.relative_to(root)), "slice": lesion.key_slice,
-                        "box_px": [float(v) for v in lesion.box], "spacing_mm": [float(v) for v in lesion.spacing_mm]},
-                provider=_png_series_provider(folder),
-                key_slice=lesion.key_slice,
-                box_px=tuple(float(v) for v in lesion.box),  # type: ignore[arg-type]
-                spacing_xy=(lesion.spacing_mm[0], lesion.spacing_mm[1]),
-                slice_interval=lesion.spacing_mm[2],
-            )
-        )
-    return inputs
-
-
-def png_inputs(png: str | Path, spacing: str, boxes: Sequence[tuple[float, float, float, float]]) -> list[LesionInput]:
-    """Lesions on one DeepLesion-format 16-bit PNG slice; neighbours ``NNN.png`` beside it are used."""
-    path = Path(png)
-    if not path.is_file():
-        raise PredictError(f"{path}: no such PNG file")
-    sx, sy, sz = parse_spacing(spacing)
-    try:
-        key_slice = int(path.stem)
-        provider = _png_series_provider(path.parent)
-    except ValueError:  # not a DeepLesion slice name: a single slice without neighbours
-        key_slice = 0
-        from vision.deeplesion import read_slice_hu
-
-        image = read_slice_hu(path)
-        provider = lambda n: image if n == 0 else None  # noqa: E731
-    has_neighbours = provider(key_slice - 1) is not None or provider(key_slice + 1) is not None
-    if has_neighbours and sz is None:
-        raise PredictError(f"{path}: neighbouring slices exist; give the slice interval as --spacing X,Y,Z")
-    key = provider(key_slice)
-    if key is None:  # pragma: no cover - the file exists
-        raise PredictError(f"{path}: unreadable")
-    inputs = []
-    for k, box in enumerate(boxes):
-        _check_box_inside(box, key.shape, str(path))
-        inputs.append(
-            LesionInput(
-                lesion_id=f"png/{path.stem}/{k}",
-                source={"dataset": "png", "file": str(path), "slice": key_slice, "box_px": list(box),
-                        "spacing_mm": [sx, sy, sz if sz is not None else None]},
-                provider=provider,
-                key_slice=key_slice,
-                box_px=box,
-                spacing_xy=(sx, sy),
-                slice_interval=sz if sz is not None else 2.0,  # no neighbours: every channel is the key slice
-            )
-        )
-    return inputs
-
-
-def _file_stem(path: str | Path) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def volume_inputs(volume: Any, boxes: Sequence[tuple[int, tuple[float, float, float, float]]],
-                  dataset: str) -> list[LesionInput]:
-    """Lesions on a CT volume (vision.volumes.Volume), each a slice index and a box in its pixels."""
-    inputs = []
-    z = volume.num_slices
-    for k, (slice_number, box) in enumerate(boxes):
-        if not 0 <= slice_number < z:
-            raise PredictError(f"{volume.source}: slice {slice_number} is out of range (the volume has slices 0..{z - 1})")
-        _check_box_inside(box, volume.hu.shape, f"{volume.source}, slice {slice_number}")
-        inputs.append(
-            LesionInput(
-                lesion_id=f"{dataset}/{_file_stem(volume.source)}/{slice_number}/{k}",
-                source={"dataset": dataset, "file": str(volume.source), "slice": slice_number, "box_px": list(box),
-                        "spacing_mm": [float(v) for v in volume.spacing_mm]},
-                provider=volume.provider(),
-                key_slice=slice_number,
-                box_px=box,
-                spacing_xy=(float(volume.spacing_mm[0]), float(volume.spacing_mm[1])),
-                slice_interval=float(volume.spacing_mm[2]),
-            )
-        )
-    return inputs
-
-
-def nifti_inputs(path: str | Path, boxes: Sequence[tuple[int, tuple[float, float, float, float]]]) -> list[LesionInput]:
-    """Lesions on a NIfTI CT volume in HU; slice indices count from the top (superior) slice, 0-based."""
-    from vision.volumes import read_nifti
-
-    if not Path(path).is_file():
-        raise PredictError(f"{path}: no such NIfTI file")
-    _check_nifti_spacing(path)
-    return volume_inputs(read_nifti(path), boxes, "nifti")
-
-
-def _check_nifti_spacing(path: str | Path) -> None:
-    """Refuse a header without voxel sizes: nibabel would silently assume 1 mm."""
-    import gzip
-
-    import nibabel as nib
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            header = nib.Nifti1Header.from_fileobj(handle, check=False)
-    except Exception as exc:  # nibabel raises many types for bad files
-        raise PredictError(f"{path}: unreadable NIfTI header ({exc})") from None
-    zooms = [float(v) for v in header["pixdim"][1:4]]
-    if not all(np.isfinite(z) and z > 0 for z in zooms):
-        raise PredictError(f"{path}: the header has no voxel spacing (pixdim {zooms}); "
-                           "write the NIfTI with its spacing in mm (e.g. from the DICOM PixelSpacing)")
-
-
-def dicom_inputs(folder: str | Path, boxes: Sequence[tuple[int, tuple[float, float, float, float]]],
-                 series: str | None = None) -> list[LesionInput]:
-    """Lesions on one DICOM CT series; a folder with several series needs ``series`` (the UID)."""
-    from vision.deeplesion import DataError
-    from vision.volumes import read_dicom_series
-
-    if not Path(folder).is_dir():
-        raise PredictError(f"{folder}: no such DICOM folder")
-    try:
-        volume = read_dicom_series(folder, series)
-    except DataError as exc:
-        # the reader names the series; the CLI's flag for choosing one is --series
-        raise PredictError(str(exc).replace("pass series_uid", "choose one with --series UID")) from None
-    return volume_inputs(volume, boxes, "dicom")
-
-
-def input_patches(inputs: Sequence[LesionInput], warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocess every input exactly as the patch cache does (vision.preprocess.lesion_patch)."""
-    from vision.deeplesion import DataError
-    from vision.preprocess import lesion_patch
-
-    patches, boxes = [], []
-    for item in inputs:
-        try:
-            patch, box = lesion_patch(item.provider, item.key_slice, item.box_px, item.spacing_xy,
-                                      item.slice_interval, on_warning=_prefixed(warn, item.lesion_id))
-        except DataError as exc:
-            raise PredictError(f"{item.lesion_id}: {exc}") from None
-        patches.append(patch)
-        boxes.append(box)
-    return np.stack(patches), np.stack(boxes).astype(np.float32)
-
-
-def _prefixed(warn: Callable[[str], None] | None, lesion_id: str) -> Callable[[str], None]:
-    def sink(message: str) -> None:
-        text = f"{lesion_id}: {message}"
-        if warn is None:
-            warnings.warn(text, stacklevel=4)
-        else:
-            warn(text)
-
-    return sink
 
 
 @dataclass
@@ -711,10 +451,19 @@ def predict_inputs(predictor: Predictor, inputs: Sequence[LesionInput], batch_si
     if not inputs:
         raise PredictError("no lesions to predict")
     patches, boxes = input_patches(inputs, warn)
+    return predict_patches(predictor, [item.lesion_id for item in inputs], [item.source for item in inputs],
+                           patches, boxes, batch_size)
+
+
+def predict_patches(predictor: Predictor, lesion_ids: Sequence[str], sources: Sequence[Mapping[str, Any]],
+                    patches: np.ndarray, boxes: np.ndarray, batch_size: int = 64) -> Prediction:
+    """Score already preprocessed patches (e.g. a manifest's, vision.manifest) in batches."""
+    if not len(lesion_ids):
+        raise PredictError("no lesions to predict")
     scored = score_patches(predictor.model, patches, boxes, batch_size, predictor.device)
     decisions = decide(predictor, scored.probs)
     records = [
-        prediction_record(predictor, item.lesion_id, item.source, scored.probs[i], decisions[i])
-        for i, item in enumerate(inputs)
+        prediction_record(predictor, lesion_id, source, scored.probs[i], decisions[i])
+        for i, (lesion_id, source) in enumerate(zip(lesion_ids, sources))
     ]
     return Prediction(records, patches, boxes, scored)
