@@ -185,6 +185,11 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 class _Handler(BaseHTTPRequestHandler):
     server: SparqlServer
     protocol_version = "HTTP/1.1"
+    # The stdlib's own refusals (bad request line, too many headers…): one plain line too.
+    error_message_format = "%(message)s (%(code)d)\n"
+    error_content_type = _TEXT
+    # Answer a request line without a version with a status line too (no HTTP/0.9).
+    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         self.timeout = self.server.config.idle_timeout_s  # socket timeout of this connection
