@@ -1401,7 +1401,8 @@ def _cmd_textmine_derivations(args: argparse.Namespace) -> int:
             print(f"{d.phrase}\t{', '.join(d.labels) or '-'}\t{d.rule}")
     for c in name_composites(onto):
         if args.grep is None or args.grep.lower() in c.term.lower():
-            print(f"[{c.location}] + [{c.head}]\t{c.term}\tname composite: the term's name is location + head, under both")
+            where = f"[{c.location}]" if c.location else repr(" ".join(c.modifier))
+            print(f"{where} + [{c.head}]\t{c.term}\tname composite: the term's name is location + head, under the head")
     return EXIT_OK
 
 

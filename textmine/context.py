@@ -32,6 +32,8 @@ RELEVANT, UNCERTAIN, IRRELEVANT = "relevant", "uncertain", "irrelevant"
 RELATIONS = (RELEVANT, UNCERTAIN, IRRELEVANT)
 _COORDINATORS = frozenset({"and", "while", "whereas"})
 _LIST_JOINERS = frozenset({"and", "or"})
+# A preposition repeated after an alternative joins the same two things: "from X or from Y".
+_REPEATED_PREPOSITIONS = frozenset({"from", "in", "within", "of", "at", "into"})
 _CATEGORY_RANK = {"negated": 4, "historical": 3, "landmark": 2, "uncertain": 1}
 
 
@@ -237,6 +239,8 @@ class RuleRelations:
             after = _skip_articles(pieces, i + 1, +1)
             if after is not None and pieces[after].is_number:
                 continue  # "versus 1.9 cm previously" compares measurements
+            while after is not None and pieces[after].norm in _REPEATED_PREPOSITIONS:
+                after = _skip_articles(pieces, after + 1, +1)  # "arising from X or from Y"
             before = _skip_articles(pieces, i - 1, -1, skip_bookmarks=True)
             left = ends.get(before) if before is not None else None
             right = starts.get(after) if after is not None else None

@@ -33,6 +33,7 @@ import yaml
 
 DERIVATIONS_FILE = "derivations.yaml"
 _ATTRIBUTE_PREFIXES = ("hyper", "hypo")
+_SIDES = ("left", "right")  # a sided term is reached through the side word before its location
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +47,16 @@ class Derivation:
 
 @dataclass(frozen=True, slots=True)
 class NameComposite:
-    """A term named "<location> <head>" under both: inferred when both are said of one lesion."""
+    """A term named "<location> <head>" under the head: inferred when both are said of one lesion.
+
+    ``location`` is a body-part term, or, when the name's modifier is no term of its own
+    ("supraclavicular", "subcarinal"), ``modifier`` holds its lower-cased words.
+    """
 
     term: str
-    location: str
+    location: str | None
     head: str
+    modifier: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=1)
@@ -101,10 +107,13 @@ def _one_word_forms(term: Any) -> list[str]:
     return out
 
 
-def derivations(onto: Any, known: Mapping[str, str], blocked: Iterable[str] = ()) -> list[Derivation]:
+def derivations(
+    onto: Any, known: Mapping[str, str], blocked: Iterable[str] = (), rules: Mapping[str, Any] | None = None
+) -> list[Derivation]:
     """Generated forms for ``onto``. ``known`` (lower-cased phrase -> label) are never regenerated;
-    ``blocked`` words (ConText cues, not-label words) are never produced."""
-    rules = derivation_rules()
+    ``blocked`` words (ConText cues, not-label words) are never produced; ``rules`` default to
+    ``data/derivations.yaml``."""
+    rules = derivation_rules() if rules is None else rules
     anatomy = Anatomy(onto, rules)
     never = {str(w).lower() for w in rules.get("not_derived", [])} | {w.lower() for w in blocked}
     out: dict[str, Derivation] = {}
@@ -255,16 +264,21 @@ def name_composites(onto: Any) -> list[NameComposite]:
         words = name.split()
         ancestors = onto.ancestors(name)
         for i in range(1, len(words)):
-            location = by_phrase.get(" ".join(words[:i]).lower())
+            modifier = " ".join(words[:i]).lower()
+            location = by_phrase.get(modifier)
             head = by_phrase.get(" ".join(words[i:]).lower())
-            if not location or not head or name in (location, head):
-                continue
-            if onto.terms[location].category != "bodypart":
+            if not head or name == head or head not in ancestors:
                 continue
             if not (head == "lymph node" or onto.terms[head].category == "type"):
                 continue
-            if location in ancestors and head in ancestors:
+            if location is None:
+                if i == len(words) - 1 or head == "lymph node":  # "supraclavicular lymph node"
+                    if not modifier.split()[0] in _SIDES:
+                        out.append(NameComposite(name, None, head, tuple(modifier.split())))
+                break
+            if location != name and onto.terms[location].category == "bodypart" and location in ancestors:
                 out.append(NameComposite(name, location, head))
+                break
     return out
 
 
@@ -275,27 +289,41 @@ class NameComposer:
     one ("left hilar mass or lymphadenopathy" -> left hilum lymph node).
     """
 
-    def __init__(self, onto: Any, side_words: Iterable[str]) -> None:
+    def __init__(self, onto: Any, side_words: Iterable[str], norm: Any = str.lower) -> None:
         self.onto = onto
         self.side_words = frozenset(side_words)
-        self.rules = []  # (term, location, labels that are the head or under it)
+        self.rules = []  # (term, location label or None, modifier words, labels that are the head or under it)
         for c in name_composites(onto):
-            self.rules.append((c.term, c.location, frozenset({c.head, *onto.descendants(c.head)})))
-        self.locations = frozenset(loc for _, loc, _ in self.rules)
+            modifier = tuple(norm(w) for w in c.modifier)
+            self.rules.append((c.term, c.location, modifier, frozenset({c.head, *onto.descendants(c.head)})))
+        self.heads = frozenset().union(*(h for *_, h in self.rules)) if self.rules else frozenset()
+        self.terms = frozenset(r[0] for r in self.rules) | frozenset(
+            n for n in onto.terms if any(n == f"{s} {r[0]}" for s in self.side_words for r in self.rules))
 
     def infer(self, mentions: Sequence[Any], pieces: Sequence[Any] = ()) -> set[str]:
-        if not self.rules or not any(m.label in self.locations for m in mentions):
-            return set()
         labels = {m.label for m in mentions}
+        if not self.rules or not labels & self.heads:
+            return set()
+        norms = [p.norm for p in pieces]
+        words = set(norms)
         found: set[str] = set()
-        for term, location, heads in self.rules:
-            if location not in labels or term in labels or not (labels & heads):
+        for term, location, modifier, heads in self.rules:
+            if term in labels or not (labels & heads):
                 continue
-            found.add(term)
-            for m in mentions:
-                if m.label == location and m.first_piece > 0 and m.first_piece - 1 < len(pieces):
-                    side = pieces[m.first_piece - 1].norm
-                    sided = f"{side} {term}"
-                    if side in self.side_words and sided in self.onto.terms:
-                        found.add(sided)
+            if location is not None:
+                if location not in labels:
+                    continue
+                found.add(term)
+                starts = [m.first_piece for m in mentions if m.label == location]
+            else:
+                if not words.issuperset(modifier):
+                    continue
+                starts = [i for i in range(len(norms) - len(modifier) + 1) if tuple(norms[i : i + len(modifier)]) == modifier]
+                if not starts:
+                    continue
+                found.add(term)
+            for start in starts:  # a side word right before the location picks the sided term
+                side = norms[start - 1] if 0 < start <= len(norms) else None
+                if side in self.side_words and f"{side} {term}" in self.onto.terms:
+                    found.add(f"{side} {term}")
         return found

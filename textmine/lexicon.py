@@ -277,14 +277,10 @@ def _synonym_variants(phrase: str) -> list[str]:
     return out
 
 
-def build_lexicon(onto: OntologyLike, extra_words: Iterable[str] = ()) -> Lexicon:
-    """The lexicon for ``onto``: every term name and synonym, plus ``data/lexicon.yaml``.
-
-    ``extra_words`` (e.g. cue words) join the vocabulary so that their plurals normalise too.
-    """
-    data = load_data_yaml("lexicon.yaml")
-    extra, blocked = _extra_entries(data)
-    by_phrase: dict[str, str] = {}  # lower-cased phrase -> label
+def known_phrases(onto: OntologyLike, data: dict[str, Any] | None = None) -> dict[str, str]:
+    """Lower-cased phrase -> label: every name and synonym of the ontology, plus ``data/lexicon.yaml``."""
+    extra, _ = _extra_entries(data if data is not None else load_data_yaml("lexicon.yaml"))
+    by_phrase: dict[str, str] = {}
     for name, term in onto.terms.items():
         for phrase in (name, *term.synonyms):
             for variant in _synonym_variants(phrase):
@@ -299,6 +295,17 @@ def build_lexicon(onto: OntologyLike, extra_words: Iterable[str] = ()) -> Lexico
                 "in the ontology; fix the entry or add the synonym to the ontology"
             )
         by_phrase[phrase.lower()] = label
+    return by_phrase
+
+
+def build_lexicon(onto: OntologyLike, extra_words: Iterable[str] = ()) -> Lexicon:
+    """The lexicon for ``onto``: every term name and synonym, plus ``data/lexicon.yaml``.
+
+    ``extra_words`` (e.g. cue words) join the vocabulary so that their plurals normalise too.
+    """
+    data = load_data_yaml("lexicon.yaml")
+    _, blocked = _extra_entries(data)
+    by_phrase = known_phrases(onto, data)
 
     derived = derivations(onto, by_phrase, blocked=[*blocked, *(w.lower() for w in extra_words)])
     vocabulary: set[str] = set()

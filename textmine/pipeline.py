@@ -59,7 +59,7 @@ class LabelMiner:
 
             self.model = RelationModel.load(model_path)
         self._expand_cache: dict[frozenset[str], frozenset[str]] = {}
-        self.composer = NameComposer(onto, self.lexicon.laterality_words)
+        self.composer = NameComposer(onto, self.lexicon.laterality_words, self.lexicon.normalizer)
 
     # ------------------------------------------------------------------ API
     def mine(self, texts: Sequence[str], expand: bool = False) -> list[MinedSentence]:
