@@ -202,7 +202,10 @@ def test_cli_train_writes_a_run_and_reports_bad_config(phantom_cache: Path, tmp_
                      "--epochs", "1", "--quiet"])
     assert code == 0
     assert read_run_info(run).config.train.epochs == 1
-    capsys.readouterr()
+    # train ends by calibrating thresholds on val, so predict decides with them straight away
+    thresholds = json.loads((run / "thresholds.json").read_text())
+    assert thresholds["calibrated_on"] == "val" and thresholds["checkpoint_sha256"] == read_run_info(run).checkpoint_sha256
+    assert "calibrated 7 thresholds on val" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  batch_size: 16\n  learning_rate: 0.1\n")
     assert cli.main(["train", "--config", str(bad), "--data", str(phantom_cache), "-o", str(tmp_path / "r2")]) == 1
