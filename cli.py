@@ -425,8 +425,14 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_kg_rdf)
 
-    p = gsub.add_parser("load", help="load RDF files or JSON prediction / mined-sentence records into a store")
+    p = gsub.add_parser(
+        "load", help="load RDF files or JSON prediction / mined-sentence records into a store",
+        epilog="Each bad record (or RDF file with a syntax error, loaded all or nothing) is reported as "
+               "FILE: line N: reason and skipped; the rest is loaded. Exit 0 when everything loaded, "
+               "1 when nothing did, 3 when some records were skipped (with a summary line).")
     p.add_argument("files", nargs="+", metavar="FILE", help=".ttl .nt .nq .trig .jsonld .owl, or .json/.jsonl records")
+    p.add_argument("--max-messages", type=int, default=20, metavar="N",
+                   help="bad-record messages shown before the rest are only counted (default 20)")
     _add_kg_backend_options(p)
     p.add_argument("--graph", metavar="IRI", default=None, help="named graph for triples (default: the predictions graph)")
     p.add_argument("--dataset", default="deeplesion",
@@ -491,8 +497,10 @@ def _cmd_kg_rdf(args: argparse.Namespace) -> int:
 def _cmd_kg_load(args: argparse.Namespace) -> int:
     from kg.store import LesionStore
 
+    from kg.records import BadRecords
+
     onto = _load_ontology(args)
-    errors: list[str] = []
+    errors = BadRecords(keep=max(args.max_messages, 0))
     backend = _kg_backend(args, read_only=False)
     if isinstance(backend, LesionStore):
         if not backend.has_ontology():
@@ -506,9 +514,17 @@ def _cmd_kg_load(args: argparse.Namespace) -> int:
         loaded = upload_files(backend, args.files, onto, args.graph, errors, args.dataset)
     for line in errors:
         print(f"skipped {line}", file=sys.stderr)
+    if errors.hidden:
+        print(f"skipped {errors.hidden:,} more bad records (not shown; --max-messages)", file=sys.stderr)
     for path, count in loaded.items():
         print(f"loaded {path}: {count} triples", file=sys.stderr)
-    return EXIT_ERROR if errors else EXIT_OK
+    if not errors.total:
+        return EXIT_OK
+    if not any(loaded.values()):
+        raise CommandError(f"nothing loaded: {errors.total:,} bad records or files (see above)")
+    print(f"kg load: {errors.total:,} skipped (bad records, or RDF files that do not parse); the rest is loaded "
+          f"(exit {EXIT_SOME_FAILED})", file=sys.stderr)
+    return EXIT_SOME_FAILED
 
 
 def _cmd_kg_query(args: argparse.Namespace) -> int:

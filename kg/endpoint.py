@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 import pyoxigraph as ox
 
 from kg import rdf, vocab
-from kg.records import OntologyLike, RecordError, read_json_records
+from kg.records import OntologyLike, RecordError, iter_json_records
 from kg.results import QueryResult
 from kg.binding import Binding, bind_values
 from kg.rdf import chunked
@@ -137,10 +137,10 @@ def upload_files(
         kind = classify_json(path) if path.suffix.lower() in (".json", ".jsonl") else "rdf"
         file_errors: list[str] = []
         if kind == "predictions":
-            lines = rdf.prediction_ntriples(read_json_records(path), onto, file_errors)
+            lines = rdf.prediction_ntriples(iter_json_records(path, file_errors), onto, file_errors)
             sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_PREDICTIONS)
         elif kind == "sentences":
-            lines = rdf.sentence_ntriples(read_json_records(path), onto, dataset=dataset, errors=file_errors)
+            lines = rdf.sentence_ntriples(iter_json_records(path, file_errors), onto, dataset=dataset, errors=file_errors)
             sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
         else:
             fmt = ox.RdfFormat.JSON_LD if kind == "json-ld" else rdf_format_for(path)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Protocol
@@ -92,26 +94,276 @@ class MinedSentence:
 RELATIONS = ("relevant", "uncertain", "irrelevant")
 
 
-def read_json_records(path: str | Path) -> list[Any]:
-    """A JSON list or JSONL file as a list of records; errors name the file and line."""
+@dataclass(frozen=True)
+class Located:
+    """A record with where it came from (``line 12``, ``record 3 (line 40)``)."""
+
+    where: str
+    value: Any
+
+
+class BadRecords(list):
+    """An ``errors`` list for batch converters that keeps the first ``keep`` messages and
+    counts the rest, so a file of a million bad lines cannot fill the memory."""
+
+    def __init__(self, keep: int = 20) -> None:
+        super().__init__()
+        self.keep = keep
+        self.total = 0
+
+    def append(self, message: str) -> None:  # type: ignore[override]
+        self.total += 1
+        if len(self) < self.keep:
+            super().append(message)
+
+    def extend(self, messages: Iterable[str]) -> None:  # type: ignore[override]
+        for message in messages:
+            self.append(message)
+
+    @property
+    def hidden(self) -> int:
+        return self.total - len(self)
+
+
+MAX_LINE_BYTES = 64 << 20  # a JSON line or array element beyond this is refused, not read
+_CHUNK = 1 << 20
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_text(value: Any, raw: str, where: str) -> None:
+    # json accepts "\ud800" and yields a lone surrogate, which no UTF-8 output can hold.
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RecordError(f"{where}: a string holds a lone surrogate ({exc.object[exc.start]!r}), which is not text") from exc
+
+
+def _decode_one(raw: str, where: str) -> Any:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        reason = exc.msg.removesuffix(" at")
+        raise RecordError(f"{where}: not valid JSON ({reason}, column {exc.colno}); a torn or truncated line?") from exc
+    except RecursionError as exc:
+        raise RecordError(f"{where}: JSON nested too deep") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise RecordError(f"{where}: {_value_error_reason(exc)}") from exc
+    _check_text(value, raw, where)
+    return value
+
+
+def _value_error_reason(exc: ValueError) -> str:
+    if "digits" in str(exc):
+        return f"a number of more than {sys.get_int_max_str_digits():,} digits"
+    return str(exc).splitlines()[0]
+
+
+def _json_lines(handle: Any, errors: list[str] | None) -> Iterator[Located]:
+    lineno = 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        lineno += 1
+        where = f"line {lineno}"
+        try:
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while (rest := handle.readline(_CHUNK)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of the over-long line
+                raise RecordError(f"{where}: longer than {MAX_LINE_BYTES >> 20} MiB; not read")
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise RecordError(f"{where}: not UTF-8 (byte {exc.start + 1} of the line)") from exc
+            if not text.strip():
+                continue
+            yield Located(where, _decode_one(text, where))
+        except RecordError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+
+
+def _skip_value(text: str, pos: int) -> int | None:
+    """The end of the (syntactically valid) JSON value at ``pos``, found by matching
+    brackets outside strings; None when ``text`` ends first. Used to step over an
+    element that parses but cannot be taken (nested too deep, a 5,000-digit number)."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(pos, len(text)):
+        char = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+                if depth == 0:
+                    return i + 1
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth <= 0:
+                return i + 1 if depth == 0 else i
+        elif depth == 0 and (char == "," or char.isspace()):
+            return i
+    return None
+
+
+class _ArrayReader:
+    """The elements of a top-level JSON array, one at a time, from a text stream:
+    memory is one chunk plus the largest element, not the file."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._buffer = ""
+        self._pos = 0
+        self._line_base = 1  # line number of _buffer[0]
+        self._eof = False
+        self._decoder = json.JSONDecoder()
+
+    def _more(self, at_least: int = _CHUNK) -> bool:
+        if self._eof:
+            return False
+        if self._pos > len(self._buffer) // 2:  # drop what was consumed
+            self._line_base += self._buffer.count("\n", 0, self._pos)
+            self._buffer = self._buffer[self._pos :]
+            self._pos = 0
+        chunk = self._handle.read(at_least)
+        if not chunk:
+            self._eof = True
+            return False
+        self._buffer += chunk
+        return True
+
+    def line_at(self, pos: int) -> int:
+        return self._line_base + self._buffer.count("\n", 0, pos)
+
+    def _skip_space(self) -> str | None:
+        while True:
+            while self._pos < len(self._buffer) and self._buffer[self._pos].isspace():
+                self._pos += 1
+            if self._pos < len(self._buffer):
+                return self._buffer[self._pos]
+            if not self._more():
+                return None
+
+    def items(self, errors: list[str] | None) -> Iterator[Located]:
+        if self._skip_space() != "[":
+            raise RecordError("line 1: expected a JSON array")
+        self._pos += 1
+        index, need_comma = 0, False
+        while True:
+            char = self._skip_space()
+            if char is None:
+                raise RecordError(f"line {self.line_at(self._pos)}: the JSON array is not closed (file truncated?)")
+            if char == "]":
+                self._pos += 1
+                if self._skip_space() is not None:
+                    raise RecordError(f"line {self.line_at(self._pos)}: text after the end of the JSON array")
+                return
+            if need_comma:
+                if char != ",":
+                    raise RecordError(f"line {self.line_at(self._pos)}: expected ',' or ']' between records")
+                self._pos += 1
+                need_comma = False
+                continue
+            index += 1
+            where = f"record {index} (line {self.line_at(self._pos)})"
+            try:
+                value = self._element(where)
+            except _Fatal:
+                raise
+            except RecordError as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc))
+                need_comma = True
+                continue
+            need_comma = True
+            yield Located(where, value)
+
+    def _element(self, where: str) -> Any:
+        chunk = _CHUNK
+        while True:
+            start = self._pos
+            try:
+                value, end = self._decoder.raw_decode(self._buffer, start)
+            except json.JSONDecodeError as exc:
+                # Text cut at the end of the buffer, not a syntax error: read on.
+                cut = exc.pos >= len(self._buffer) - 8 or exc.msg.startswith("Unterminated string")
+                if cut and len(self._buffer) - start <= MAX_LINE_BYTES and self._more(chunk):
+                    chunk = min(chunk * 2, MAX_LINE_BYTES)
+                    continue
+                line = self.line_at(exc.pos)
+                # A syntax error leaves no way to tell where the next record starts.
+                reason = exc.msg.removesuffix(" at")
+                raise _Fatal(f"line {line}: not valid JSON ({reason}); the records after it are not read") from exc
+            except (RecursionError, ValueError) as exc:
+                end = _skip_value(self._buffer, start)
+                if end is None:
+                    if self._more(chunk):
+                        chunk = min(chunk * 2, MAX_LINE_BYTES)
+                        continue
+                    raise _Fatal(f"{where}: not valid JSON; the records after it are not read") from exc
+                self._pos = end
+                reason = "JSON nested too deep" if isinstance(exc, RecursionError) else _value_error_reason(exc)
+                raise RecordError(f"{where}: {reason}") from exc
+            if end == len(self._buffer) and self._more(chunk):
+                continue  # a number may go on in the next chunk: decode again with more text
+            if end - start > MAX_LINE_BYTES:
+                self._pos = end
+                raise RecordError(f"{where}: longer than {MAX_LINE_BYTES >> 20} MiB; not read")
+            self._pos = end
+            _check_text(value, self._buffer[start:end], where)
+            return value
+
+
+class _Fatal(RecordError):
+    """A JSON array broken so that no further record can be found."""
+
+
+def iter_json_records(path: str | Path, errors: list[str] | None = None) -> Iterator[Located]:
+    """Stream the records of a JSON-list or JSON-lines file, each with its line.
+
+    A bad line (torn, not UTF-8, nested too deep…) is reported in ``errors`` (or raised
+    when it is None) and the next line is read. In a JSON list, an element that is valid
+    JSON but unusable is stepped over; a syntax error ends the file, reported likewise.
+    """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-        return list(data)
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}:{lineno}: not a JSON object ({exc.msg}); expected JSON lines") from exc
-    return records
+    with path.open("rb") as probe:
+        head = probe.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"["):
+        with path.open("r", encoding="utf-8-sig", errors="strict", newline="") as handle:
+            try:
+                yield from _ArrayReader(handle).items(errors)
+            except UnicodeDecodeError as exc:
+                _report(errors, f"{path}: not UTF-8 text ({exc.reason}); the records after it are not read")
+            except RecordError as exc:
+                _report(errors, str(exc))
+        return
+    with path.open("rb") as handle:
+        yield from _json_lines(handle, errors)
+
+
+def _report(errors: list[str] | None, message: str) -> None:
+    if errors is None:
+        raise RecordError(message)
+    errors.append(message)
+
+
+def read_json_records(path: str | Path) -> list[Any]:
+    """A JSON list or JSONL file as a list of records; the first bad record raises
+    :class:`RecordError` naming the file and line. (Batch jobs stream with
+    :func:`iter_json_records` instead.)"""
+    try:
+        return [item.value for item in iter_json_records(path)]
+    except RecordError as exc:
+        raise RecordError(f"{path}: {exc}") from exc
 
 
 def _number(value: Any, where: str, low: float | None = None, high: float | None = None) -> float:
@@ -305,6 +557,10 @@ def parse_sentence(record: Any, resolver: LabelResolver, where: str) -> MinedSen
 
 
 def numbered(records: Iterable[Any]) -> Iterator[tuple[str, Any]]:
-    """Records with the ``record N`` prefix used in error messages (N from 1)."""
+    """Records with the prefix used in error messages: a :class:`Located` record's own
+    (``line 12``), else ``record N`` (N from 1)."""
     for i, record in enumerate(records, start=1):
-        yield f"record {i}", record
+        if isinstance(record, Located):
+            yield record.where, record.value
+        else:
+            yield f"record {i}", record

@@ -9,6 +9,7 @@ server for (``default-graph-uri``), so the same SPARQL text works everywhere.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Protocol
@@ -19,7 +20,7 @@ from rdflib.term import Identifier
 
 from kg import rdf, vocab
 from kg.binding import Binding, bind_values, to_rdflib
-from kg.records import OntologyLike, RecordError, read_json_records
+from kg.records import OntologyLike, RecordError, iter_json_records
 from kg.results import Cell, QueryResult
 
 _LINES_PER_CHUNK = 20_000
@@ -119,18 +120,62 @@ def rdf_format_for(path: Path) -> ox.RdfFormat:
     return fmt
 
 
-def classify_json(path: Path) -> str:
-    """``predictions``, ``sentences`` or ``json-ld`` for a .json/.jsonl file, by content."""
-    try:
-        records = read_json_records(path)
-    except (RecordError, TypeError):
-        return "json-ld"
-    first = records[0] if records else None
-    if isinstance(first, Mapping) and "lesion_id" in first and "labels" in first:
-        return "predictions"
-    if isinstance(first, Mapping) and "lesion_idx" in first and "text" in first:
-        return "sentences"
-    return "json-ld"
+def _record_kind(record: Any) -> str | None:
+    if isinstance(record, Mapping):
+        if "lesion_id" in record and "labels" in record:
+            return "predictions"
+        if "lesion_idx" in record and "text" in record:
+            return "sentences"
+    return None
+
+
+def _looks_json_ld(record: Any) -> bool:
+    return isinstance(record, Mapping) and any(isinstance(k, str) and k.startswith("@") for k in record)
+
+
+def classify_json(path: Path, probe: int = 100) -> str:
+    """``predictions``, ``sentences`` or ``json-ld`` for a .json/.jsonl file, from its
+    first good records (the file is not read whole; torn lines are skipped here and
+    reported by the load). A ``.jsonl`` file is never JSON-LD; a ``.json`` file is when
+    it is one JSON document (not a list or lines of records) or its records carry
+    ``@`` keys. Records of no known shape count as predictions, so that the load
+    names each of them with its line and the missing field."""
+    is_lines = path.suffix.lower() == ".jsonl"
+    for i, item in enumerate(iter_json_records(path, errors=[])):
+        kind = _record_kind(item.value)
+        if kind is not None:
+            return kind
+        if not is_lines and _looks_json_ld(item.value):
+            return "json-ld"
+        if i + 1 >= probe:
+            break
+    if not is_lines:
+        with path.open("rb") as handle:
+            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+            handle.seek(0)
+            first_line = handle.readline(1 << 20)
+        if head.startswith(b"{"):
+            try:
+                first = json.loads(first_line)
+            except ValueError:
+                return "json-ld"  # a multi-line JSON document
+            if _looks_json_ld(first) or _record_kind(first) is None:
+                return "json-ld"
+    return "predictions"
+
+
+class _Prefixed:
+    """An ``errors`` sink that puts the file name before each message and counts them
+    (with no target list, it keeps the messages so the caller can raise the first)."""
+
+    def __init__(self, target: list[str] | None, prefix: str) -> None:
+        self.target = target if target is not None else []
+        self.prefix = prefix
+        self.count = 0
+
+    def append(self, message: str) -> None:
+        self.count += 1
+        self.target.append(f"{self.prefix}: {message}")
 
 
 # ----------------------------------------------------------------- pyoxigraph store
@@ -203,39 +248,55 @@ class LesionStore:
         ``.json``/``.jsonl`` holding prediction or mined-sentence records are converted
         (needs ``onto``); OWL/RDF-XML goes to ``graph`` or the predictions graph like any
         other triples file. Returns triples (or lines) loaded per file.
+
+        JSON records are streamed (memory: one record, not the file). With ``errors``, a
+        bad record (torn line, bad field…) or an RDF file with a syntax error (loaded all
+        or nothing) is reported there as ``FILE: line N …: reason`` and the rest is
+        loaded; without it, the first one raises :class:`RecordError` after its file.
         """
-        loaded: dict[str, int] = {}
-        for path in map(Path, paths):
+        paths = [Path(p) for p in paths]
+        for path in paths:  # all named files must exist before anything is loaded
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such file")
-            suffix = path.suffix.lower()
-            if suffix in (".json", ".jsonl"):
-                kind = classify_json(path)
-                if kind != "json-ld":
-                    if onto is None:
-                        raise ValueError(f"{path}: converting {kind} records needs the ontology")
-                    records = read_json_records(path)
-                    file_errors: list[str] = []
-                    if kind == "predictions":
-                        loaded[str(path)] = self.load_records(records, onto, file_errors)
-                    else:
-                        loaded[str(path)] = self.load_sentences(records, onto, dataset, file_errors)
-                    if errors is None and file_errors:
-                        raise RecordError(f"{path}: {file_errors[0]}")
-                    if errors is not None:
-                        errors.extend(f"{path}: {e}" for e in file_errors)
-                    continue
-                fmt = ox.RdfFormat.JSON_LD
-            else:
-                fmt = rdf_format_for(path)
-            before = len(self._store)
-            target = None if fmt.supports_datasets else ox.NamedNode(graph or vocab.GRAPH_PREDICTIONS)
-            try:
-                self._store.bulk_load(path=str(path), format=fmt, to_graph=target)
-            except SyntaxError as exc:
-                raise ValueError(f"{path}: {exc}") from exc
-            loaded[str(path)] = len(self._store) - before
+        loaded: dict[str, int] = {}
+        for path in paths:
+            file_errors = _Prefixed(errors, str(path))
+            loaded[str(path)] = self._load_file(path, graph, onto, file_errors, dataset)
+            if errors is None and file_errors.count:
+                raise RecordError(file_errors.target[0])
         return loaded
+
+    def _load_file(
+        self, path: Path, graph: str | None, onto: OntologyLike | None, file_errors: "_Prefixed", dataset: str
+    ) -> int:
+        if path.suffix.lower() in (".json", ".jsonl"):
+            kind = classify_json(path)
+            if kind != "json-ld":
+                if onto is None:
+                    raise ValueError(f"{path}: converting {kind} records needs the ontology")
+                records = iter_json_records(path, file_errors)  # type: ignore[arg-type]
+                if kind == "predictions":
+                    return self.load_records(records, onto, file_errors)  # type: ignore[arg-type]
+                return self.load_sentences(records, onto, dataset, file_errors)  # type: ignore[arg-type]
+            return self._load_rdf_file(path, ox.RdfFormat.JSON_LD, graph, file_errors)
+        return self._load_rdf_file(path, rdf_format_for(path), graph, file_errors)
+
+    def _load_rdf_file(self, path: Path, fmt: ox.RdfFormat, graph: str | None, errors: _Prefixed) -> int:
+        """One RDF file, all or nothing: parsed once to find a syntax error (streaming,
+        nothing kept), then bulk-loaded (which is fast but not atomic)."""
+        try:
+            for _ in ox.parse(path=str(path), format=fmt):
+                pass
+        except SyntaxError as exc:
+            errors.append(f"not loaded: {str(exc).splitlines()[0]}")
+            return 0
+        except (OSError, ValueError) as exc:
+            errors.append(f"not loaded: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            return 0
+        before = len(self._store)
+        target = None if fmt.supports_datasets else ox.NamedNode(graph or vocab.GRAPH_PREDICTIONS)
+        self._store.bulk_load(path=str(path), format=fmt, to_graph=target)
+        return len(self._store) - before
 
     # -- queries
 
