@@ -201,6 +201,7 @@ def run_label_subsets(
             raise AblationError(f"no label has more than {minimum} training positives (most: {int(counts.max())})")
         subsets[f"> {minimum}"] = names
     f1: dict[str, dict[str, float]] = {}
+    label_f1: dict[str, dict[str, float]] = {}
     for train_name, train_labels in subsets.items():
         slug = "subset-gt-" + train_name.split()[-1]
         sub_cache = subset_cache(cache, train_labels, out / slug / "cache")
@@ -217,6 +218,9 @@ def run_label_subsets(
             cols = np.array([position[name] for name in test_labels])
             value = average_metrics(result.metrics, cols).f1
             f1[train_name][test_name] = None if np.isnan(value) else value  # type: ignore[assignment]
+        # per-label F1 too: the reproduction pairs two models label by label
+        evaluable = result.metrics.evaluable
+        label_f1[train_name] = {name: float(result.metrics.f1[c]) for c, name in enumerate(train_labels) if evaluable[c]}
     test_names = list(subsets)
     lines = ["| trained on \\ tested on | " + " | ".join(test_names) + " |", "|---" * (len(test_names) + 1) + "|"]
     for train_name in subsets:
@@ -225,7 +229,39 @@ def run_label_subsets(
     markdown = "## Label-subset experiment (mean per-label F1 on test)\n\n" + "\n".join(lines) + "\n"
     files = [
         _write(out / "label_subsets.md", markdown),
-        _write(out / "label_subsets.json", json.dumps({"subsets": subsets, "f1": f1}, indent=2, ensure_ascii=False)),
+        _write(out / "label_subsets.json", json.dumps({"subsets": subsets, "f1": f1, "label_f1": label_f1},
+                                                      indent=2, ensure_ascii=False)),
         label_subset_figure(f1, out / "label_subsets.png"),
     ]
-    return AblationOutcome(markdown, files, extra={"f1": f1, "subsets": subsets})
+    return AblationOutcome(markdown, files, extra={"f1": f1, "subsets": subsets, "label_f1": label_f1})
+
+
+# --------------------------------------------------------------------------- retrieval per query
+
+
+def retrieval_per_query(run_dir: Path, cache: Path, onto: Any, k: int = 5, theta: float = 1.0) -> dict[str, list[float]]:
+    """Precision@k of every test query against the train + val lesions, by embedding and by score vector.
+
+    The same rule as ``lesanet retrieve --quality`` (a hit is relevant when the label-set
+    similarity reaches ``theta``), kept per query so that two runs can be paired query by query.
+    """
+    from vision.infer import load_predictor, score_selection, select_split
+    from vision.retrieval import label_set_similarity, lesion_label_set, make_index
+
+    predictor = load_predictor(run_dir, onto=onto)
+    everything = select_split(cache, "all")
+    splits = np.array([record.get("split") for record in everything.records])
+    queries, base = np.flatnonzero(splits == "test"), np.flatnonzero(np.isin(splits, ["train", "val"]))
+    if queries.size == 0 or base.size < k:
+        raise AblationError(f"{cache}: retrieval needs test lesions and at least {k} train/val lesions")
+    scored = score_selection(predictor.model, everything, device=predictor.device)
+    labels = [set(lesion_label_set(record, onto)) for record in everything.records]
+    per_query: dict[str, list[float]] = {}
+    for name, matrix in (("embedding", scored.embeddings), ("score vector", scored.probs)):
+        matrix = np.asarray(matrix, dtype=np.float32)
+        _, hits = make_index(matrix[base]).search(matrix[queries], k)
+        per_query[name] = [
+            float(np.mean([label_set_similarity(labels[q], labels[base[j]]) >= theta for j in row]))
+            for q, row in zip(queries, hits)
+        ]
+    return per_query

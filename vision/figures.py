@@ -203,21 +203,29 @@ def retrieval_panel(
     return save_figure(fig, path)
 
 
-def label_subset_figure(f1: Mapping[str, Mapping[str, float]], path: str | Path) -> Path:
+def label_subset_figure(f1: Mapping[str, Mapping[str, float]], path: str | Path,
+                        spread: Mapping[str, Mapping[str, float]] | None = None, title: str | None = None) -> Path:
     """Paper Fig. 5: mean F1 of each model (trained on a label subset) on each test subset.
 
-    ``f1[train_subset][test_subset]`` — one line per test subset, x = training subset.
+    ``f1[train_subset][test_subset]`` — one line per test subset, x = training subset;
+    ``spread`` (same keys, e.g. the standard deviation over seeds) draws error bars.
     """
     train_names = list(f1)
     test_names = list(dict.fromkeys(t for row in f1.values() for t in row))
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
+
+    def cell(table: Mapping[str, Mapping[str, float]], train: str, test: str) -> float:
+        value = table.get(train, {}).get(test)
+        return np.nan if value is None else value
+
     for test in test_names:
-        values = [np.nan if f1[train].get(test) is None else f1[train][test] for train in train_names]
-        ax.plot(range(len(train_names)), values, marker="o", label=f"test on {test}")
+        values = [cell(f1, train, test) for train in train_names]
+        errors = [cell(spread, train, test) for train in train_names] if spread else None
+        ax.errorbar(range(len(train_names)), values, yerr=errors, marker="o", capsize=3, label=f"test on {test}")
     ax.set_xticks(range(len(train_names)), [f"train {t}" for t in train_names], rotation=20, fontsize=8)
     ax.set_ylabel("mean per-label F1")
-    ax.set_title("label-subset experiment")
+    ax.set_title(title or "label-subset experiment")
     ax.legend(fontsize=7)
     return save_figure(fig, path)
 
