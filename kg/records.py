@@ -337,7 +337,7 @@ def iter_json_records(path: str | Path, errors: list[str] | None = None) -> Iter
     path = Path(path)
     with path.open("rb") as probe:
         head = probe.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"["):
+    if head.startswith(b"[") and path.suffix.lower() != ".jsonl":  # .jsonl is lines, whatever line 1 holds
         with path.open("r", encoding="utf-8-sig", errors="strict", newline="") as handle:
             try:
                 yield from _ArrayReader(handle).items(errors)
