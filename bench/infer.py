@@ -15,6 +15,13 @@
 
 All figures are CPU time of the benchmark process (``time.process_time``), so they hold on
 a busy shared machine; on an idle machine with one thread, wall time is the same.
+
+4. ``--cli``: the `lesanet` command as a user runs it, in a fresh process each time (wall
+   and CPU time of the child, best and median of ``--repeats``, with the load average):
+   ``--help``; an input error (answered before torch loads); ``predict --image`` for one
+   lesion on a 512 × 512 × 80 NIfTI CT (paper and cpu-small configs, fresh weights); and
+   ``predict --manifest`` of 100 lesions over 5 such volumes (one model load, each volume
+   read once). Then where the one-lesion time goes, measured in-process.
 """
 
 from __future__ import annotations
@@ -127,6 +134,102 @@ def bench_search(n_vectors: int, n_queries: int = 64, k: int = 5) -> list[tuple[
     return rows
 
 
+def _ct_volume(path: Path, seed: int, size=(512, 512, 80), spacing=(0.7, 0.7, 2.5)) -> None:
+    """A CT-sized NIfTI in HU (RAS-stored, as dcm2niix writes): air, an elliptic body with
+    10 HU noise, bright disks where the lesions are (content hardly matters for timing)."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.arange(size[0]), np.arange(size[1]))
+    body = ((x - size[0] / 2) / 220) ** 2 + ((y - size[1] / 2) / 170) ** 2 < 1
+    hu = np.where(body, 40, -1000)[None].repeat(size[2], 0).astype(np.int16)
+    hu += rng.normal(0, 10, hu.shape).astype(np.int16)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(sitk.DICOMOrient(image, "RAS"), str(path))
+
+
+def _timed(command: list[str], repeats: int) -> tuple[float, float, float, int]:
+    """Best and median wall seconds and median CPU seconds (user + sys) of a fresh process."""
+    import resource
+    import subprocess
+
+    walls, cpus, code = [], [], 0
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return min(walls), float(np.median(walls)), float(np.median(cpus)), code
+
+
+def bench_cli(work: Path, onto, repeats: int, threads: int) -> list[tuple[str, str]]:
+    import os
+
+    lesanet = str(Path(sys.executable).parent / "lesanet")
+    env_threads = {"OMP_NUM_THREADS": str(threads)}
+    os.environ.update(env_threads)
+    term_list = onto.label_set("lesanet171")
+    for name in ("paper", "cpu-small"):
+        config = load_config(ROOT / "configs" / f"{name}.yaml")
+        torch.manual_seed(0)
+        save_checkpoint(work / f"run-{name}", LesaNet(config.model, len(term_list)), config, term_list,
+                        onto.version, epoch=0)
+    volumes = []
+    for v in range(5):
+        volumes.append(work / f"ct{v}.nii.gz")
+        _ct_volume(volumes[-1], v)
+    rng = np.random.default_rng(0)
+    lines = ["image,slice,box"]
+    for i in range(100):
+        x, y, k = int(rng.integers(150, 330)), int(rng.integers(150, 330)), int(rng.integers(3, 77))
+        lines.append(f"{volumes[i % 5].name},{k},\"{x},{y},{x + 30},{y + 24}\"")
+    (work / "lesions.csv").write_text("\n".join(lines) + "\n")
+    one = ["--image", str(volumes[0]), "--slice", "40", "--box", "240,250,270,274"]
+    rows = [("load average (1 min) at the start", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")]
+    cases = [
+        ("`lesanet --help`", [lesanet, "--help"]),
+        ("input error (`predict --slice` without `--box`), answered before torch loads",
+         [lesanet, "predict", str(work / "run-paper"), *one[:4]]),
+        ("`predict --image` one lesion, 512×512×80 NIfTI, paper config", [lesanet, "predict", str(work / "run-paper"), *one]),
+        ("`predict --image` one lesion, cpu-small config", [lesanet, "predict", str(work / "run-cpu-small"), *one]),
+        ("`predict --manifest` 100 lesions over 5 volumes, paper config",
+         [lesanet, "predict", str(work / "run-paper"), "--manifest", str(work / "lesions.csv"), "--jsonl"]),
+    ]
+    for name, command in cases:
+        best, median, cpu, code = _timed(command, repeats if "manifest" not in name else 1)
+        rows.append((name, f"{best:.2f} s wall best, {median:.2f} s median; {cpu:.2f} s CPU (exit {code})"))
+    rows.append(("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f}"))
+    rows += _predict_breakdown(work, volumes[0], one)
+    return rows
+
+
+def _predict_breakdown(work: Path, volume: Path, one: list[str]) -> list[tuple[str, str]]:
+    """Where one `predict --image` goes, in a fresh interpreter (imports are the point)."""
+    import json
+    import subprocess
+
+    code = f"""
+import json, sys, time
+t = [time.process_time()]
+import torch, torchvision; t.append(time.process_time())
+from ontology import load_ontology; onto = load_ontology(); t.append(time.process_time())
+from vision import infer; from vision.locate import VoxelBox, image_inputs; t.append(time.process_time())
+predictor = infer.load_predictor({str(work / "run-paper")!r}, onto=onto); t.append(time.process_time())
+inputs = image_inputs({str(volume)!r}, [VoxelBox(40, (240.0, 250.0, 270.0, 274.0))]); t.append(time.process_time())
+infer.predict_inputs(predictor, inputs, warn=lambda m: None); t.append(time.process_time())
+print(json.dumps([b - a for a, b in zip(t, t[1:])]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    parts = json.loads(out.splitlines()[-1])
+    names = ["import torch + torchvision", "load the ontology", "import vision.infer (the rest)",
+             "load the paper model (safetensors)", "read the 512×512×80 NIfTI + place the lesion",
+             "preprocess + score + decide + record"]
+    return [(f"one lesion, in-process: {n}", f"{v:.2f} s CPU") for n, v in zip(names, parts)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["cpu-small", "paper"])
@@ -134,9 +237,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on a shared machine; more on an idle one)")
+    parser.add_argument("--cli", action="store_true", help="only the command-line figures (section 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="with --cli: runs per command (default 3)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, args.threads))
     onto = load_ontology()
+    if args.cli:
+        with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
+            rows = bench_cli(Path(tmp), onto, args.repeats, args.threads)
+        print("| figure | value |\n|---|---|")
+        for name, value in rows:
+            print(f"| {name} | {value} |")
+        return
     rows: list[tuple[str, str]] = [("torch threads / device", f"{torch.get_num_threads()} / {args.device}")]
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
         work = Path(tmp)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -142,6 +141,8 @@ def label_metrics(
     fp = (decisions & neg).sum(0)
     fn = (~decisions & pos).sum(0)
     n_pos, n_neg = pos.sum(0), neg.sum(0)
+    from sklearn.metrics import roc_auc_score  # here: predict needs no sklearn (start-up time)
+
     auc = np.full(scores.shape[1], np.nan)
     for c in np.flatnonzero((n_pos > 0) & (n_neg > 0)):
         keep = mask[:, c]
