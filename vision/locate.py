@@ -215,29 +215,32 @@ def mask_placements(volume: Any, location: MaskLesions) -> list[Placement]:
     if (labels < 0).any():
         raise PredictError(f"{location.path}: negative label values; give 0 for background and 1..N for lesions")
     values = [location.label] if location.label is not None else [int(v) for v in np.unique(labels) if v > 0]
+    extents = ndimage.find_objects(labels)  # per label value: its bounding box (None when absent)
     placements: list[Placement] = []
     for value in values:
-        chosen = labels == value
-        if location.label is not None and not chosen.any():
+        extent = extents[value - 1] if 0 < value <= len(extents) else None
+        if extent is None:
             present = [int(v) for v in np.unique(labels) if v > 0][:10]
             raise PredictError(f"{location.path}: no voxel has label {value} (labels present: {present or 'none'})")
+        chosen = labels[extent] == value  # only the label's box: label maps may hold 100+ organs
+        start = np.array([s.start for s in extent])
         if location.by == "label":
-            parts = [(chosen, None)]
+            parts = [(chosen, start)]
         else:
             numbered, count = ndimage.label(chosen, structure=np.ones((3, 3, 3), dtype=bool))
             boxes = ndimage.find_objects(numbered)
-            parts = [(numbered[boxes[n]] == n + 1, (boxes[n], n + 1)) for n in range(count)]
-        for region, where in parts:
-            placements.append(_largest_cross_section(region, where, value, location, len(placements)))
+            parts = [(numbered[boxes[n]] == n + 1, start + [s.start for s in boxes[n]]) for n in range(count)]
+        for region, offset in parts:
+            placements.append(_largest_cross_section(region, offset, value, location, len(placements)))
     if not placements:
         raise PredictError(f"{location.path}: the mask is empty (no voxel above 0); nothing to predict")
     return placements
 
 
-def _largest_cross_section(region: np.ndarray, where: Any, value: int, location: MaskLesions,
+def _largest_cross_section(region: np.ndarray, offset: np.ndarray, value: int, location: MaskLesions,
                            number: int) -> Placement:
-    """The slice with the most voxels (the middle one of ties) and the voxels' box on it."""
-    offset = (0, 0, 0) if where is None else tuple(s.start for s in where[0])
+    """The slice with the most voxels (the middle one of ties) and the voxels' box on it;
+    ``offset`` is the region's corner (z, y, x) in the volume."""
     areas = region.reshape(region.shape[0], -1).sum(axis=1)
     best = np.flatnonzero(areas == areas.max())
     z = int(best[len(best) // 2])
@@ -246,7 +249,7 @@ def _largest_cross_section(region: np.ndarray, where: Any, value: int, location:
     y1, y2 = float(ys.min() + offset[1]), float(ys.max() + offset[1])
     given = {"form": "mask", "file": str(location.path), "by": location.by, "label": int(value),
              "lesion": number + 1, "voxels": int(region.sum()), "key_area_voxels": int(areas.max())}
-    return Placement(z + offset[0], (x1, y1, x2, y2), given)
+    return Placement(int(z + offset[0]), (x1, y1, x2, y2), given)
 
 
 # --------------------------------------------------------------------------- records

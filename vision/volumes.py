@@ -32,7 +32,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -146,11 +146,11 @@ class Volume:
     hu: np.ndarray  # float32 (Z, rows, cols): z from superior, y to posterior, x to the patient's left
     spacing_mm: tuple[float, float, float]  # internal x (cols), y (rows), z (slice interval)
     source: str
-    format: str = "nifti"  # nifti | nrrd | metaimage | dicom
-    world_from_index: np.ndarray = field(default_factory=lambda: np.eye(4))  # internal (x, y, z) -> LPS mm
-    file_from_index: np.ndarray = field(default_factory=lambda: np.eye(4))  # internal -> file (i, j, k)
-    file_grid: Grid | None = None
-    reorientation: Reorientation | None = None  # None when resampled (oblique)
+    format: str  # nifti | nrrd | metaimage | dicom
+    world_from_index: np.ndarray  # 4 × 4: internal (x, y, z) -> LPS mm
+    file_from_index: np.ndarray  # 4 × 4: internal -> the file's own continuous index (i, j, k)
+    file_grid: Grid  # the file's geometry as ITK read it
+    reorientation: Reorientation | None  # None when resampled (oblique)
     oblique_degrees: float = 0.0
     modality: str | None = None
     dicom: DicomInfo | None = None
@@ -249,7 +249,6 @@ def read_label_image(path: str | os.PathLike[str], volume: Volume) -> np.ndarray
                         "give a label image (one integer per voxel)")
     grid = _grid(image)
     ref = volume.file_grid
-    assert ref is not None
     if grid.size != ref.size:
         raise DataError(f"{p}: mask size {list(grid.size)} differs from the image {list(ref.size)} "
                         f"({volume.source}); the mask must be on the image's grid")
