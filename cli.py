@@ -40,6 +40,28 @@ def _write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
+def _batch_exit(prog: str, bad: Any, succeeded: int, what: str, hint: str = "") -> int:
+    """Report a batch's bad records and apply the one exit rule (ontology.batch.EXIT_RULE).
+
+    ``bad`` is an ontology.batch.BadRecords; its kept messages are printed, the rest counted."""
+    from ontology.batch import batch_exit_code
+
+    for line in bad.lines():
+        print(f"{prog}: {line}", file=sys.stderr)
+    code = batch_exit_code(succeeded, bad.total)
+    if bad.total and not succeeded:
+        raise CommandError(f"nothing done: all {bad.total:,} {what} failed (see above)")
+    if bad.total:
+        print(f"{prog}: {bad.total:,} of {succeeded + bad.total:,} {what} failed{hint}; the other {succeeded:,} "
+              f"done (exit {code})", file=sys.stderr)
+    return code
+
+
+def _add_max_messages(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-messages", type=int, default=20, metavar="N",
+                        help="bad-record messages shown before the rest are only counted (default 20)")
+
+
 def _emit(text: str, output: str | None) -> None:
     """Print to stdout, or write atomically to ``output`` when given (``-`` = stdout)."""
     if output is None or output == "-":
@@ -1261,6 +1283,7 @@ def _add_textmine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="IN.jsonl", help="one JSON object a line with `id` and `text` (- = stdin)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.jsonl", help="output JSONL (- = stdout)")
     p.add_argument("--expand", action="store_true", help="add ancestors and inferred composites to relevant/uncertain")
+    _add_max_messages(p)
     engine_options(p)
     p.set_defaults(func=_cmd_textmine_run)
 
@@ -1299,6 +1322,7 @@ def _add_textmine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heldout", type=float, default=0.0, metavar="FRACTION",
                    help="hold out this fraction of sentences and report accuracy on them")
     p.add_argument("--seed", type=int, default=0)
+    _add_max_messages(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_textmine_train)
 
@@ -1326,14 +1350,10 @@ def _textmine_miner(args: argparse.Namespace):  # -> textmine.pipeline.LabelMine
 def _cmd_textmine_run(args: argparse.Namespace) -> int:
     from textmine.jobs import run_file
 
-    summary = run_file(_textmine_miner(args), args.input, args.output, expand=args.expand)
-    for message in summary.messages:
-        print(f"lesanet textmine: {message}", file=sys.stderr)
-    if summary.failed:
-        print(f"lesanet textmine: {summary.failed} of {summary.total} records failed (see their `error` field)",
-              file=sys.stderr)
-        return EXIT_ERROR
-    return EXIT_OK
+    summary = run_file(_textmine_miner(args), args.input, args.output, expand=args.expand,
+                       max_messages=args.max_messages)
+    return _batch_exit("lesanet textmine", summary.messages, summary.succeeded,
+                       "records", " (see their `error` field in the output)")
 
 
 def _cmd_textmine_eval(args: argparse.Namespace) -> int:
@@ -1442,14 +1462,12 @@ def _cmd_textmine_train(args: argparse.Namespace) -> int:
         config.epochs = args.epochs
     if not 0.0 <= args.heldout < 1.0:
         raise CommandError("--heldout must be a fraction in [0, 1)")
-    report = train_relations(LabelMiner(_load_ontology(args)), paths, config, args.heldout)
+    report = train_relations(LabelMiner(_load_ontology(args)), paths, config, args.heldout, args.max_messages)
     report.model.save(args.output)
-    for message in report.bad_records:
-        print(f"lesanet textmine: {message}", file=sys.stderr)
     held = "" if report.heldout_accuracy is None else \
         f"; held-out accuracy {report.heldout_accuracy:.4f} on {report.n_heldout} mentions"
     print(f"wrote {args.output}: {report.n_train} training mentions, {config.epochs} epochs{held}", file=sys.stderr)
-    return EXIT_ERROR if report.bad_records else EXIT_OK
+    return _batch_exit("lesanet textmine", report.bad_records, report.records_used, "training lines")
 
 
 def _cmd_textmine_build_split(args: argparse.Namespace) -> int:

@@ -203,7 +203,7 @@ def test_cli_run_file(tmp_path, capsys):
     )
     out = tmp_path / "out.jsonl"
     code, _, err = _run_cli(["textmine", "run", str(src), "-o", str(out), "--expand"], capsys)
-    assert code == 1 and f"{src}:2: not JSON" in err and "1 of 3 records failed" in err
+    assert code == 3 and f"{src}:2: not JSON" in err and "1 of 3 records failed" in err
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["1", None, "3"]
     assert lines[0]["lesion_idx"] == 7 and "kidney cyst" in lines[0]["relevant"] and "chest" not in lines[0]["relevant"]

@@ -88,5 +88,5 @@ def test_bad_training_records_are_reported(tmp_path, capsys):
     )
     code = main(["textmine", "train-relations", str(bad), "-o", str(tmp_path / "m.safetensors"), "--epochs", "1"])
     err = capsys.readouterr().err
-    assert code == 1 and f"{bad}:2: not JSON" in err and f"{bad}:3: mention 0: relation 'maybe'" in err
+    assert code == 3 and f"{bad}:2: not JSON" in err and f"{bad}:3: mention 0: relation 'maybe'" in err
     assert (tmp_path / "m.safetensors").exists()

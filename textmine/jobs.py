@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator, TextIO
 
+from ontology.batch import BadRecords
 from textmine.pipeline import LabelMiner
 from textmine.records import read_jsonl, write_lines_atomic
 
@@ -17,7 +18,11 @@ from textmine.records import read_jsonl, write_lines_atomic
 class RunSummary:
     total: int = 0
     failed: int = 0
-    messages: list[str] = field(default_factory=list)
+    messages: BadRecords = field(default_factory=BadRecords)  # "FILE:LINE: reason", the first N kept
+
+    @property
+    def succeeded(self) -> int:
+        return self.total - self.failed
 
 
 def mine_stream(miner: LabelMiner, stream: BinaryIO, source: str, expand: bool, summary: RunSummary) -> Iterator[str]:
@@ -37,9 +42,13 @@ def run_file(
     expand: bool = False,
     stdin: BinaryIO | None = None,
     stdout: TextIO | None = None,
+    max_messages: int = 20,
 ) -> RunSummary:
-    """Mine ``input_path`` (``-`` = stdin) into ``output_path`` (``-`` = stdout, else written atomically)."""
-    summary = RunSummary()
+    """Mine ``input_path`` (``-`` = stdin) into ``output_path`` (``-`` = stdout, else written atomically).
+
+    Every input line gives one output line; a bad one carries ``error`` and ``line`` and is
+    counted in the summary (its first ``max_messages`` messages kept)."""
+    summary = RunSummary(messages=BadRecords(max_messages))
     # The lexicon, lemma table and ontology are long-lived: keep them out of the cyclic GC's
     # scans, which otherwise cost ~15% of a batch run (they are never freed before exit anyway).
     gc.freeze()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
+from ontology.batch import RecordError, decode_json_line
 from textmine.lexicon import Mention
 
 # Longest accepted input line; a longer one is reported, not processed (a report sentence
@@ -64,16 +65,12 @@ def parse_line(raw: bytes, line: int) -> InputRecord:
     """One JSONL line (bytes, without the newline) -> an :class:`InputRecord`."""
     if len(raw) > MAX_LINE_BYTES:
         return InputRecord(line, None, None, error=f"line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit")
-    try:
-        decoded = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return InputRecord(line, None, None, error=f"not UTF-8 (byte {exc.start}); re-encode the file as UTF-8")
-    if not decoded.strip():
+    if not raw.strip():
         return InputRecord(line, None, None, error="empty line")
     try:
-        obj = json.loads(decoded)
-    except json.JSONDecodeError as exc:
-        return InputRecord(line, None, None, error=f"not JSON ({exc.msg} at column {exc.colno})")
+        obj = decode_json_line(raw)
+    except RecordError as exc:
+        return InputRecord(line, None, None, error=str(exc))
     if not isinstance(obj, dict):
         return InputRecord(line, None, None, error=f"a JSON {type(obj).__name__}, expected an object with id and text")
     rid = obj.get("id")
@@ -98,6 +95,12 @@ def dumps_jsonl(records: Iterable[dict[str, Any]]) -> Iterator[str]:
         yield json.dumps(record, ensure_ascii=False) + "\n"
 
 
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_lines_atomic(path: str | os.PathLike[str], lines: Iterable[str]) -> None:
     """Write lines to ``path`` through a temp file + rename (never half-written)."""
     target = Path(path)
@@ -107,6 +110,7 @@ def write_lines_atomic(path: str | os.PathLike[str], lines: Iterable[str]) -> No
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for line in lines:
                 handle.write(line)
+        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; outputs are ordinary files
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
