@@ -58,6 +58,7 @@ TARGET_SCHEDULE_S = 60.0
 DENSE_BF16_PEAK_S = 8.0
 DEFAULT_LABELS = ROOT.parent / "shared" / "data" / "lesanet" / "text_mined_labels_171_and_split.json"
 CARRIED_LABELS = ROOT / ".gpu" / "text_mined_labels_171_and_split.json"  # bench/gpu.sh --prepare
+DEFAULT_OUT = ROOT / "runs" / "gpu-check"  # git-ignored
 LOG_TAIL_BYTES = 200_000  # per measurement in gpu-log.txt (the device tool returns files <= 16 MiB)
 # Lesions of the official label JSON that keep a relevant or uncertain label (the paper's
 # "19,000+" training lesions), as read by vision.deeplesion.read_label_split; the size of
@@ -287,7 +288,7 @@ class Context:
 
 
 def machine_info() -> dict[str, Any]:
-    """Versions and the device, read without creating a CUDA context (the children use the GPU)."""
+    """Versions and the device, read in the parent process (the children do the GPU work)."""
     import torch
 
     figures: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
@@ -302,7 +303,7 @@ def machine_info() -> dict[str, Any]:
     return figures
 
 
-def _training_setup(ctx: Context, overrides: dict[str, Any]) -> tuple[Any, Any, Any]:
+def _training_setup(ctx: Context) -> tuple[Any, Any, Any]:
     """Config, the cache's training data on the device (vision.train's own loading)."""
     import torch
 
@@ -311,8 +312,7 @@ def _training_setup(ctx: Context, overrides: dict[str, Any]) -> tuple[Any, Any, 
     from vision.train import _to_device, load_training_data
 
     config = load_config(ctx.config_path)
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=ctx.profile.step_batch,
-                                                                   **overrides))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=ctx.profile.step_batch))
     device = torch.device(ctx.profile.device)
     data = load_training_data(config, ctx.work / "cache", load_ontology())
     return config, _to_device(data, device), device
@@ -400,30 +400,37 @@ TRAIN_VARIANTS: dict[str, dict[str, Any]] = {
 def measure_train_step(ctx: Context) -> None:
     import torch
 
-    config, data, device = _training_setup(ctx, {})
+    config, data, device = _training_setup(ctx)
     clock = Clock(device)
     ctx.result.update(batch=ctx.profile.step_batch, train_lesions=int(data.train_rows.numel()),
                       epochs=config.train.epochs, config=config.name,
                       resident_cache_gib=round(data.patches.numel() / 2**30, 3),
                       cache_on=str(data.patches.device))
+    failed = []
     for name, variant in TRAIN_VARIANTS.items():
         torch.backends.cudnn.benchmark = variant["cudnn_benchmark"]
         cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, **variant["train"]))
-        step = _step_runner(cfg, data, device)
-        figures = _time_steps(ctx.profile, clock, step, cfg.train.batch_size)
-        if device.type == "cuda" and name == "bf16_channels_last":
-            figures.update(_host_syncs(step))
+        try:  # a variant that fails (out of memory, say) is reported; the others still run
+            step = _step_runner(cfg, data, device)
+            figures = _time_steps(ctx.profile, clock, step, cfg.train.batch_size)
+            if device.type == "cuda" and name == "bf16_channels_last":
+                figures.update(_host_syncs(step))
+        except Exception as exc:  # noqa: BLE001 - reported in the figures, raised below
+            figures = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            failed.append(name)
         ctx.result.update(**{name: figures})
-        del step
+        step = None  # frees the model and optimizer of this variant
         if device.type == "cuda":
             torch.cuda.empty_cache()
     torch.backends.cudnn.benchmark = False
+    if failed:
+        raise RuntimeError(f"variant(s) {', '.join(failed)} failed: {ctx.result.data[failed[0]]['error']}")
 
 
 def measure_compile(ctx: Context) -> None:
     import torch
 
-    config, data, device = _training_setup(ctx, {})
+    config, data, device = _training_setup(ctx)
     clock = Clock(device)
     batch = config.train.batch_size
     ctx.result.update(backend=ctx.profile.compile_backend, torch=torch.__version__)
@@ -553,13 +560,13 @@ class Runner:
         self.log = out / "gpu-log.txt"
         self.log.write_text("", encoding="utf-8")
 
-    def _run(self, name: str, args: list[str], bound: float, env: dict[str, str] | None = None) -> tuple[int | None, str, float]:
+    def _run(self, name: str, args: list[str], bound: float) -> tuple[int | None, str, float]:
         """(return code or None on timeout, output tail, seconds); the whole process group is killed on timeout."""
         began = time.perf_counter()
         cpu_before = _children_cpu_s()
         with tempfile.TemporaryFile() as output:
             proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True)
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
             try:
                 code: int | None = proc.wait(timeout=bound)
             except subprocess.TimeoutExpired:
@@ -647,7 +654,8 @@ def derived_figures(outcomes: dict[str, Outcome]) -> dict[str, Any]:
         return {}
     lesions, epochs = step.figures.get("train_lesions"), step.figures.get("epochs")
     rows = {}
-    rates = {name: step.figures[name]["lesions_per_s"] for name in TRAIN_VARIANTS if name in step.figures}
+    rates = {name: step.figures[name]["lesions_per_s"] for name in TRAIN_VARIANTS
+             if "lesions_per_s" in step.figures.get(name, {})}
     if "compile" in outcomes and "compiled" in outcomes["compile"].figures:
         rates["torch.compile (bf16_channels_last)"] = outcomes["compile"].figures["compiled"]["lesions_per_s"]
     cli = outcomes.get("cli_epoch")
@@ -769,7 +777,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="folder for gpu.json, gpu.md and gpu-log.txt")
+    parser.add_argument("--out", help=f"folder for gpu.json, gpu.md and gpu-log.txt (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU (what the test suite runs)")
     parser.add_argument("--budget", type=float, default=None, help="seconds for all measurements (default 330; dry run 240)")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
@@ -784,8 +792,14 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work)
         CHILD_MEASUREMENTS[args.child](Context(PROFILES[args.profile], work, ResultFile(work / f"result-{args.child}.json")))
         return 0
-    if not args.out:
-        parser.error("--out is required")
+    if not args.out:  # `make bench` runs every bench script without arguments
+        import torch
+
+        if not (args.dry_run or torch.cuda.is_available()):
+            print("bench.gpu: no CUDA device here, nothing measured (the GPU check: bash bench/gpu.sh OUT_DIR on a "
+                  "GPU machine; bash bench/gpu.sh --dry-run OUT_DIR runs it on CPU)", file=sys.stderr)
+            return 0
+        args.out = str(DEFAULT_OUT)
     return orchestrate(args)
 
 
