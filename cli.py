@@ -40,7 +40,8 @@ def _write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
-def _batch_exit(prog: str, bad: Any, succeeded: int, what: str, hint: str = "") -> int:
+def _batch_exit(prog: str, bad: Any, succeeded: int, what: str, hint: str = "",
+                words: tuple[str, str] = ("failed", "done")) -> int:
     """Report a batch's bad records and apply the one exit rule (ontology.batch.EXIT_RULE).
 
     ``bad`` is an ontology.batch.BadRecords; its kept messages are printed, the rest counted."""
@@ -50,10 +51,10 @@ def _batch_exit(prog: str, bad: Any, succeeded: int, what: str, hint: str = "") 
         print(f"{prog}: {line}", file=sys.stderr)
     code = batch_exit_code(succeeded, bad.total)
     if bad.total and not succeeded:
-        raise CommandError(f"nothing done: all {bad.total:,} {what} failed (see above)")
+        raise CommandError(f"nothing usable: all {bad.total:,} {what} {words[0]} (see above)")
     if bad.total:
-        print(f"{prog}: {bad.total:,} of {succeeded + bad.total:,} {what} failed{hint}; the other {succeeded:,} "
-              f"done (exit {code})", file=sys.stderr)
+        print(f"{prog}: {bad.total:,} of {succeeded + bad.total:,} {what} {words[0]}{hint}; the other {succeeded:,} "
+              f"{words[1]} (exit {code})", file=sys.stderr)
     return code
 
 
@@ -1153,11 +1154,21 @@ def _add_evaluation(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- data / synth (CT data: vision.deeplesion, vision.cache, vision.phantom)
 
 
+_DATA_LIMITS = (
+    "Rows are refused (by check and cache alike) when Patient_index is outside 0..999,999, Study_index or "
+    "Series_ID outside 0..9,999, Key_slice_index or Slice_range outside 0..99,999, Image_size over 4096 "
+    "a side, pixel spacing over 10 mm or slice interval over 50 mm, Patient_age outside 0..150, or the "
+    "box centre outside the image; PNG slices over 4096 pixels a side are refused before decoding. "
+    "Each bad row or record is reported and skipped; exit 0 when all were good, 3 when some were skipped, "
+    "1 when nothing was usable.")
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("data", help="DeepLesion-format data: check it, build the patch cache, draw patches")
     gsub = group.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
-    p = gsub.add_parser("cache", help="preprocess every labelled lesion once into a memory-mappable patch cache")
+    p = gsub.add_parser("cache", help="preprocess every labelled lesion once into a memory-mappable patch cache",
+                        epilog=_DATA_LIMITS)
     p.add_argument("--deeplesion", required=True, metavar="DIR", help="folder with DL_info.csv and Images_png/")
     p.add_argument("--labels", required=True, metavar="JSON", help="label/split JSON (official format)")
     p.add_argument("-o", "--output", required=True, metavar="CACHE", help="cache folder (resumes an interrupted build)")
@@ -1167,13 +1178,16 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--coordinate-base", type=int, choices=[0, 1], default=0,
                    help="pixel coordinates in DL_info.csv start at 0 (default) or 1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_max_messages(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_data_cache)
 
-    p = gsub.add_parser("check", help="read DL_info.csv (and a label JSON): counts and every bad row")
+    p = gsub.add_parser("check", help="read DL_info.csv (and a label JSON): counts and every bad row",
+                        epilog=_DATA_LIMITS)
     p.add_argument("--deeplesion", required=True, metavar="DIR")
     p.add_argument("--labels", metavar="JSON", help="also check this label/split JSON against the ontology")
     p.add_argument("--coordinate-base", type=int, choices=[0, 1], default=0)
+    _add_max_messages(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_data_check)
 
@@ -1201,16 +1215,19 @@ def _cmd_data_cache(args: argparse.Namespace) -> int:
         coordinate_base=args.coordinate_base,
         progress=not args.no_progress,
     )
+    from ontology.batch import BadRecords
+
+    skipped = BadRecords(args.max_messages)
     for bad in report.bad:
         where = "" if bad["lesion_idx"] is None else f"lesion {bad['lesion_idx']}: "
-        print(f"lesanet: skipped {where}{bad['reason']}", file=sys.stderr)
+        skipped.append(f"skipped {where}{bad['reason']}")
     print(
         f"cached {report.n_lesions} lesions ({len(report.bad)} bad, {len(report.warnings)} warnings, "
         f"{report.resumed_lesions} resumed) in {report.seconds:.1f} s, "
-        f"{report.lesions_per_second:.0f} lesions/s -> {args.output}",
+        f"{report.lesions_per_second:.0f} lesions/s -> {args.output} (every bad one in {args.output}/report.json)",
         file=sys.stderr,
     )
-    return EXIT_OK
+    return _batch_exit("lesanet", skipped, report.n_lesions, "lesions or records", words=("skipped", "cached"))
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
@@ -1227,9 +1244,11 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         print(f"labels: {len(labels.term_list)} terms; lesions train {splits['train']}, val {splits['val']}, "
               f"test {splits['test']}; dropped {dropped}; {len(labels.errors)} bad")
         errors += [str(e) for e in labels.errors]
-    for line in errors:
-        print(line, file=sys.stderr)
-    return EXIT_ERROR if errors else EXIT_OK
+    from ontology.batch import BadRecords
+
+    bad = BadRecords(args.max_messages)
+    bad.extend(errors)
+    return _batch_exit("lesanet", bad, len(info), "rows or records", words=("bad", "good"))
 
 
 def _cmd_data_show(args: argparse.Namespace) -> int:

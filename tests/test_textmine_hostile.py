@@ -67,7 +67,7 @@ def test_nothing_mined_is_exit_1(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"not json\n" + HOSTILE[0][0] + b"\n")
     assert main(["textmine", "run", str(src), "-o", str(tmp_path / "out.jsonl")]) == 1
-    assert "nothing done: all 2 records failed" in capsys.readouterr().err
+    assert "nothing usable: all 2 records failed" in capsys.readouterr().err
 
 
 def test_train_relations_skips_hostile_lines(tmp_path, capsys):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -27,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ontology.batch import RecordError, decode_json_line
 from vision.deeplesion import (
     DataError,
     read_dl_info,
@@ -38,10 +38,15 @@ from vision.deeplesion import (
     DEFAULT_COORDINATE_BASE,
 )
 from vision.preprocess import DEFAULT_CONFIG, PreprocessConfig, lesion_patch
+from vision.workers import build_lock, process_pool
 
 CACHE_FORMAT = "lesanet-patch-cache"
 CACHE_VERSION = 1
 PARTIAL_DIR = ".partial"
+LOCK_FILE = ".build.lock"
+# temp files a killed build may leave beside the cache (write_bytes_atomic's mkstemp names, the compacted
+# array); removed by the next build, which holds the lock, so no live build owns them
+_STALE_TEMP_GLOBS = (".patches.npy.tmp", ".index.json.*", ".report.json.*")
 
 
 class BuildInterrupted(RuntimeError):
@@ -104,17 +109,28 @@ class _Plan:
     dropped: dict[str, int]
 
 
-def _read_sentences(path: Path) -> dict[int, str]:
+def _read_sentences(path: Path, bad: list[dict[str, Any]]) -> dict[int, str]:
+    """``lesion_idx`` -> report sentence; a bad line is reported in ``bad`` (file:line: reason) and skipped."""
     texts: dict[int, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the sentences ({exc.strerror or exc})") from None
+    with handle:
+        for line_no, raw in enumerate(handle, 1):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
-                texts[int(record["lesion_idx"])] = str(record["text"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}:{line_no}: bad sentence record ({exc})") from None
+                record = decode_json_line(raw)
+                idx = record.get("lesion_idx") if isinstance(record, dict) else None
+                if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
+                    raise RecordError("no `lesion_idx` (a DL_info.csv row number)")
+                if not isinstance(record.get("text"), str):
+                    raise RecordError("no `text` (a string)")
+            except RecordError as exc:
+                bad.append({"lesion_idx": None, "reason": f"{path}:{line_no}: bad sentence record ({exc}); skipped"})
+                continue
+            texts[idx] = record["text"]
     return texts
 
 
@@ -137,7 +153,7 @@ def _plan(
         records, errors = read_hand_labeled(truth_json, known_labels=known_labels, strict=False)
         truth = {r.lesion_idx: r.expanded_terms for r in records}
         bad.extend({"lesion_idx": None, "reason": str(e)} for e in errors)
-    sentences = _read_sentences(sentences_jsonl) if sentences_jsonl is not None else {}
+    sentences = _read_sentences(sentences_jsonl, bad) if sentences_jsonl is not None else {}
     dropped = dict(labels.dropped)
     tasks: list[_Task] = []
     meta: list[dict[str, Any]] = []
@@ -225,8 +241,9 @@ def _process_unit(
             patch, box = lesion_patch(
                 provider, task.key_slice, task.box, task.spacing_xy, task.slice_interval, cfg, notes.append
             )
-        except DataError as exc:
-            results.append({"row": task.row, "error": str(exc), "warnings": notes})
+        except (ValueError, OSError, MemoryError) as exc:  # DataError is a ValueError; one lesion never sinks the unit
+            reason = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+            results.append({"row": task.row, "error": reason, "warnings": notes})
             continue
         os.pwrite(fd, np.ascontiguousarray(patch, dtype=np.uint8).tobytes(), data_offset + task.row * row_bytes)
         results.append({"row": task.row, "box": [round(float(v), 4) for v in box], "warnings": notes})
@@ -283,11 +300,45 @@ def build_cache(
     Finished units are made durable (rows, then the log) every ``sync_seconds``; a
     build killed at any point resumes; a machine crash loses at most that much work.
     """
-    started = time.perf_counter()
     root, out = Path(deeplesion_dir), Path(out_dir)
-    images_dir = root / "Images_png"
     if not (root / "DL_info.csv").exists():
         raise DataError(f"{root}: no DL_info.csv; give the DeepLesion folder (DL_info.csv + Images_png/)")
+    out.mkdir(parents=True, exist_ok=True)
+    with build_lock(out / LOCK_FILE, f"patch cache {out}"):
+        _remove_stale_temp_files(out)
+        return _build_locked(root, out, workers=workers, truth_json=truth_json, sentences_jsonl=sentences_jsonl,
+                             known_labels=known_labels, ontology_version=ontology_version, cfg=cfg,
+                             coordinate_base=coordinate_base, chunk_lesions=chunk_lesions,
+                             sync_seconds=sync_seconds, progress=progress, stop_after_units=stop_after_units,
+                             labels_json=labels_json)
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Temp files of a killed build (the caller holds the build lock, so none is live)."""
+    for pattern in _STALE_TEMP_GLOBS:
+        for path in out.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def _build_locked(
+    root: Path,
+    out: Path,
+    *,
+    labels_json: str | os.PathLike[str],
+    workers: int,
+    truth_json: str | os.PathLike[str] | None,
+    sentences_jsonl: str | os.PathLike[str] | None,
+    known_labels: set[str] | None,
+    ontology_version: str,
+    cfg: PreprocessConfig,
+    coordinate_base: int,
+    chunk_lesions: int,
+    sync_seconds: float,
+    progress: bool,
+    stop_after_units: int | None,
+) -> CacheReport:
+    started = time.perf_counter()
+    images_dir = root / "Images_png"
     if truth_json is None and (root / "truth.json").exists():
         truth_json = root / "truth.json"
     if sentences_jsonl is None and (root / "sentences.jsonl").exists():
@@ -300,6 +351,8 @@ def build_cache(
         known_labels,
         coordinate_base,
     )
+    if not plan.tasks:
+        raise DataError(_nothing_cached(f"no lesion of {labels_json} can be cached", plan.bad))
     patch_shape = (cfg.num_slices, cfg.patch_size, cfg.patch_size)
     units = _units(plan.tasks, chunk_lesions)
     partial = out / PARTIAL_DIR
@@ -355,8 +408,7 @@ def build_cache(
                 for unit_id in todo:
                     record(unit_id, _process_unit(*args, units[unit_id], cfg))
             else:
-                context = multiprocessing.get_context("spawn")
-                with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                with process_pool(workers) as pool:  # workers die with this process, even on SIGKILL
                     futures = {pool.submit(_process_unit, *args, units[u], cfg): u for u in todo}
                     try:
                         for future in concurrent.futures.as_completed(futures):
@@ -375,6 +427,12 @@ def build_cache(
     report.resumed_lesions = resumed
     shutil.rmtree(partial, ignore_errors=True)
     return report
+
+
+def _nothing_cached(what: str, bad: Sequence[dict[str, Any]], shown: int = 3) -> str:
+    reasons = "; ".join(b["reason"] for b in bad[:shown]) or "the label file lists no usable lesion"
+    more = f" (and {len(bad) - shown:,} more)" if len(bad) > shown else ""
+    return f"{what}: {reasons}{more}"
 
 
 def _finish(
@@ -399,19 +457,21 @@ def _finish(
             bad.append({"lesion_idx": task.lesion_idx, "reason": result["error"]})
         else:
             good_rows.append(task.row)
-    source = np.load(partial_npy, mmap_mode="r")
+    if not good_rows:
+        bad.sort(key=lambda b: (b["lesion_idx"] is None, b["lesion_idx"] or 0, b["reason"]))
+        raise DataError(_nothing_cached(f"none of the {len(plan.tasks):,} lesions could be cached", bad))
     final_npy = out / "patches.npy"
-    tmp_npy = out / ".patches.npy.tmp"
+    tmp_npy = partial_npy.with_name("patches.compact.npy")
     if len(good_rows) == len(plan.tasks):
-        os.replace(partial_npy, tmp_npy)
+        tmp_npy = partial_npy
     else:
+        source = np.load(partial_npy, mmap_mode="r")
         compact = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(len(good_rows), *source.shape[1:]))
         for new_row, old_row in enumerate(good_rows):
             compact[new_row] = source[old_row]
         compact.flush()
-        del compact
-    del source
-    os.replace(tmp_npy, final_npy)
+        del compact, source
+    _fsync_file(tmp_npy)
     lesions = []
     for new_row, old_row in enumerate(good_rows):
         meta = plan.meta[old_row]
@@ -426,13 +486,44 @@ def _finish(
         "lesions": lesions,
     }
     bad.sort(key=lambda b: (b["lesion_idx"] is None, b["lesion_idx"] or 0, b["reason"]))
-    write_json_atomic(out / "index.json", index)
-    write_json_atomic(
-        out / "report.json",
-        {"n_lesions": len(lesions), "n_bad": len(bad), "bad": bad, "warnings": warnings, "dropped": plan.dropped},
-        indent=1,
-    )
+    report = {"n_lesions": len(lesions), "n_bad": len(bad), "bad": bad, "warnings": warnings, "dropped": plan.dropped}
+    _commit(out, tmp_npy, index, report)
     return CacheReport(out_dir=out, n_lesions=len(lesions), bad=bad, warnings=warnings, dropped=plan.dropped)
+
+
+def _commit(out: Path, new_npy: Path, index: dict[str, Any], report: dict[str, Any]) -> None:
+    """Swap the new cache in as one unit: ``index.json`` is the commit record.
+
+    The old index goes first (from then on the folder is no cache: readers refuse it),
+    then the patches and the report are replaced, then the new index, which names the
+    patches' size, is written last. A build killed anywhere in between leaves either the
+    old cache whole, or no index (a reader says to rerun ``data cache``), never new
+    patches under an old index.
+    """
+    (out / "index.json").unlink(missing_ok=True)
+    _fsync_dir(out)
+    os.replace(new_npy, out / "patches.npy")
+    write_json_atomic(out / "report.json", report, indent=1)
+    index["patches_bytes"] = (out / "patches.npy").stat().st_size
+    write_json_atomic(out / "index.json", index)
+    _fsync_dir(out)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames in ``path`` durable (a machine crash keeps their order)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reader
@@ -447,7 +538,10 @@ class PatchCache:
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise DataError(f"{self.path}: no index.json; build it with `lesanet data cache`") from None
+            partial = " (an interrupted build is there: rerun the same `lesanet data cache` to finish it)" \
+                if (self.path / PARTIAL_DIR).is_dir() else ""
+            raise DataError(f"{self.path}: no index.json, so no complete cache; build it with `lesanet data cache`"
+                            f"{partial}") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{index_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         if index.get("format") != CACHE_FORMAT or index.get("version") != CACHE_VERSION:
@@ -469,6 +563,14 @@ class PatchCache:
             )
             for e in index["lesions"]
         ]
+        expected_bytes = index.get("patches_bytes")
+        try:
+            actual_bytes = (self.path / "patches.npy").stat().st_size
+        except FileNotFoundError:
+            raise DataError(f"{self.path}: index.json but no patches.npy; rebuild with `lesanet data cache`") from None
+        if expected_bytes is not None and actual_bytes != expected_bytes:
+            raise DataError(f"{self.path}: patches.npy ({actual_bytes:,} bytes) is not the one index.json was "
+                            f"written for ({expected_bytes:,} bytes); rebuild with `lesanet data cache`")
         self.patches: np.ndarray = np.load(self.path / "patches.npy", mmap_mode="r")
         if self.patches.shape[0] != len(self.lesions) or self.patches.dtype != np.uint8:
             raise DataError(

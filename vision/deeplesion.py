@@ -48,6 +48,20 @@ HU_OFFSET = 32768  # DeepLesion PNGs store HU + 32768 as uint16
 # 3DCE/MULAN loaders subtract 1. Readers and writers take the base as a parameter.
 DEFAULT_COORDINATE_BASE = 0
 
+# What a DL_info.csv row may hold. Beyond these a value is a broken export, not a CT (a
+# Patient_index of 1e300 would name a 300-digit folder). Both `data check` and
+# `data cache` read rows through _parse_row, so the two refuse exactly the same rows.
+INDEX_RANGES: dict[str, tuple[int, int]] = {
+    "Patient_index": (0, 999_999),  # folder names have 6 digits (000001_01_01)
+    "Study_index": (0, 9_999),
+    "Series_ID": (0, 9_999),
+    "Key_slice_index": (0, 99_999),  # slice files are NNN.png
+}
+MAX_IMAGE_SIDE = 4096  # pixels per side of a slice (DeepLesion's are 512); larger PNGs are refused unread
+MAX_PIXEL_MM = 10.0  # in-plane pixel spacing, mm (CT: about 0.2 to 1.5)
+MAX_SLICE_INTERVAL_MM = 50.0  # slice interval, mm (CT: about 0.5 to 10)
+AGE_RANGE = (0.0, 150.0)
+
 
 class DataError(ValueError):
     """A bad DeepLesion record or file; the message names the file and the record."""
@@ -135,14 +149,20 @@ def _int(text: str, what: str) -> int:
     return int(value)
 
 
+def _ranged_int(row: dict[str, str], column: str) -> int:
+    value = _int(row[column], column)
+    lo, hi = INDEX_RANGES[column]
+    if not lo <= value <= hi:
+        raise ValueError(f"{column} {row[column].strip()!r} is outside {lo}..{hi:,}")
+    return value
+
+
 def _parse_row(row: dict[str, str], lesion_idx: int, base: int) -> DLLesion:
-    """One CSV row -> DLLesion; raises ValueError naming the field."""
-    patient = _int(row["Patient_index"], "Patient_index")
-    study = _int(row["Study_index"], "Study_index")
-    series = _int(row["Series_ID"], "Series_ID")
-    key = _int(row["Key_slice_index"], "Key_slice_index")
-    if min(patient, study, series) < 0 or key < 0:
-        raise ValueError("negative patient/study/series/key slice index")
+    """One CSV row -> DLLesion; raises ValueError naming the field (ranges: INDEX_RANGES and the MAX_*)."""
+    patient = _ranged_int(row, "Patient_index")
+    study = _ranged_int(row, "Study_index")
+    series = _ranged_int(row, "Series_ID")
+    key = _ranged_int(row, "Key_slice_index")
     measurement = tuple(v - base for v in _floats(row["Measurement_coordinates"], None, "Measurement_coordinates"))
     if len(measurement) % 2:
         raise ValueError("Measurement_coordinates has an odd number of values")
@@ -154,18 +174,40 @@ def _parse_row(row: dict[str, str], lesion_idx: int, base: int) -> DLLesion:
     slice_range = tuple(_int(p, "Slice_range") for p in row["Slice_range"].split(",") if p.strip())
     if len(slice_range) != 2 or not slice_range[0] <= key <= slice_range[1]:
         raise ValueError(f"Slice_range {row['Slice_range']!r} does not hold Key_slice_index {key}")
+    if slice_range[0] < 0 or slice_range[1] > INDEX_RANGES["Key_slice_index"][1]:
+        raise ValueError(f"Slice_range {row['Slice_range']!r} is outside 0..{INDEX_RANGES['Key_slice_index'][1]:,}")
     spacing = _floats(row["Spacing_mm_px_"], 3, "Spacing_mm_px_")
     if min(spacing) <= 0:
         raise ValueError(f"Spacing_mm_px_ {row['Spacing_mm_px_']!r} is not positive")
+    if max(spacing[:2]) > MAX_PIXEL_MM or spacing[2] > MAX_SLICE_INTERVAL_MM:
+        raise ValueError(f"Spacing_mm_px_ {row['Spacing_mm_px_']!r} is not a CT spacing (pixels up to "
+                         f"{MAX_PIXEL_MM:g} mm, slice interval up to {MAX_SLICE_INTERVAL_MM:g} mm)")
     size = tuple(_int(p, "Image_size") for p in row["Image_size"].split(",") if p.strip())
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"Image_size {row['Image_size']!r} is not two positive integers")
+    if max(size) > MAX_IMAGE_SIDE:
+        raise ValueError(f"Image_size {row['Image_size']!r} is over the {MAX_IMAGE_SIDE}-pixel limit per side")
+    rows, cols = size
+    centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    if not (0 <= centre_x <= cols - 1 and 0 <= centre_y <= rows - 1):
+        raise ValueError(f"Bounding_boxes {row['Bounding_boxes']!r} has its centre outside the "
+                         f"{rows}×{cols} image (Image_size)")
     window = _floats(row["DICOM_windows"], 2, "DICOM_windows")
     split_code = _int(row["Train_Val_Test"], "Train_Val_Test")
     if split_code not in SPLIT_NAMES:
         raise ValueError(f"Train_Val_Test {row['Train_Val_Test']!r} is not 1, 2 or 3")
+    noisy = _int(row["Possibly_noisy"], "Possibly_noisy")
+    if noisy not in (0, 1):
+        raise ValueError(f"Possibly_noisy {row['Possibly_noisy']!r} is not 0 or 1")
     age_text = (row.get("Patient_age") or "").strip()
-    age = float(age_text) if age_text and age_text.lower() != "nan" else None
+    age = None
+    if age_text and age_text.lower() != "nan":
+        try:
+            age = float(age_text)
+        except ValueError:
+            raise ValueError(f"Patient_age {age_text!r} is not a number") from None
+        if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+            raise ValueError(f"Patient_age {age_text!r} is outside {AGE_RANGE[0]:g}..{AGE_RANGE[1]:g}")
     return DLLesion(
         lesion_idx=lesion_idx,
         file_name=row["File_name"].strip(),
@@ -178,7 +220,7 @@ def _parse_row(row: dict[str, str], lesion_idx: int, base: int) -> DLLesion:
         diameters_px=diameters,  # type: ignore[arg-type]
         location=location,  # type: ignore[arg-type]
         coarse_type=_int(row["Coarse_lesion_type"], "Coarse_lesion_type"),
-        possibly_noisy=bool(_int(row["Possibly_noisy"], "Possibly_noisy")),
+        possibly_noisy=bool(noisy),
         slice_range=slice_range,  # type: ignore[arg-type]
         spacing_mm=spacing,  # type: ignore[arg-type]
         image_size=size,  # type: ignore[arg-type]
@@ -272,15 +314,25 @@ def write_dl_info(
 
 
 def read_slice_hu(path: str | os.PathLike[str]) -> np.ndarray:
-    """A DeepLesion 16-bit PNG slice as HU (int32, rows × cols)."""
+    """A DeepLesion 16-bit PNG slice as HU (int32, rows × cols).
+
+    The size is read from the header first: a slice over MAX_IMAGE_SIDE pixels a side (a
+    decompression bomb, or not a CT slice) is refused before any pixel is decoded."""
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if max(width, height) > MAX_IMAGE_SIDE:
+                raise DataError(f"{path}: a {width}×{height} PNG, over the {MAX_IMAGE_SIDE}-pixel limit per side "
+                                "of a CT slice; not decoded")
             if image.mode not in ("I;16", "I;16B", "I", "I;16L"):
                 raise DataError(f"{path}: PNG mode {image.mode!r} is not 16-bit greyscale")
             pixels = np.asarray(image)
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, hit while opening
+        raise DataError(f"{path}: a PNG over the {MAX_IMAGE_SIDE}-pixel limit per side of a CT slice "
+                        f"(a decompression bomb? {exc}); not decoded") from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise DataError(f"{path}: unreadable PNG slice ({exc})") from None
     return pixels.astype(np.int32) - HU_OFFSET
 
@@ -293,6 +345,13 @@ def encode_slice_png(hu: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def default_file_mode() -> int:
+    """The mode an ordinary new file gets under the current umask (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write through a temp file + rename, so readers never see half a file."""
     target = Path(path)
@@ -301,6 +360,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

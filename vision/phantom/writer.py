@@ -12,10 +12,8 @@ files are byte-identical for a seed whatever the number of workers.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -30,6 +28,7 @@ from vision.deeplesion import (
     DLLesion,
     LesionLabels,
     SPLIT_NAMES,
+    default_file_mode,
     encode_slice_png,
     label_split_json,
     series_dir_name,
@@ -40,6 +39,7 @@ from vision.deeplesion import (
 from vision.phantom.anatomy import Grid, Patient, add_scanner_noise, render_slice
 from vision.phantom.lesions import SITES, PhantomLesion, paint_lesion, pick_weighted, place_lesion
 from vision.phantom.sentences import make_sentence, sentence_record
+from vision.workers import build_lock, process_pool
 
 GENERATOR = "lesanet-phantom"
 GENERATOR_VERSION = 1
@@ -227,23 +227,28 @@ def synthesize(
         onto = load_ontology()
     term_list = onto.label_set("lesanet171")
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        specs = _plan_series(seed, n_lesions, image_size)
-        images = str(work / "Images_png") if write_images else None
-        if workers <= 1:
-            results = [render_series(spec, images) for spec in specs]
-        else:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                results = list(pool.map(render_series, specs, [images] * len(specs), chunksize=4))
-        _write_tables(work, results, term_list, onto, seed, image_size)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    # the lock (released by the kernel when this process dies) tells a killed synth's work folder from a live one's
+    with build_lock(out.parent / f".{out.name}.lock", f"phantom {out}"):
+        for stale in out.parent.glob(f".{out.name}.tmp*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+        try:
+            mode = default_file_mode()
+            os.chmod(work, mode | (mode & 0o444) >> 2)  # mkdtemp makes 0700; the dataset is an ordinary folder
+            specs = _plan_series(seed, n_lesions, image_size)
+            images = str(work / "Images_png") if write_images else None
+            if workers <= 1:
+                results = [render_series(spec, images) for spec in specs]
+            else:
+                with process_pool(workers) as pool:  # workers die with this process, even on SIGKILL
+                    results = list(pool.map(render_series, specs, [images] * len(specs), chunksize=4))
+            _write_tables(work, results, term_list, onto, seed, image_size)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(work, out)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     return out
 
 
