@@ -496,13 +496,40 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_kg_validate)
 
-    p = gsub.add_parser("serve", help="SPARQL endpoint over a store on 127.0.0.1 (read-only unless a token is set)")
+    p = gsub.add_parser("serve", help="SPARQL endpoint and lesion browser over a store on 127.0.0.1 "
+                                      "(read-only unless a token is set)")
     p.add_argument("--store", required=True, metavar="DIR")
     p.add_argument("--port", type=int, default=7879, help="TCP port (0 = any free port; default 7879)")
     p.add_argument("--token-file", metavar="FILE", default=None,
                    help="accept SPARQL updates bearing this token (Authorization: Bearer); default: refuse updates")
+    browser = p.add_argument_group("lesion browser (pages at http://127.0.0.1:PORT/)")
+    browser.add_argument("--cache", metavar="CACHE", default=None, help="patch cache folder: the lesions' patches")
+    browser.add_argument("--images", metavar="DIR", default=None,
+                         help="folder holding the source slices (Images_png/) for lesions not in the cache")
+    browser.add_argument("--run", metavar="RUN", default=None, help="training run: calibrated thresholds per label")
+    browser.add_argument("--evaluation", metavar="JSON", default=None,
+                         help="`lesanet evaluate --format json` output: AUC / F1 / threshold per label")
+    browser.add_argument("--no-browser", action="store_true", help="serve the SPARQL endpoint alone")
+    _add_ontology_option(p)
     _add_kg_limit_options(p, server=True)
     p.set_defaults(func=_cmd_kg_serve)
+
+    p = gsub.add_parser("export", help="stored lesions as a DICOM SR (TID 1500) or an HL7 FHIR Bundle",
+                        epilog="The record is rebuilt from the store (labels, scores, thresholds, model, ontology "
+                               "version, source and DICOM UIDs); SR also reads the key slice's header from the "
+                               "source series (the path the store recorded, or --dicom DIR). "
+                               "See docs/clinical-outputs.md.")
+    p.add_argument("--format", choices=["sr", "fhir"], required=True)
+    p.add_argument("--lesion", metavar="ID", action="append", required=True,
+                   help="lesion id (e.g. dicom/series/33/0); repeat for several lesions of one study")
+    p.add_argument("-o", "--output", required=True, help="the .dcm (sr) or .json (fhir) file to write")
+    p.add_argument("--dicom", metavar="DIR", default=None,
+                   help="the source DICOM series when it moved since prediction (default: the stored path)")
+    p.add_argument("--checkpoint", metavar="SHA", default=None,
+                   help="with lesions predicted by several models: the checkpoint SHA-256 (or a prefix) to export")
+    _add_kg_backend_options(p)
+    _add_ontology_option(p)
+    p.set_defaults(func=_cmd_kg_export)
 
 
 def _cmd_kg_rdf(args: argparse.Namespace) -> int:
@@ -623,12 +650,54 @@ def _cmd_kg_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_ERROR
 
 
+def _cmd_kg_export(args: argparse.Namespace) -> int:
+    from kg.export import stored_record
+
+    onto = _load_ontology(args)
+    backend = _kg_backend(args, read_only=True)
+    records = [stored_record(backend, lesion, onto, args.checkpoint) for lesion in args.lesion]
+    if args.format == "sr":
+        _write_clinical(records, onto, args.output, None, dicom=args.dicom)
+    else:  # patient / study headers when the source is still there (or --dicom); FHIR needs none
+        _write_clinical(records, onto, None, args.output, dicom=args.dicom, required=bool(args.dicom))
+    return EXIT_OK
+
+
 def _cmd_kg_serve(args: argparse.Namespace) -> int:
     from kg.server import ServerConfig, serve
 
     config = ServerConfig(limits=_kg_limits(args), workers=args.workers, max_connections=args.max_connections)
-    serve(args.store, args.port, _read_token(args.token_file), config=config)
+    pages = None if args.no_browser else _lesion_browser(args).routes()
+    serve(args.store, args.port, _read_token(args.token_file), config=config, pages=pages)
     return EXIT_OK
+
+
+def _lesion_browser(args: argparse.Namespace):  # -> kg.web.LesionBrowser
+    """The browser's pages, with the text miner handed in for free-text search (kg does
+    not import textmine). The miner loads in the background (spaCy: seconds), so the
+    server answers at once; the first description search waits for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kg.web import BrowserConfig, Description, LesionBrowser, PatchSource, load_evaluation
+
+    onto = _load_ontology(args)
+
+    def build_miner():
+        from textmine.pipeline import LabelMiner
+
+        return LabelMiner(onto)
+
+    miner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="miner").submit(build_miner)
+
+    def describe(text: str) -> Description:
+        mined = miner.result().mine([text])[0]
+        if mined.error:
+            raise ValueError(f"the description could not be mined: {mined.error}")
+        return Description(tuple(mined.relevant), tuple(mined.uncertain), tuple(mined.irrelevant),
+                           tuple((m.text, m.label, m.relation) for m in mined.mentions))
+
+    patches = PatchSource(args.cache, args.images)
+    return LesionBrowser(BrowserConfig(onto, patches, load_evaluation(args.run, args.evaluation), describe))
 
 
 # --------------------------------------------------------------------------- evaluate / ablate / predict / embed / retrieve
@@ -986,6 +1055,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-png", metavar="FILE", help="save the patch(es) with box and labels as a PNG panel")
     p.add_argument("--rdf", metavar="FILE",
                    help="also write the predictions as RDF (Web Annotation + PROV-O): .ttl, .nt or .jsonld")
+    p.add_argument("--sr", metavar="OUT",
+                   help="also write a DICOM SR (TID 1500 measurement report) for a DICOM input; with --manifest "
+                        "OUT is a folder receiving one STUDY_UID.dcm per study (docs/clinical-outputs.md)")
+    p.add_argument("--fhir", metavar="FILE", help="also write an HL7 FHIR R4 Bundle (R4B models) as JSON")
     p.add_argument("--device", default=None)
     p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
     _add_ontology_option(p)
@@ -1003,6 +1076,32 @@ def _thresholds_note(predictor: Any, run: str) -> str:
     except (OSError, ValueError):
         where = "calibrated"
     return f"thresholds: {Path(run) / 'thresholds.json'}, per-label, {where}"
+
+
+def _check_sr_sources(sources: Sequence[dict]) -> None:
+    from kg.dicom_sr import dicom_source
+
+    for i, source in enumerate(sources):
+        dicom_source({"source": source}, f"lesion {i + 1}" if len(sources) > 1 else "--sr")
+
+
+def _write_clinical(records: Sequence[dict], onto: Any, sr: str | None, fhir: str | None, per_study: bool = False,
+                    dicom: str | None = None, required: bool = True) -> None:
+    """--sr / --fhir (predict, kg export): kg.dicom_sr and kg.fhir read the key slices' headers."""
+    if sr:
+        from kg.dicom_sr import write_sr_outputs
+
+        written, skipped = write_sr_outputs(records, sr, onto, per_study=per_study, folder=dicom)
+        for line in skipped:
+            print(f"lesanet: note: no SR for {line}", file=sys.stderr)
+        for path, count in written:
+            print(f"wrote {path}: DICOM SR, {count} measurement group(s)", file=sys.stderr)
+    if fhir:
+        from kg.dicom_sr import dicom_headers
+        from kg.fhir import write_fhir
+
+        count = write_fhir(records, fhir, onto, dicom_headers(records, dicom, required=required))
+        print(f"wrote {fhir}: FHIR Bundle, {count} Observation(s)", file=sys.stderr)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -1026,6 +1125,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         inputs = None
     else:
         inputs = _lesion_inputs(args)
+    if args.sr and batch is None:  # before the model loads: SR needs a DICOM source
+        _check_sr_sources([item.source for item in inputs] if inputs is not None else [{"dataset": args.dataset}])
     from vision import infer
 
     predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args),
@@ -1062,6 +1163,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         triples = write_rdf(records, args.rdf, onto=predictor.onto)
         print(f"wrote {args.rdf}: {triples} triples", file=sys.stderr)
+    _write_clinical(records, predictor.onto, args.sr, args.fhir, per_study=batch is not None)
     if args.patch_png:
         from vision.figures import prediction_panels
 

@@ -36,6 +36,7 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.namespace import DCTERMS, OWL, PROV, RDF, RDFS, SKOS, XSD
 
 from kg import vocab
+from kg.dicom_refs import dicom_ntriples
 from kg.records import (
     LabelResolver,
     MinedSentence,
@@ -270,6 +271,7 @@ def prediction_ntriples(
             pred = parse_prediction(record, resolver, where)
             activity_id = activity_id_for(pred.model, pred.ontology_version)
             text = _prediction_text(pred, activity_id)
+            text += "".join(dicom_ntriples(record, pred.lesion_id, pred.dataset, pred.file, pred.slice_index, where))
         except RecordError as exc:
             if errors is None:
                 raise
