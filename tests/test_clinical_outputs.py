@@ -282,3 +282,30 @@ def test_bad_dicom_uid_in_a_record_is_a_record_error(run_dir, series, onto, tmp_
     text = "".join(prediction_ntriples([record, bad], onto, errors))
     assert len(errors) == 1 and "source.sop_instance_uid is not a DICOM UID" in errors[0] and "record 2" in errors[0]
     assert f'"{uids[k]}"' in text and "kg#sopInstanceUid" in text
+
+
+def test_manifest_writes_one_sr_per_study_and_notes_non_dicom_rows(run_dir, series, onto, tmp_path, capsys):
+    folder, uids, k, box = series
+    nifti = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(_reference(), str(nifti))
+    box_text = ",".join(f"{v:.3f}" for v in box)
+    manifest = tmp_path / "lesions.csv"
+    manifest.write_text("image,lesion_id,slice,box\n"
+                        f"{folder},big,{k},\"{box_text}\"\n"
+                        f"{folder},big-again,{k},\"{box_text}\"\n"
+                        f"{nifti},nifti-one,8,\"20,15,40,35\"\n", encoding="utf-8")
+    out = tmp_path / "sr"
+    assert cli_main(["predict", str(run_dir), "--manifest", str(manifest), "--jsonl", "-o", str(tmp_path / "p.jsonl"),
+                     "--sr", str(out), "--fhir", str(tmp_path / "b.json")]) == 0
+    err = capsys.readouterr().err
+    assert "no SR for" in err and "nifti-one" in err and "DICOM SR needs a DICOM source" in err
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
+    study = records[0]["source"]["study_instance_uid"]
+    assert [p.name for p in out.iterdir()] == [f"{study}.dcm"]
+    groups = hd.sr.srread(out / f"{study}.dcm").content.get_planar_roi_measurement_groups()
+    assert sorted(g.tracking_identifier for g in groups) == ["big", "big-again"]
+    assert len({str(g.tracking_uid) for g in groups}) == 2  # one tracking UID per lesion
+    data = _check_fhir(tmp_path / "b.json", records, None)
+    reports = [e["resource"] for e in data["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert len(reports) == 2 and sum(len(r["result"]) for r in reports) == sum(
+        item["decision"] for record in records for item in record["labels"])
