@@ -236,7 +236,7 @@ def _observations(record: Mapping[str, Any], where: str, onto: Any, device_id: s
             "issued": when,
             "valueQuantity": _quantity(label.score),
             "interpretation": [{"coding": [{"system": INTERPRETATION, "code": "POS", "display": "Positive"}],
-                                "text": f"decided: score {label.score:g} >= threshold {label.threshold:g}"}],
+                                "text": f"decided (score {label.score:g}, threshold {label.threshold:g})"}],
             "component": [{"code": {"coding": [{"system": KG_SYSTEM, "code": "threshold",
                                                 "display": "decision threshold"}]},
                            "valueQuantity": _quantity(label.threshold)}],
