@@ -75,13 +75,20 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def _add_ontology_option(parser: argparse.ArgumentParser) -> None:
+def _add_ontology_option(parser: argparse.ArgumentParser, gated: bool = True) -> None:
+    """--ontology and --mappings; ``gated`` commands also get --unchecked (see _load_ontology)."""
     parser.add_argument(
         "--ontology",
         metavar="PATH",
         default=None,
         help="ontology file (RDF/XML, Turtle or OWL/XML); default: the shipped ontology/lesion.owl",
     )
+    if gated:
+        parser.add_argument(
+            "--unchecked", action="store_true",
+            help="use an ontology that `lesanet ontology check` rejects (dangling references, unsatisfiable "
+                 "classes); refused by default",
+        )
     parser.add_argument(
         "--mappings",
         metavar="SSSOM",
@@ -94,7 +101,15 @@ def _add_ontology_option(parser: argparse.ArgumentParser) -> None:
 def _load_ontology(args: argparse.Namespace, strict: bool = True):  # -> ontology.Ontology
     from ontology import load_ontology
 
-    return load_ontology(getattr(args, "ontology", None), strict=strict, mappings=getattr(args, "mappings", []))
+    onto = load_ontology(getattr(args, "ontology", None), strict=strict, mappings=getattr(args, "mappings", []))
+    if getattr(args, "unchecked", None) is False:
+        # the networkx checks of `ontology check` (milliseconds); HermiT stays in `ontology check` alone
+        problems = onto.check(reasoner=False).problems
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CommandError(f"{onto.source} fails `lesanet ontology check`: {problems[0]}{more}; fix the "
+                               "ontology, or pass --unchecked to use it anyway")
+    return onto
 
 
 # --------------------------------------------------------------------------- ontology
@@ -118,12 +133,12 @@ def _add_ontology(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_ontology_import)
 
     p = gsub.add_parser("stats", help="counts: terms, labels, categories, pairs, unsatisfiable")
-    _add_ontology_option(p)
+    _add_ontology_option(p, gated=False)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_ontology_stats)
 
     p = gsub.add_parser("check", help="cycles, dangling references, unsatisfiable classes (networkx + HermiT)")
-    _add_ontology_option(p)
+    _add_ontology_option(p, gated=False)
     p.add_argument("--no-reasoner", action="store_true", help="skip the HermiT cross-check (no Java)")
     p.set_defaults(func=_cmd_ontology_check)
 
@@ -141,13 +156,13 @@ def _add_ontology(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_ontology_exclusive)
 
     p = gsub.add_parser("export", help="write the ontology as OWL (RDF/XML), Turtle or JSON")
-    _add_ontology_option(p)
+    _add_ontology_option(p, gated=False)
     p.add_argument("--format", choices=["owl", "ttl", "json"], default="owl")
     p.add_argument("-o", "--output", default=None, help="output file (default stdout)")
     p.set_defaults(func=_cmd_ontology_export)
 
     p = gsub.add_parser("report", help="quality checks at ERROR / WARN / INFO levels (like ROBOT report); exit 1 on ERROR")
-    _add_ontology_option(p)
+    _add_ontology_option(p, gated=False)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--fail-on", choices=["ERROR", "WARN", "none"], default="ERROR",
                    help="exit 1 when a problem at this level or worse is found (default ERROR)")

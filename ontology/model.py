@@ -9,7 +9,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
+import re
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +23,7 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.collection import Collection
 
 from ontology.errors import OntologyError, UnknownLabelError
+from ontology.safexml import UnsafeXMLError, check_xml
 from ontology.sssom import Mapping, add_mappings_to_graph, mappings_in_graph, read_sssom
 from ontology.reasoning import (
     Pair,
@@ -83,26 +87,64 @@ class CheckReport:
 
 
 def _read_rdf(path: Path) -> Graph:
-    """Parse what Protégé saves: RDF/XML, Turtle (also N-Triples) or OWL/XML."""
+    """Parse what Protégé saves: RDF/XML, Turtle (also N-Triples) or OWL/XML.
+
+    XML is checked first (ontology.safexml): a DTD with anything but plain namespace
+    entities, which could expand ("billion laughs") or reach outside the file, is refused."""
     if not path.is_file():
         raise OntologyError(f"{path}: ontology file not found")
-    head = path.read_bytes()[:4096].decode("utf-8", errors="replace")
+    data = path.read_bytes()
+    head = data[:4096].decode("utf-8", errors="replace")
     syntax = _unread_syntax(head)
     if syntax:
         raise OntologyError(f"{path}: {syntax} is not read here; save as RDF/XML or OWL/XML (Protégé: File → Save as)")
+    looks_xml = head.lstrip("\ufeff \t\r\n").startswith("<")
+    if looks_xml:
+        try:
+            check_xml(data, path)
+        except UnsafeXMLError as exc:
+            raise OntologyError(str(exc)) from None
     graph = Graph()
     if "<Ontology" in head and "http://www.w3.org/2002/07/owl#" in head and "<rdf:RDF" not in head:
         return _read_owl_xml(path)
-    formats = ["xml", "turtle"] if head.lstrip().startswith("<") else ["turtle", "xml"]
+    formats = ["xml", "turtle"] if looks_xml else ["turtle", "xml"]
     errors = []
     for fmt in formats:
         try:
-            graph.parse(path, format=fmt)
+            with _quiet_literal_warnings():
+                graph.parse(data=data, format=fmt, publicID=path.resolve().as_uri())
             return graph
         except Exception as exc:  # rdflib raises parser-specific types
             errors.append(f"{fmt}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             graph = Graph()
     raise OntologyError(f"{path}: not a readable ontology (RDF/XML, Turtle or OWL/XML) — {'; '.join(errors)}")
+
+
+@contextmanager
+def _quiet_literal_warnings():
+    """rdflib logs a traceback for each ill-typed literal ("3x3"^^xsd:integer) while parsing;
+    the terms reader names the file and class instead (``_integer``)."""
+    logger = logging.getLogger("rdflib.term")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+_XSD_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
+
+
+def _integer(value: object, source: str, name: str, what: str) -> int | None:
+    """An xsd:integer annotation of class ``name`` (None when absent); a bad one names file and class."""
+    if value is None:
+        return None
+    lexical = str(value).strip()
+    if not isinstance(value, Literal) or not _XSD_INTEGER.fullmatch(lexical):
+        raise OntologyError(f"{source}: class {name!r}: {what} {lexical[:40]!r} is not an integer (xsd:integer); "
+                            "correct the annotation")
+    return int(lexical)
 
 
 def _unread_syntax(head: str) -> str | None:
@@ -191,16 +233,16 @@ class Ontology:
             if name in self.terms:
                 raise OntologyError(f"{self.source}: two classes share the label {name!r} ({self.terms[name].iri}, {subject})")
             synonyms = {str(s) for p in (SKOS.altLabel, OBO_EXACT_SYNONYM) for s in g.objects(subject, p)}
-            index = g.value(subject, LESANET_INDEX)
-            count = g.value(subject, OCCURRENCES)
+            index = _integer(g.value(subject, LESANET_INDEX), self.source, name, "lesion:lesanetIndex")
+            count = _integer(g.value(subject, OCCURRENCES), self.source, name, "lesion:deeplesionOccurrences")
             definition = g.value(subject, SKOS.definition) or g.value(subject, IAO_DEFINITION)
             self.terms[name] = Term(
                 name=name,
                 iri=str(subject),
                 category=category,
                 synonyms=tuple(sorted(synonyms - {name})),
-                count=int(count) if isinstance(count, Literal) else 0,
-                lesanet_index=int(index) if isinstance(index, Literal) else None,
+                count=count if count is not None else 0,
+                lesanet_index=index,
                 definition=str(definition) if definition is not None else "",
             )
             self._by_iri[str(subject)] = name
