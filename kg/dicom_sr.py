@@ -364,6 +364,10 @@ def measurement_report(records: Sequence[Mapping[str, Any]], onto: Any, instance
         labels.extend(decided_labels(record, onto, where))
         if all(e.SOPInstanceUID != instance.SOPInstanceUID for e in evidence):
             evidence.append(_evidence(instance))
+    versions = sorted({str(r.get("ontology_version")) for r in records})
+    if len(versions) > 1:
+        raise ClinicalExportError(f"the records name {len(versions)} ontology versions ({', '.join(versions)}); "
+                                  "one SR declares one version of the coding scheme: predict them with one ontology")
     patients = {str(e.get("PatientID", "")) for e in evidence}
     if len(patients) > 1:
         raise ClinicalExportError(f"the key slices name {len(patients)} patients ({', '.join(sorted(patients))}) "

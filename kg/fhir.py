@@ -172,10 +172,10 @@ def bundle_dict(records: Sequence[Mapping[str, Any]], onto: Any, instances: Mapp
     for key, indices in groups.items():
         members = [records[i] for i in indices]
         header = None
-        for record in members:
-            source = _source(record)
+        for i in indices:
+            source = _source(records[i])
             if source.get("sop_instance_uid"):
-                dicom_source(record, "")  # a DICOM record must carry its UIDs and box
+                dicom_source(records[i], record_where(records, i))  # a DICOM record carries its UIDs and box
                 header = header or instances.get(str(source["sop_instance_uid"]))
         subject = None
         patient = _patient(header) if header is not None else None
