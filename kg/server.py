@@ -18,7 +18,8 @@ Without a token the workers open the store read-only (``workers`` of them, queri
 parallel); with a token one worker holds it read-write and runs queries and updates in
 turn, since the store allows a single writer and no reader beside it.
 
-Routing is a table, one handler per path (:data:`ROUTES`).
+Routing is a table, one handler per path (:data:`ROUTES`); :func:`serve` adds the
+lesion browser's pages (:mod:`kg.web`) to it when given them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 import pyoxigraph as ox
 
@@ -126,10 +127,14 @@ class Route:
 class SparqlServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, pool: WorkerPool, port: int, token: str | None, config: ServerConfig) -> None:
+    def __init__(
+        self, pool: WorkerPool, port: int, token: str | None, config: ServerConfig,
+        routes: Mapping[str, "Route"] | None = None,
+    ) -> None:
         self.pool = pool
         self.token = token
         self.config = config
+        self.routes: dict[str, Route] = dict(ROUTES if routes is None else routes)
         self._slots = threading.BoundedSemaphore(config.max_connections)
         super().__init__((HOST, port), _Handler)
 
@@ -229,9 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
             split = urllib.parse.urlsplit(self.path)
         except ValueError as exc:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"malformed request target: {exc}") from exc
-        route = ROUTES.get(split.path)
+        route = self.server.routes.get(split.path)
         if route is None:
-            raise HttpError(HTTPStatus.NOT_FOUND, f"no such path; use {' or '.join(ROUTES)} (SPARQL 1.1 Protocol)")
+            browser = " or the lesion browser at /" if "/" in self.server.routes else ""
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no such path; use {' or '.join(ROUTES)} (SPARQL 1.1 Protocol){browser}")
         if method not in route.methods:
             raise HttpError(
                 HTTPStatus.METHOD_NOT_ALLOWED, f"{split.path} takes {' or '.join(route.methods)}",
@@ -405,8 +411,10 @@ def serve(
     token: str | None,
     announce: TextIO = sys.stdout,
     config: ServerConfig = ServerConfig(),
+    pages: Mapping[str, Route] | None = None,
 ) -> None:
-    """Serve ``store_path`` until interrupted; prints the query URL once listening."""
+    """Serve ``store_path`` until interrupted; prints the query URL once listening.
+    ``pages``: more routes beside the endpoint's (the lesion browser, :mod:`kg.web`)."""
     path = Path(store_path)
     if not path.is_dir():
         raise FileNotFoundError(f"no store at {path}; create it with `lesanet kg load FILE --store {path}`")
@@ -414,7 +422,7 @@ def serve(
     pool = WorkerPool(path, 1 if read_write else config.workers, read_write=read_write, log=_log)
     try:
         pool.wait_ready()
-        server = SparqlServer(pool, port, token, config)
+        server = SparqlServer(pool, port, token, config, {**ROUTES, **(pages or {})})
         limits = config.limits
         mode = "read-write with token, 1 worker" if read_write else f"read-only, {pool.size} workers"
         print(
@@ -423,6 +431,8 @@ def serve(
             f"{limits.max_memory_mib} MiB memory, SERVICE {'allowed' if limits.allow_service else 'refused'}",
             file=announce, flush=True,
         )
+        if pages:
+            print(f"lesion browser at http://{HOST}:{server.server_address[1]}/", file=announce, flush=True)
         try:
             server.serve_forever()
         finally:
