@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -765,8 +766,9 @@ def _volume_path(args: argparse.Namespace) -> str | None:
     return given[0] if given else None
 
 
-def _volume_locations(args: argparse.Namespace) -> list:
-    """The lesion locations given on the command line for a CT volume (vision.locate)."""
+def _volume_locations(args: argparse.Namespace, errors: list[str] | None = None) -> list:
+    """The lesion locations given on the command line for a CT volume (vision.locate);
+    with ``errors``, bad lines of a --boxes file are reported there and the rest kept."""
     from vision import inputs, locate
 
     frame = "RAS" if args.ras else "LPS"
@@ -777,7 +779,7 @@ def _volume_locations(args: argparse.Namespace) -> list:
         raise CommandError("say where the lesion is with one of --slice K --box X1,Y1,X2,Y2, --boxes FILE, "
                            f"--world-box, --world-point (with --size) or --mask (got {', '.join(forms) or 'none'})")
     if args.boxes:
-        return [locate.VoxelBox(k, box) for k, box in inputs.read_boxes_file(args.boxes)]
+        return [locate.VoxelBox(k, box, f"{args.boxes}:{line}") for line, k, box in _boxes(args.boxes, errors)]
     if args.world_box:
         return [locate.parse_world_box(" ".join(args.world_box), frame)]
     if args.world_point:
@@ -798,31 +800,46 @@ def _check_single_input(args: argparse.Namespace, also: Sequence[str] = ()) -> s
     return given[0]
 
 
-def _lesion_inputs(args: argparse.Namespace) -> list:
-    """LesionInputs of the command line's one image input (no model needed: errors come first)."""
+def _boxes(path: str, errors: list[str] | None) -> list:
+    """(line, slice, box) of a --boxes file; bad lines go to ``errors``, or raise when it is None."""
+    from vision import inputs
+
+    boxes, bad = inputs.read_boxes(path)
+    if bad and errors is None:
+        raise CommandError(bad[0])
+    if errors is not None:
+        errors.extend(bad)
+    return boxes
+
+
+def _lesion_inputs(args: argparse.Namespace, errors: list[str] | None = None) -> list:
+    """LesionInputs of the command line's one image input (no model needed: errors come first).
+
+    With ``errors`` (predict), a lesion that cannot be placed — a bad --boxes line, a box
+    outside the image, a --lesion that is not a row — is reported there and left out."""
     from vision import inputs
 
     source = _check_single_input(args)
     if source == "deeplesion":
         if not args.lesion:
             raise CommandError("--deeplesion needs --lesion IDX (a DL_info.csv row)")
-        return inputs.deeplesion_inputs(args.deeplesion, args.lesion, getattr(args, "dataset", "deeplesion"))
+        return inputs.deeplesion_inputs(args.deeplesion, args.lesion, getattr(args, "dataset", "deeplesion"), errors)
     if source == "png":
         if not args.spacing:
             raise CommandError("--png needs --spacing MM (pixel spacing; X,Y,Z with the slice interval)")
         if args.boxes and (args.box or args.slice is not None):
             raise CommandError("give either --boxes FILE or --box X1,Y1,X2,Y2, not both")
         if args.boxes:
-            boxes = [box for _, box in inputs.read_boxes_file(args.boxes)]
+            boxes = [box for _, _, box in _boxes(args.boxes, errors)]
         elif args.box:
             boxes = [inputs.parse_box(args.box)]
         else:
             raise CommandError("--png needs --box X1,Y1,X2,Y2 (or --boxes FILE)")
-        return inputs.png_inputs(args.png, args.spacing, boxes)
+        return inputs.png_inputs(args.png, args.spacing, boxes, errors)
     from vision import locate
 
-    return locate.image_inputs(_volume_path(args), _volume_locations(args), series=args.series, force=args.force,
-                               warn=_warn_line)
+    return locate.image_inputs(_volume_path(args), _volume_locations(args, errors), series=args.series,
+                               force=args.force, warn=_warn_line, errors=errors)
 
 
 def _warn_line(message: str) -> None:
@@ -982,9 +999,9 @@ record's source gives back slice, box_px (same indices), center_mm (LPS) and, fo
 the key slice's sop_instance_uid. The manifest is a CSV with a header: image, and per row
 one of slice+box, world_box, world_point+size_mm, mask (see docs/data.md).
 
-exit codes: 0 every lesion predicted; 1 a clear error, or no manifest row succeeded;
-2 bad usage; 3 some manifest rows failed (each reported on stderr with its row number),
-the others predicted and written."""
+exit codes: 0 every lesion predicted; 1 a clear error, or no lesion / manifest row succeeded;
+2 bad usage; 3 some lesions (of several --lesion, a --boxes file, a mask) or manifest rows
+failed (each reported on stderr with its line or row), the others predicted and written."""
 
 
 def _ablate_seeds(args: argparse.Namespace, config, onto, minimums: list[int]) -> int:
@@ -1139,7 +1156,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise CommandError("give either --data CACHE or one image input, not both")
         inputs = None
     else:
-        inputs = _lesion_inputs(args)
+        from vision import manifest
+
+        input_errors: list[str] = []
+        inputs = _lesion_inputs(args, input_errors)
+        lesions = manifest.prepare_inputs(inputs, input_errors, warn=_warn_line)
+        if lesions.rows == 1 and lesions.errors:
+            raise CommandError(lesions.errors[0].message)  # one lesion: its reason is the one line
+        for error in lesions.errors:
+            print(f"lesanet: error: {error.message}", file=sys.stderr)
+        if not lesions.lesion_ids:
+            raise CommandError(f"none of the {lesions.rows} lesions could be predicted (see above)")
+        inputs = [item for item in inputs if item.lesion_id in set(lesions.lesion_ids)]
     if args.sr and batch is None:  # before the model loads: SR needs a DICOM source
         _check_sr_sources([item.source for item in inputs] if inputs is not None else [{"dataset": args.dataset}])
     from vision import infer
@@ -1154,7 +1182,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     elif inputs is None:
         prediction = infer.predict_cache_full(predictor, args.data, args.split, dataset=args.dataset)
     else:
-        prediction = infer.predict_inputs(predictor, inputs, warn=_warn_line)
+        prediction = infer.predict_patches(predictor, lesions.lesion_ids, lesions.sources, lesions.patches,
+                                           lesions.boxes)
     records = prediction.records
     if args.embeddings:
         from vision import retrieval
@@ -1166,7 +1195,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             hits = retrieval.neighbours(emb, vector, args.k, index=index)
             record["neighbors"] = [{"lesion_id": h["lesion_id"], "distance": h["distance"]} for h in hits]
     if args.json:
-        single = len(records) == 1 and batch is None  # a manifest always gives a list
+        single = batch is None and inputs is not None and lesions.rows == 1  # lists for manifests and batches
         text = json.dumps(records[0] if single else records, indent=2, ensure_ascii=False)
     elif args.jsonl:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -1185,6 +1214,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {prediction_panels(infer.panel_lesions(prediction), args.patch_png)}", file=sys.stderr)
     if batch is not None and batch.errors:
         print(f"lesanet: {len(records)} lesions predicted; {len(batch.errors)} of {batch.rows} manifest rows failed "
+              "(listed above)", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    if inputs is not None and lesions.errors:
+        print(f"lesanet: {len(records)} lesions predicted; {len(lesions.errors)} of {lesions.rows} lesions failed "
               "(listed above)", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_OK
@@ -1694,8 +1727,28 @@ _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+# Options whose value may start with "-" (a negative coordinate): argparse would read
+# "--box -5,10,20,30" as two options; joined as "--box=-5,10,20,30" the value reaches the
+# parser, which refuses it with a clear message.
+_SIGNED_VALUE_OPTIONS = ("--box",)
+_SIGNED_NUMBERS = re.compile(r"-\.?[0-9][0-9.,eE+\- ]*")
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _SIGNED_VALUE_OPTIONS and i + 1 < len(argv) and _SIGNED_NUMBERS.fullmatch(argv[i + 1]):
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        joined.append(argv[i])
+        i += 1
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_signed_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad usage
     try:

@@ -399,3 +399,48 @@ def test_stale_thresholds_are_refused_until_recalibrated(tiny_run: TinyRun, pred
     assert cli_main([*args, "--calibrate"]) == 0
     assert capsys.readouterr().out.startswith("set,index,label,")
     assert json.loads((run / "thresholds.json").read_text())["checkpoint_sha256"] == predictor.info.checkpoint_sha256
+
+
+# --------------------------------------------------------------------------- one bad lesion never sinks the others
+
+
+def test_cli_predict_several_lesions_one_bad_the_others_predicted(tiny_run: TinyRun, predictor, tmp_path: Path,
+                                                                 capsys) -> None:
+    run, phantom = str(tiny_run.run), str(tiny_run.phantom)
+    code = cli_main(["predict", run, "--deeplesion", phantom, "--lesion", "0", "1", "100000", "2", "3", "--jsonl"])
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert code == 3 and [r["lesion_id"] for r in records] == [f"deeplesion/{i}" for i in (0, 1, 2, 3)]
+    assert "lesion 100000 is not a row" in captured.err and "1 of 5 lesions failed" in captured.err
+    code = cli_main(["predict", run, "--deeplesion", phantom, "--lesion", "100000", "100001", "--jsonl"])
+    assert code == 1 and "none of the 2 lesions could be predicted" in capsys.readouterr().err
+
+
+def test_cli_predict_boxes_file_with_bad_lines(tiny_run: TinyRun, predictor, tmp_path: Path, capsys) -> None:
+    slices, key, lesion = _phantom_series(tiny_run, 0)
+    nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, tuple(float(v) for v in lesion.spacing_mm))
+    file_slice, file_box = _ras_file_lesion(slices, key, lesion.box)
+    good = f"{file_slice}, " + ", ".join(f"{v:g}" for v in file_box)
+    bad_lines = [f"{file_slice}, 1, 2, 3", "x, 1, 2, 3, 4", f"{file_slice}, nan, 1, 5, 5", f"{file_slice}, -5, 1, 5, 5",
+                 f"{file_slice}, 9000, 9000, 9010, 9010", "100000, 1, 1, 5, 5", "1" * 5000 + ", 1, 1, 5, 5"]
+    boxes = tmp_path / "boxes.txt"
+    boxes.write_text("\n".join([good, *bad_lines, good]) + "\n")
+    code = cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes), "--jsonl"])
+    captured = capsys.readouterr()
+    assert code == 3 and len(captured.out.splitlines()) == 2
+    for number in range(2, 2 + len(bad_lines)):
+        assert f"boxes.txt:{number}:" in captured.err
+    assert "Traceback" not in captured.err and f"{len(bad_lines)} of {len(bad_lines) + 2} lesions failed" in captured.err
+    png = next((tiny_run.phantom / "Images_png").glob("*/*.png"))
+    boxes.write_text("3, 10, 10, 30, 30\n3, 500, 500, 520, 530\n")
+    code = cli_main(["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5", "--boxes", str(boxes),
+                     "--json"])
+    captured = capsys.readouterr()
+    assert code == 3 and len(json.loads(captured.out)) == 1 and "box 2" in captured.err and "outside" in captured.err
+
+
+def test_cli_negative_box_is_read_as_a_value_and_refused(tiny_run: TinyRun, capsys) -> None:
+    png = next((tiny_run.phantom / "Images_png").glob("*/*.png"))
+    code = cli_main(["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5", "--box", "-5,10,20,30"])
+    err = capsys.readouterr().err
+    assert code == 1 and "negative coordinate" in err and err.count("\n") == 1

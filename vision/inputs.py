@@ -49,32 +49,63 @@ def parse_box(text: str, where: str = "--box") -> tuple[float, float, float, flo
     x1, y1, x2, y2 = values
     if not all(np.isfinite(values)) or x2 <= x1 or y2 <= y1:
         raise PredictError(f"{where}: box {text!r} needs x1 < x2 and y1 < y2")
+    if min(values) < 0:
+        raise PredictError(f"{where}: box {text!r} has a negative coordinate; pixel indices count from 0 "
+                           "(at the image's top-left corner)")
     return values  # type: ignore[return-value]
 
 
-def read_boxes_file(path: str | Path) -> list[tuple[int, tuple[float, float, float, float]]]:
-    """A boxes file: one lesion a line as ``slice, x1, y1, x2, y2`` (``#`` comments allowed)."""
+MAX_BOXES_LINE = 1024  # characters; a boxes line is five numbers
+
+
+def read_boxes(path: str | Path) -> tuple[list[tuple[int, int, Box]], list[str]]:
+    """A boxes file: one lesion a line as ``slice, x1, y1, x2, y2`` (``#`` comments allowed).
+
+    Returns ``(line, slice, box)`` of the good lines and a ``FILE:LINE: reason`` message for
+    each bad one (the good ones are still predicted); an unreadable or empty file raises."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PredictError(f"{path}: cannot read boxes file ({exc.strerror or exc})") from None
-    boxes = []
+    except UnicodeDecodeError as exc:
+        raise PredictError(f"{path}: not UTF-8 text (byte {exc.start}); a boxes file is lines of five numbers") from None
+    boxes: list[tuple[int, int, Box]] = []
+    errors: list[str] = []
     for line_no, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 5:
-            raise PredictError(f"{path}:{line_no}: expected 'slice, x1, y1, x2, y2', got {line!r}")
         try:
-            slice_number = int(parts[0])
-        except ValueError:
-            raise PredictError(f"{path}:{line_no}: slice {parts[0]!r} is not an integer") from None
-        boxes.append((slice_number, parse_box(",".join(parts[1:]), f"{path}:{line_no}")))
-    if not boxes:
+            boxes.append((line_no, *_box_line(line, f"{path}:{line_no}")))
+        except PredictError as exc:
+            errors.append(str(exc))
+    if not boxes and not errors:
         raise PredictError(f"{path}: no boxes (one lesion a line: slice, x1, y1, x2, y2)")
-    return boxes
+    return boxes, errors
+
+
+def _box_line(line: str, where: str) -> tuple[int, Box]:
+    if len(line) > MAX_BOXES_LINE:
+        raise PredictError(f"{where}: a line of {len(line):,} characters; expected 'slice, x1, y1, x2, y2'")
+    parts = [p.strip() for p in line.split(",")]
+    if len(parts) != 5:
+        raise PredictError(f"{where}: expected 'slice, x1, y1, x2, y2', got {line[:80]!r}")
+    try:
+        slice_number = int(parts[0])
+    except ValueError:
+        raise PredictError(f"{where}: slice {parts[0][:40]!r} is not an integer") from None
+    if slice_number < 0:
+        raise PredictError(f"{where}: slice {slice_number} is negative (slices count from 0)")
+    return slice_number, parse_box(",".join(parts[1:]), where)
+
+
+def read_boxes_file(path: str | Path) -> list[tuple[int, tuple[float, float, float, float]]]:
+    """The boxes of a boxes file, all or nothing (the first bad line raises)."""
+    boxes, errors = read_boxes(path)
+    if errors:
+        raise PredictError(errors[0])
+    return [(slice_number, box) for _, slice_number, box in boxes]
 
 
 def parse_spacing(text: str) -> tuple[float, float, float | None]:
@@ -113,8 +144,10 @@ def _png_series_provider(folder: Path) -> Callable[[int], "np.ndarray | None"]:
 
 
 def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int],
-                      dataset: str = "deeplesion") -> list[LesionInput]:
-    """Lesions given as ``DL_info.csv`` rows of a DeepLesion-format folder (``dataset`` names it)."""
+                      dataset: str = "deeplesion", errors: list[str] | None = None) -> list[LesionInput]:
+    """Lesions given as ``DL_info.csv`` rows of a DeepLesion-format folder (``dataset`` names it).
+
+    A lesion that is not a good row raises, or with ``errors`` is reported there and left out."""
     from vision.deeplesion import read_dl_info
 
     root = Path(deeplesion_dir)
@@ -125,7 +158,10 @@ def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int],
         lesion = info.lesions.get(idx)
         if lesion is None:
             reason = bad.get(idx) or f"lesion {idx} is not a row of {root / 'DL_info.csv'} ({len(info.lesions)} rows)"
-            raise PredictError(reason)
+            if errors is None:
+                raise PredictError(reason)
+            errors.append(reason)
+            continue
         folder = root / "Images_png" / lesion.series_dir
         key_file = lesion.slice_path(root / "Images_png", lesion.key_slice)
         inputs.append(
@@ -144,8 +180,11 @@ def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int],
     return inputs
 
 
-def png_inputs(png: str | Path, spacing: str, boxes: Sequence[tuple[float, float, float, float]]) -> list[LesionInput]:
-    """Lesions on one DeepLesion-format 16-bit PNG slice; neighbours ``NNN.png`` beside it are used."""
+def png_inputs(png: str | Path, spacing: str, boxes: Sequence[tuple[float, float, float, float]],
+               errors: list[str] | None = None) -> list[LesionInput]:
+    """Lesions on one DeepLesion-format 16-bit PNG slice; neighbours ``NNN.png`` beside it are used.
+
+    A box outside the slice raises, or with ``errors`` is reported there and left out."""
     path = Path(png)
     if not path.is_file():
         raise PredictError(f"{path}: no such PNG file")
@@ -167,7 +206,13 @@ def png_inputs(png: str | Path, spacing: str, boxes: Sequence[tuple[float, float
         raise PredictError(f"{path}: unreadable")
     inputs = []
     for k, box in enumerate(boxes):
-        _check_box_inside(box, key.shape, str(path))
+        try:
+            _check_box_inside(box, key.shape, f"{path}, box {k + 1}")
+        except PredictError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+            continue
         inputs.append(
             LesionInput(
                 lesion_id=f"png/{path.stem}/{k}",

@@ -22,7 +22,7 @@ given (``location``) and, for DICOM, the key slice's SOP Instance UID.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
@@ -41,6 +41,7 @@ SINGLE_SLICE_INTERVAL = 2.0  # one slice only: each channel falls back to the ke
 class VoxelBox:
     slice: int  # index along the file's third axis
     box: Box  # x1, y1, x2, y2 along the file's first and second axes
+    where: str = field(default="", compare=False)  # where the user gave it (e.g. "boxes.txt:3"), for messages
 
 
 @dataclass(frozen=True)
@@ -303,14 +304,22 @@ def volume_stem(path: str | Path) -> str:
 
 
 def volume_inputs(volume: Any, locations: Sequence[Location], lesion_ids: Sequence[str | None] | None = None,
-                  extra_source: dict[str, Any] | None = None) -> list[LesionInput]:
+                  extra_source: dict[str, Any] | None = None, errors: list[str] | None = None) -> list[LesionInput]:
     """One LesionInput per lesion of ``locations`` on ``volume``; ids default to
     ``FORMAT/STEM/SLICE/N``; a location that yields several lesions (a mask) gets ``/N``
-    after its given id."""
+    after its given id. A location that cannot be placed raises, or with ``errors`` is
+    reported there (``where`` of the location first) and left out."""
     inputs = []
     slice_interval = float(volume.spacing_mm[2]) if volume.num_slices > 1 else SINGLE_SLICE_INTERVAL
     for i, location in enumerate(locations):
-        placements = place(volume, location)
+        try:
+            placements = place(volume, location)
+        except (PredictError, DataError) as exc:
+            if errors is None:
+                raise
+            where = getattr(location, "where", None) or f"lesion {i + 1}"
+            errors.append(f"{where}: {exc}")
+            continue
         for n, placement in enumerate(placements):
             source = placement_source(volume, placement)
             if extra_source:
@@ -330,12 +339,12 @@ def volume_inputs(volume: Any, locations: Sequence[Location], lesion_ids: Sequen
 
 
 def image_inputs(path: str | Path, locations: Sequence[Location], series: str | None = None, force: bool = False,
-                 warn: Callable[[str], None] | None = None) -> list[LesionInput]:
-    """Read a CT volume (any format of vision.volumes) and place its lesions."""
+                 warn: Callable[[str], None] | None = None, errors: list[str] | None = None) -> list[LesionInput]:
+    """Read a CT volume (any format of vision.volumes) and place its lesions (``errors``: see volume_inputs)."""
     from vision.volumes import read_volume
 
     try:
         volume = read_volume(path, series_uid=series, force=force, on_warning=warn)
     except DataError as exc:
         raise PredictError(str(exc)) from None
-    return volume_inputs(volume, locations)
+    return volume_inputs(volume, locations, errors=errors)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vision.inputs import PredictError, input_patches
+from vision.inputs import LesionInput, PredictError, input_patches
 from vision.locate import (
     MASK_MODES,
     Location,
@@ -189,6 +189,29 @@ def prepare_manifest(
         patches, boxes = np.empty((0, 3, 0, 0), np.uint8), np.empty((0, 4), np.float32)
     return PreparedBatch([e[0] for e in ordered], [e[1] for e in ordered], patches, boxes, failed,
                          len(rows) + len(errors))
+
+
+def prepare_inputs(inputs: Sequence[LesionInput], errors: Sequence[str] = (),
+                   warn: Callable[[str], None] | None = None) -> PreparedBatch:
+    """Preprocess lesions given on the command line (several --lesion, a --boxes file, a mask)
+    one by one, as a manifest's rows: a lesion that fails is reported, the others predicted.
+    ``errors`` are the lesions already refused while reading the input (row = their order)."""
+    failed = [RowError(i + 1, message) for i, message in enumerate(errors)]
+    done: list[tuple[str, dict[str, Any], np.ndarray, np.ndarray]] = []
+    for item in inputs:
+        try:
+            patches, boxes = input_patches([item], warn)
+        except PredictError as exc:
+            failed.append(RowError(len(failed) + 1, str(exc)))
+            continue
+        done.append((item.lesion_id, item.source, patches[0], boxes[0]))
+    if done:
+        patches = np.stack([e[2] for e in done])
+        boxes = np.stack([e[3] for e in done]).astype(np.float32)
+    else:
+        patches, boxes = np.empty((0, 3, 0, 0), np.uint8), np.empty((0, 4), np.float32)
+    return PreparedBatch([e[0] for e in done], [e[1] for e in done], patches, boxes, failed,
+                         len(inputs) + len(errors))
 
 
 def _default_id(volume: Any, row: ManifestRow) -> str:

@@ -81,6 +81,7 @@ DICOM_ATTRIBUTES = {
     "PatientPosition": "0018|5100",
 }
 _SOP_INSTANCE_UID, _POSITION, _PIXEL_SPACING = "0008|0018", "0020|0032", "0028|0030"
+_ORIENTATION = "0020|0037"  # ImageOrientationPatient: without it ITK silently assumes axial
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,9 @@ def _read_dicom_series(folder: Path, series_uid: str | None, warn: WarningSink):
 
     if not meta(0, _PIXEL_SPACING):
         raise DataError(f"{folder}: series {chosen} has no PixelSpacing (0028,0030); cannot tell the voxel size")
+    if not meta(0, _ORIENTATION):
+        raise DataError(f"{folder}: series {chosen} has no ImageOrientationPatient (0020,0037); cannot tell "
+                        "how the slices lie in the patient (a secondary capture? export the original CT series)")
     _check_slice_steps(folder, image, [meta(k, _POSITION) for k in range(len(names))])
     info = DicomInfo(_dicom_attributes(lambda key: meta(0, key)),
                      tuple(meta(k, _SOP_INSTANCE_UID) for k in range(len(names))), tuple(names))
@@ -418,6 +422,9 @@ def _check_header_spacing(path: Path, fmt: str, reader) -> None:
                             "write the file with its spacing in mm")
     elif fmt == "dicom" and not (reader.HasMetaDataKey(_PIXEL_SPACING) and _clean(reader.GetMetaData(_PIXEL_SPACING))):
         raise DataError(f"{path}: no PixelSpacing (0028,0030); cannot tell the voxel size")
+    elif fmt == "dicom" and not (reader.HasMetaDataKey(_ORIENTATION) and _clean(reader.GetMetaData(_ORIENTATION))):
+        raise DataError(f"{path}: no ImageOrientationPatient (0020,0037); cannot tell how the slice lies in the "
+                        "patient (a secondary capture? export the original CT series)")
 
 
 def _text_header(path: Path) -> set[str]:
@@ -459,14 +466,21 @@ def _grid(image) -> Grid:
                 tuple(float(v) for v in image.GetOrigin()), np.array(image.GetDirection(), dtype=float).reshape(3, 3))
 
 
-def check_hu(values: np.ndarray, source: str | os.PathLike[str]) -> None:
-    """Refuse values that are not CT Hounsfield units: NaN, one value, or no air."""
+def check_image(values: np.ndarray, source: str | os.PathLike[str]) -> tuple[float, float]:
+    """Refuse what is no image at all, even with --force: NaN or infinite voxels, or one
+    value everywhere (a model would still give confident labels for it). Returns (min, max)."""
     finite = np.isfinite(values)
     if not finite.all():
         raise DataError(f"{source}: {int((~finite).sum())} voxels are NaN or infinite; give a CT in HU")
     lo, hi = float(values.min()), float(values.max())
     if lo == hi:
         raise DataError(f"{source}: every voxel is {lo:g}; an empty or blank volume, not a CT image")
+    return lo, hi
+
+
+def check_hu(values: np.ndarray, source: str | os.PathLike[str]) -> None:
+    """Refuse values that are not CT Hounsfield units: NaN, one value, or no air."""
+    lo, hi = check_image(values, source)
     if lo > NO_AIR_ABOVE_HU:
         raise DataError(f"{source}: values {lo:g}..{hi:g} do not look like HU: no air (a CT in HU has about "
                         "-1000 outside the body and in the lungs). Raw stored values (rescale not applied) "
@@ -481,7 +495,9 @@ def _to_volume(image, path: Path, fmt: str, modality: str | None, dicom: DicomIn
     if not all(math.isfinite(s) and s > 0 for s in grid.spacing):
         raise DataError(f"{path}: spacing {list(grid.spacing)} is not positive; the header lacks voxel sizes")
     values = sitk.GetArrayViewFromImage(image)
-    if not force:
+    if force:
+        check_image(values, path)  # --force accepts odd HU, never NaN or a blank volume
+    else:
         check_hu(values, path)
     reorientation, degrees = axis_alignment(grid)
     if reorientation is not None:
