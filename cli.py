@@ -526,6 +526,7 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     browser.add_argument("--evaluation", metavar="JSON", default=None,
                          help="`lesanet evaluate --format json` output: AUC / F1 / threshold per label")
     browser.add_argument("--no-browser", action="store_true", help="serve the SPARQL endpoint alone")
+    browser.add_argument("--open", action="store_true", help="open the browser page in this machine's web browser")
     _add_ontology_option(p)
     _add_kg_limit_options(p, server=True)
     p.set_defaults(func=_cmd_kg_serve)
@@ -684,7 +685,12 @@ def _cmd_kg_serve(args: argparse.Namespace) -> int:
 
     config = ServerConfig(limits=_kg_limits(args), workers=args.workers, max_connections=args.max_connections)
     pages = None if args.no_browser else _lesion_browser(args).routes()
-    serve(args.store, args.port, _read_token(args.token_file), config=config, pages=pages)
+    on_ready = None
+    if args.open:
+        import webbrowser
+
+        on_ready = lambda url: webbrowser.open(url)  # noqa: E731 - the stdlib's way to the user's browser
+    serve(args.store, args.port, _read_token(args.token_file), config=config, pages=pages, on_ready=on_ready)
     return EXIT_OK
 
 

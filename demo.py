@@ -84,7 +84,16 @@ class DemoResult:
             f"{truth['auc']:.3f} / {truth['f1']:.3f} (complete truth)",
             f"SPARQL decided-label counts {'match' if checks['counts_match'] else 'DO NOT match'} the JSON predictions "
             f"({checks['decided_labels_sparql']} vs {checks['decided_labels_json']})",
+            f"browse the lesions: {browse_command(self.config)}",
         ]
+
+
+def browse_command(cfg: DemoConfig) -> str:
+    """The one command that serves the demo's store with the lesion browser and opens it."""
+    out = cfg.out_dir
+    argv = ("kg", "serve", "--store", str(out / "store"), "--cache", str(out / "cache"), "--run", str(out / "run"),
+            "--evaluation", str(out / "eval_test.json"), "--open")
+    return "lesanet " + " ".join(shlex.quote(a) for a in argv)
 
 
 class DemoError(RuntimeError):
@@ -374,6 +383,7 @@ experiment, retrieval and the ontology figures, over several seeds with error ba
 <p class="{'ok' if checks['counts_match'] else 'bad'}">Decided labels per label: SPARQL {checks['decided_labels_sparql']}
 vs JSON predictions {checks['decided_labels_json']} — {'they match' if checks['counts_match'] else 'MISMATCH: ' + html.escape(json.dumps(checks['mismatches']))}.</p>
 <p>Lesions labelled <em>lung nodule</em> or a subclass: {len(nodules)}. Lesions whose decided labels break an exclusion: {len(violations)}.</p>
+<p>Browse every lesion, label and query in the lesion browser: <code>{html.escape(browse_command(result.config))}</code></p>
 <h3>Lesions per decided label (top 25 of {len(counts)})</h3>
 {_table(counts[:25], ["name", "lesions"], ["label", "lesions"])}
 <h3>Most frequent label pairs (top 15 of {len(pairs)})</h3>

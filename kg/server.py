@@ -412,9 +412,11 @@ def serve(
     announce: TextIO = sys.stdout,
     config: ServerConfig = ServerConfig(),
     pages: Mapping[str, Route] | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``store_path`` until interrupted; prints the query URL once listening.
-    ``pages``: more routes beside the endpoint's (the lesion browser, :mod:`kg.web`)."""
+    ``pages``: more routes beside the endpoint's (the lesion browser, :mod:`kg.web`);
+    ``on_ready(url)`` is called once the socket listens (``kg serve --open``)."""
     path = Path(store_path)
     if not path.is_dir():
         raise FileNotFoundError(f"no store at {path}; create it with `lesanet kg load FILE --store {path}`")
@@ -433,6 +435,8 @@ def serve(
         )
         if pages:
             print(f"lesion browser at http://{HOST}:{server.server_address[1]}/", file=announce, flush=True)
+        if on_ready is not None:
+            on_ready(f"http://{HOST}:{server.server_address[1]}/")
         try:
             server.serve_forever()
         finally:

@@ -133,7 +133,7 @@ def screenshot(driver, name: str, folder: Path) -> Path:
         with Image.open(path) as image:
             height = round(image.height * DOC_WIDTH / image.width)
             small = image.convert("RGB").resize((DOC_WIDTH, height), Image.Resampling.LANCZOS)
-            small.quantize(colors=64).save(ROOT / "docs" / path.name, optimize=True)
+            small.quantize(colors=96, method=Image.Quantize.FASTOCTREE).save(ROOT / "docs" / path.name, optimize=True)
     return path
 
 
