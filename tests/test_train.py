@@ -227,3 +227,16 @@ def test_ablation_variants_train(phantom_cache: Path, tmp_path: Path, overrides:
     assert np.isfinite(logged["loss"]) and logged["loss"] > 0
     model, info = load_run(run)
     assert model.spl is None and info.config.loss.classification == config.loss.classification
+
+
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(full_run: Path, phantom_cache: Path, tmp_path: Path,
+                                                             capsys):
+    torch.set_num_threads(1)
+    run = tmp_path / "killed-early"
+    run.mkdir()  # what a kill during epoch 1 leaves: the folder, no finished epoch
+    train(tiny_config(), phantom_cache, run, resume=True, progress=False)
+    assert "no finished epoch to resume" in capsys.readouterr().err
+    # bit-identical training gives a byte-identical checkpoint, so the same sha256 (header keys sorted)
+    assert (run / CHECKPOINT_FILE).read_bytes() == (full_run / CHECKPOINT_FILE).read_bytes()
+    assert read_run_info(run).checkpoint_sha256 == read_run_info(full_run).checkpoint_sha256
+    assert oct((run / CHECKPOINT_FILE).stat().st_mode & 0o777) == "0o644"

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vision.config import Config, ConfigError, config_from_dict
 from vision.model import MODEL_NAME, MODEL_VERSION, LesaNet
@@ -85,6 +85,24 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with the JSON header's keys sorted.
+
+    The library writes its header from a hash map, so the same weights come out with their
+    header keys (tensors, metadata) in another order on each call, and another sha256; a
+    bit-identical retrain must give the same checkpoint hash (retrieval and thresholds
+    name the checkpoint by it). The tensors' bytes and offsets are untouched; only the
+    header is rewritten (sorted, padded with spaces to 8 bytes as the format allows)."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + size :]
+
+
 def save_checkpoint(run_dir: str | Path, model: LesaNet, config: Config, term_list: list[str],
                     ontology_version: str, epoch: int) -> RunInfo:
     """Write the weights, then run.json pointing at them by sha256; returns the new RunInfo."""
@@ -94,7 +112,8 @@ def save_checkpoint(run_dir: str | Path, model: LesaNet, config: Config, term_li
     # safetensors needs contiguous tensors (channels_last weights on CUDA are not).
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"model": MODEL_NAME, "version": MODEL_VERSION, "num_labels": str(model.num_labels)}
-    _atomic_write(run_dir / CHECKPOINT_FILE, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    data = canonical_safetensors(tensors, metadata)
+    _atomic_write(run_dir / CHECKPOINT_FILE, lambda tmp: Path(tmp).write_bytes(data))
     sha = file_sha256(run_dir / CHECKPOINT_FILE)
     run = {
         "config": config.to_dict(),

@@ -324,6 +324,12 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
     if place.world > 1 and t.batch_size % place.world:
         raise TrainError(f"train.batch_size {t.batch_size} is not divisible by the {place.world} DDP processes")
     start_epoch, history = 0, []
+    if resume and not (run_dir / TRAIN_STATE_FILE).exists() and not (run_dir / RUN_FILE).exists():
+        # killed before its first epoch ended: nothing was kept, so resuming is starting
+        if place.is_main:
+            print(f"lesanet: note: {run_dir} has no finished epoch to resume (the run stopped during its first "
+                  "epoch); starting it from epoch 1", file=sys.stderr)
+        resume = False
     if resume:
         model, start_epoch, history, opt_state = _resume_state(config, data, run_dir, place.is_main)
     else:
