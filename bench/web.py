@@ -128,8 +128,8 @@ def page_requests(lesions: list[str]) -> dict[str, list[tuple[str, bytes | None]
         "label (narrow: kidney cyst)": [("/label?name=kidney%20cyst", None)],
         "search by label (lung, subclasses)": [("/search?by=label&q=lung", None)],
         "search by description": [("/search?by=description&q=" + q(text), None)
-                                  for text in ("hypodense liver lesion", "enlarged mediastinal lymph node",
-                                               "small nodule in the right lower lobe")],
+                                  # descriptions the synthetic records answer (a page of hits, not none)
+                                  for text in ("a mass in the liver", "cyst in the kidney", "small lung nodule")],
         "search by lesion id (303)": [(f"/search?by=lesion&q={q(sample[0])}", None)],
         "SPARQL page": [("/sparql", None)],
         "SPARQL run (label-counts, table)": [("/sparql", urllib.parse.urlencode(
