@@ -12,6 +12,7 @@ loaded). Screenshots of each page type go under the test's temporary folder, and
 from __future__ import annotations
 
 import gc
+import io
 import json
 import os
 import signal
@@ -245,3 +246,44 @@ def test_sparql_page_downloads_refusals_and_escaping(server, site):
         raise AssertionError("expected 404")
     except urllib.error.HTTPError as exc:
         assert exc.code == 404 and b"no lesion &#39;deeplesion/999&#39; in the store" in exc.read()
+
+
+def test_patches_from_a_source_slice_stay_inside_the_images_folder(tmp_path):
+    """Without a cached patch, the DeepLesion 16-bit slice is cropped around the box; a
+    path from the store that leads outside --images is refused, not opened."""
+    from PIL import Image
+
+    from kg.web.patches import Box, PatchError, PatchRequest, PatchSource
+
+    images = tmp_path / "dl"
+    (images / "Images_png" / "000001_01_01").mkdir(parents=True)
+    hu = np.full((256, 256), -1000, np.int32)
+    hu[100:140, 80:130] = 40  # soft tissue in the box, air around it
+    Image.fromarray((hu + 32768).astype(np.uint16)).save(images / "Images_png" / "000001_01_01" / "045.png")
+    source = PatchSource(images=images)
+    png = source.png(PatchRequest("deeplesion/1", None, "Images_png/000001_01_01/045.png", Box(80, 100, 130, 140)))
+    with Image.open(io.BytesIO(png)) as shown:
+        pixels = np.asarray(shown.convert("L"))
+    # The crop is centred on the box: its middle is tissue (brighter), its corner air.
+    assert pixels[pixels.shape[0] // 2, pixels.shape[1] // 2] > pixels[2, 2] + 20
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(png)
+    with pytest.raises(PatchError, match="outside --images"):
+        source.png(PatchRequest("deeplesion/2", None, "../secret.png", Box(0, 0, 10, 10)))
+    with pytest.raises(PatchError, match="not in the cache and no source slice"):
+        PatchSource().png(PatchRequest("deeplesion/3", 3, None, None))
+
+
+def test_a_malformed_cache_or_evaluation_is_refused_at_start_up(tmp_path):
+    from kg.web import EvaluationError, PatchError, PatchSource, load_evaluation
+
+    (tmp_path / "index.json").write_text('{"format": "something else"}')
+    np.save(tmp_path / "patches.npy", np.zeros((1, 3, 8, 8), np.uint8))
+    with pytest.raises(PatchError, match="not a patch cache index"):
+        PatchSource(tmp_path)
+    (tmp_path / "eval.json").write_text('{"averages": {}}')
+    with pytest.raises(EvaluationError, match="no sets\\[0\\].labels"):
+        load_evaluation(evaluation_file=tmp_path / "eval.json")
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "kg", "serve", "--store", str(tmp_path), "--port", "0",
+                           "--cache", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "not a patch cache index" in done.stderr and "Traceback" not in done.stderr
