@@ -1510,6 +1510,7 @@ def _add_textmine(sub: argparse._SubParsersAction) -> None:
                    help="random split fractions for lesions with no split (default 0.86 0.07 0.07)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-set", default="lesanet171", help="term_list of the output (default lesanet171)")
+    _add_max_messages(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_textmine_build_split)
 
@@ -1650,15 +1651,21 @@ def _cmd_textmine_build_split(args: argparse.Namespace) -> int:
 
     if not Path(args.input).is_file():
         raise CommandError(f"{args.input}: no such file (mined sentences JSONL)")
+    from ontology.batch import BadRecords
+
     onto = _load_ontology(args)
-    lesions, bad = collect_lesions(read_mined_jsonl(args.input))
+    records = list(read_mined_jsonl(args.input))
+    lesions, bad = collect_lesions(records)
+    if not lesions:
+        raise CommandError(f"{args.input}: no usable record ({len(bad):,} bad{': ' + bad[0] if bad else ''})")
     reference = reference_splits(args.reference) if args.reference else None
     result = build_split(lesions, onto.label_set(args.label_set), reference, tuple(args.fractions), args.seed, bad)
     _write_text_atomic(args.output, json.dumps(result.data) + "\n")
-    for message in result.bad_records:
-        print(f"lesanet textmine: {args.input}:{message}", file=sys.stderr)
     print(f"wrote {args.output}: {result.summary()}", file=sys.stderr)
-    return EXIT_ERROR if result.bad_records else EXIT_OK
+    messages = BadRecords(args.max_messages)
+    messages.extend(f"{args.input}:{message}" for message in result.bad_records)
+    return _batch_exit("lesanet textmine", messages, len(records) - len(result.bad_records), "records",
+                       words=("skipped", "used"))
 
 
 # --------------------------------------------------------------------------- demo

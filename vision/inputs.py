@@ -72,7 +72,9 @@ def read_boxes(path: str | Path) -> tuple[list[tuple[int, int, Box]], list[str]]
         raise PredictError(f"{path}: not UTF-8 text (byte {exc.start}); a boxes file is lines of five numbers") from None
     boxes: list[tuple[int, int, Box]] = []
     errors: list[str] = []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    # lines end at "\n" only (str.splitlines also splits at \x1c-\x1e, \x85, \u2028, ...,
+    # and the line numbers would no longer be the ones an editor shows)
+    for line_no, line in enumerate(text.split("\n"), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
