@@ -1099,6 +1099,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fhir", metavar="FILE", help="also write an HL7 FHIR R4 Bundle (R4B models) as JSON")
     p.add_argument("--device", default=None)
     p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
+    _add_max_messages(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -1142,6 +1143,16 @@ def _write_clinical(records: Sequence[dict], onto: Any, sr: str | None, fhir: st
         print(f"wrote {fhir}: FHIR Bundle, {count} Observation(s)", file=sys.stderr)
 
 
+def _print_row_errors(errors: Sequence[Any], keep: int) -> None:
+    """Failed lesions / manifest rows (vision.manifest.RowError), the first ``keep`` shown."""
+    from ontology.batch import BadRecords
+
+    bad = BadRecords(keep)
+    bad.extend(f"error: {error.message}" for error in errors)
+    for line in bad.lines("failed lesions or rows"):
+        print(f"lesanet: {line}", file=sys.stderr)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     # Inputs first (no torch): a bad flag, file or box is reported before the model loads.
     batch = None
@@ -1152,8 +1163,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         rows, errors = manifest.read_manifest(args.manifest)
         batch = manifest.prepare_manifest(args.manifest, rows, errors, force=args.force, warn=_warn_line)
-        for error in batch.errors:
-            print(f"lesanet: error: {error.message}", file=sys.stderr)
+        _print_row_errors(batch.errors, args.max_messages)
         if not batch.lesion_ids:
             raise CommandError(f"{args.manifest}: none of its {batch.rows} rows could be predicted")
         inputs = None
@@ -1169,8 +1179,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         lesions = manifest.prepare_inputs(inputs, input_errors, warn=_warn_line)
         if lesions.rows == 1 and lesions.errors:
             raise CommandError(lesions.errors[0].message)  # one lesion: its reason is the one line
-        for error in lesions.errors:
-            print(f"lesanet: error: {error.message}", file=sys.stderr)
+        _print_row_errors(lesions.errors, args.max_messages)
         if not lesions.lesion_ids:
             raise CommandError(f"none of the {lesions.rows} lesions could be predicted (see above)")
         inputs = [item for item in inputs if item.lesion_id in set(lesions.lesion_ids)]

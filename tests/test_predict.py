@@ -431,6 +431,11 @@ def test_cli_predict_boxes_file_with_bad_lines(tiny_run: TinyRun, predictor, tmp
     for number in range(2, 2 + len(bad_lines)):
         assert f"boxes.txt:{number}:" in captured.err
     assert "Traceback" not in captured.err and f"{len(bad_lines)} of {len(bad_lines) + 2} lesions failed" in captured.err
+    code = cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes), "--jsonl",
+                     "--max-messages", "2"])
+    captured = capsys.readouterr()
+    assert code == 3 and captured.err.count("boxes.txt:") == 2
+    assert f"and {len(bad_lines) - 2} more failed lesions or rows" in captured.err
     png = next((tiny_run.phantom / "Images_png").glob("*/*.png"))
     boxes.write_text("3, 10, 10, 30, 30\n3, 500, 500, 520, 530\n")
     code = cli_main(["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5", "--boxes", str(boxes),
