@@ -325,3 +325,12 @@ def test_any_bytes_as_a_png_slice_give_hu_or_a_named_error(tmp_path_factory, dat
             assert str(path) in str(exc)
         else:
             assert hu.ndim == 2 and max(hu.shape) <= MAX_IMAGE_SIDE
+
+
+def test_synth_and_cache_outputs_have_ordinary_modes(phantom, tmp_path):
+    from vision.deeplesion import default_file_mode
+
+    file_mode = default_file_mode()
+    assert phantom.stat().st_mode & 0o777 == file_mode | (file_mode & 0o444) >> 2  # not mkdtemp's 0700
+    for name in ("DL_info.csv", "labels.json", "truth.json", "sentences.jsonl", "phantom.json"):
+        assert (phantom / name).stat().st_mode & 0o777 == file_mode, name
