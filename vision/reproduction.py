@@ -229,7 +229,7 @@ def _retrieval_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for variant in (REFERENCE, "w/o triplet loss"):
         for by in ("embedding", "score vector"):
             mean, std = mean_std([float(np.mean(r["retrieval"][variant][by])) for r in records])
-            means[f"{variant}, {by}"] = {"mean": mean, "std": std}
+            means[f"{variant}, {by}"] = {"mean": mean, "std": std, "n": len(records)}
     return {
         "k": RETRIEVAL_K,
         "precision_at_k": means,
@@ -476,6 +476,8 @@ def _per_seed(diff: Mapping[str, Any]) -> str:
 def _cell(c: Mapping[str, Any]) -> str:
     if _nan(c.get("mean")):
         return "–"
+    if c.get("n", 2) < 2:  # one seed: no spread to show
+        return f"{c['mean']:.3f}"
     return f"{c['mean']:.3f} ± {c['std']:.3f}"
 
 
@@ -518,7 +520,8 @@ def _subset_section(summary: Mapping[str, Any], figure: str | None) -> str:
         cells = []
         for test in names:
             mean = subsets["f1_mean"].get(train, {}).get(test)
-            cells.append("–" if _nan(mean) else f"{mean:.3f} ± {subsets['f1_std'][train][test]:.3f}")
+            cells.append(_cell({"mean": mean, "std": subsets["f1_std"].get(train, {}).get(test),
+                                "n": subsets["n_seeds"]}))
         lines.append(f"| {train} ({sizes[train]}) | " + " | ".join(cells) + " |")
     diff = subsets["more_labels_on_frequent"]
     lines += ["", f"On the frequent labels ({subsets['frequent']}), the model trained on all labels "
