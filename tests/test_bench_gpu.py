@@ -56,7 +56,7 @@ def test_dry_run_through_the_fallback_environment(tmp_path: Path):
     assert m["compile"]["figures"]["compiled"]["lesions_per_s"] > 0
     rows = report["derived"]["rows"]
     epochs, lesions = step["epochs"], step["train_lesions"]
-    assert rows["float32"]["schedule_s"] == pytest.approx(epochs * lesions / step["float32"]["lesions_per_s"], rel=0.01)
+    assert rows["float32"]["schedule_s"] == pytest.approx(epochs * lesions / step["float32"]["lesions_per_s"], rel=0.01, abs=0.05)  # reported to 0.1 s
     md = (out / "gpu.md").read_text(encoding="utf-8")
     assert "## torchrun: ok" in md and "| bf16_channels_last |" in md
     assert (out / "gpu-log.txt").stat().st_size > 0

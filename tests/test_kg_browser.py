@@ -141,6 +141,7 @@ def screenshot(driver, name: str, folder: Path) -> Path:
 def test_browse_lesion_label_search_and_sparql(server, browser, site, shipped_ontology, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import WebDriverWait
 
     onto = shipped_ontology
     records = {r["lesion_id"]: r for r in site["records"]}
@@ -197,8 +198,11 @@ def test_browse_lesion_label_search_and_sparql(server, browser, site, shipped_on
     area.clear()
     area.send_keys("SELECT DISTINCT ?lesion ?id WHERE { ?lesion kg:keyRegion ?r ; kg:lesionId ?id } ORDER BY ?id")
     browser.find_element(By.ID, "run").click()
+    # the result page comes after the query ran in a worker: wait for it on a busy machine
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.ID, "row-count")
+                                     or "error" in b.find_element(By.TAG_NAME, "body").text.lower())
     table_rows = browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")
-    assert len(table_rows) == N_LESIONS
+    assert len(table_rows) == N_LESIONS, browser.find_element(By.TAG_NAME, "body").text[:2000]
     assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in table_rows] == sorted(records)
     assert browser.find_element(By.ID, "row-count").text == f"{N_LESIONS} rows"
     screenshot(browser, "sparql", tmp_path)

@@ -12,6 +12,7 @@ with the sphere at its centre.
 from __future__ import annotations
 
 import json
+import locale
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -89,6 +90,17 @@ def _write_dicom(image: "sitk.Image", folder: Path, uid: str, slices=None, modal
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     uids = []
+    # GDCM's writer leaves the process in the "C" locale (ASCII file encoding for the rest of
+    # the test session); put the caller's locale back.
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(image, folder, uid, slices, modality, iop, writer, uids)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+    return uids
+
+
+def _write_dicom_slices(image, folder, uid, slices, modality, iop, writer, uids) -> None:
     for k in slices if slices is not None else range(image.GetDepth()):
         plane = image[:, :, k]
         sop = f"{uid}.{k + 1}"
@@ -101,7 +113,6 @@ def _write_dicom(image: "sitk.Image", folder: Path, uid: str, slices=None, modal
         writer.SetFileName(str(folder / f"{(k * 7) % 100:03d}-{k}.dcm"))  # names not in slice order
         writer.Execute(plane)
         uids.append(sop)
-    return uids
 
 
 @dataclass(frozen=True)
