@@ -16,14 +16,15 @@ box gets gradient. Both are plain torchvision ops (CPU and CUDA), no extension o
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.vgg import cfgs as vgg_cfgs
-from torchvision.models.vgg import make_layers
-from torchvision.ops import roi_align
 
 from vision.config import ModelConfig
 
@@ -45,18 +46,77 @@ class ModelOutput(NamedTuple):
     embedding: Tensor  # N x embed_dim
 
 
+# VGG-16's layer configuration "D" (Simonyan & Zisserman 2015): conv widths, "M" = 2x2 max-pool.
+VGG16_D: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+                                  512, 512, 512, "M", 512, 512, 512, "M")
+
+
 def vgg16_bn_layout(widths: tuple[int, ...]) -> list[int | str]:
-    """torchvision's VGG-16 layer configuration "D" with each stage's width replaced,
-    without the final max-pool (conv5_3 is the last feature map LesaNet uses)."""
+    """VGG-16's layer configuration "D" with each stage's width replaced, without the final
+    max-pool (conv5_3 is the last feature map LesaNet uses)."""
     layout: list[int | str] = []
     stage = 0
-    for item in vgg_cfgs["D"]:
+    for item in VGG16_D:
         if item == "M":
             layout.append("M")
             stage += 1
         else:
             layout.append(widths[stage])
     return layout[:-1]
+
+
+def vgg_bn_layers(layout: list[int | str]) -> nn.Sequential:
+    """3x3 conv + batch norm + ReLU per width, a 2x2 max-pool per "M": the layer sequence
+    (and state-dict names) of torchvision's ``vgg.make_layers(..., batch_norm=True)``."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in layout:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            width = int(item)
+            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            channels = width
+    return nn.Sequential(*layers)
+
+
+@functools.cache
+def _torchvision_library_ops() -> Any:
+    """``torch.ops.torchvision`` from torchvision's compiled library alone (forward kernels)."""
+    spec = importlib.util.find_spec("torchvision")
+    folder = Path(spec.origin).parent if spec is not None and spec.origin else None
+    libraries = [lib for lib in (sorted(folder.glob("_C_stable.*")) if folder else [])
+                 if lib.suffix in (".so", ".pyd", ".dylib")]
+    if not libraries:
+        raise RuntimeError("torchvision's compiled ops (_C_stable) not found; reinstall torchvision==0.29.1")
+    torch.ops.load_library(str(libraries[0]))
+    return torch.ops.torchvision
+
+
+def roi_align(features: Tensor, rois: Tensor, size: int, spatial_scale: float, sampling_ratio: int,
+              aligned: bool) -> Tensor:
+    """torchvision's ``roi_align`` over ``rois`` (K x 5: batch index, x1, y1, x2, y2).
+
+    Importing the torchvision package costs about 1.7 s of CPU (its Python ops import
+    ``torch._dynamo``): a third of a one-lesion ``predict``. Plain inference (no gradient,
+    no autocast, not deterministic mode) calls the compiled forward kernel directly, which is
+    what torchvision's wrapper calls there too; everything else (training, autocast, whose
+    rules torchvision registers from Python, torch.compile's meta kernels) goes through the
+    package, imported on first use.
+    """
+    needs_package = (
+        "torchvision.ops" in sys.modules
+        or (torch.is_grad_enabled() and (features.requires_grad or rois.requires_grad))
+        or torch.is_autocast_enabled(features.device.type)
+        or torch.are_deterministic_algorithms_enabled()
+    )
+    if needs_package:
+        from torchvision.ops import roi_align as torchvision_roi_align  # heavy import: see above
+
+        return torchvision_roi_align(features, rois, size, spatial_scale=spatial_scale,
+                                     sampling_ratio=sampling_ratio, aligned=aligned)
+    return _torchvision_library_ops().roi_align(features, rois, spatial_scale, size, size, sampling_ratio, aligned)
 
 
 class RoIPool(nn.Module):
@@ -98,7 +158,7 @@ class LesaNet(nn.Module):
         if num_labels < 1:
             raise ValueError(f"LesaNet needs at least one label, got {num_labels}")
         self.config, self.num_labels = config, num_labels
-        trunk = make_layers(vgg16_bn_layout(config.widths), batch_norm=True)
+        trunk = vgg_bn_layers(vgg16_bn_layout(config.widths))
         # Split the flat VGG sequence at its max-pools: stage k ends at conv{k+1}_x's ReLU.
         stages, current = [], []
         for layer in trunk:

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
+import torchvision.ops  # noqa: F401  (roi_align's meta kernels for torch.compile, deterministic CUDA fallback)
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
