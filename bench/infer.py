@@ -214,17 +214,18 @@ def _predict_breakdown(work: Path, volume: Path, one: list[str]) -> list[tuple[s
     code = f"""
 import json, sys, time
 t = [time.process_time()]
-import torch, torchvision; t.append(time.process_time())
+import torch; t.append(time.process_time())
 from ontology import load_ontology; onto = load_ontology(); t.append(time.process_time())
 from vision import infer; from vision.locate import VoxelBox, image_inputs; t.append(time.process_time())
 predictor = infer.load_predictor({str(work / "run-paper")!r}, onto=onto); t.append(time.process_time())
 inputs = image_inputs({str(volume)!r}, [VoxelBox(40, (240.0, 250.0, 270.0, 274.0))]); t.append(time.process_time())
 infer.predict_inputs(predictor, inputs, warn=lambda m: None); t.append(time.process_time())
+assert "torchvision" not in sys.modules  # predict runs on torchvision's compiled kernel alone
 print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     parts = json.loads(out.splitlines()[-1])
-    names = ["import torch + torchvision", "load the ontology", "import vision.infer (the rest)",
+    names = ["import torch", "load the ontology", "import vision.infer (the rest)",
              "load the paper model (safetensors)", "read the 512×512×80 NIfTI + place the lesion",
              "preprocess + score + decide + record"]
     return [(f"one lesion, in-process: {n}", f"{v:.2f} s CPU") for n, v in zip(names, parts)]
