@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Idle OpenMP threads spinning on 2 shared cores slow torch several-fold; let them sleep.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install bench clean debian-packages
+.PHONY: demo test lint install bench clean debian-packages
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ debian-packages:
 demo: $(STAMP) debian-packages
 	$(BIN)/lesanet demo -o demo-out
 
-test: $(STAMP) debian-packages
+# ruff's lint rules and format, then mypy (their settings are in pyproject.toml); make test runs them first
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) debian-packages lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -12,37 +12,26 @@ import json
 import os
 import re
 import sys
-import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+
+from ontology.errors import LesanetError
+from ontology.files import write_text_atomic
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-class CommandError(Exception):
+class CommandError(LesanetError):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file + rename (never half-written)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _batch_exit(prog: str, bad: Any, succeeded: int, what: str, hint: str = "",
-                words: tuple[str, str] = ("failed", "done")) -> int:
+def _batch_exit(
+    prog: str, bad: Any, succeeded: int, what: str, hint: str = "", words: tuple[str, str] = ("failed", "done")
+) -> int:
     """Report a batch's bad records and apply the one exit rule (ontology.batch.EXIT_RULE).
 
     ``bad`` is an ontology.batch.BadRecords; its kept messages are printed, the rest counted."""
@@ -54,14 +43,22 @@ def _batch_exit(prog: str, bad: Any, succeeded: int, what: str, hint: str = "",
     if bad.total and not succeeded:
         raise CommandError(f"nothing usable: all {bad.total:,} {what} {words[0]} (see above)")
     if bad.total:
-        print(f"{prog}: {bad.total:,} of {succeeded + bad.total:,} {what} {words[0]}{hint}; the other {succeeded:,} "
-              f"{words[1]} (exit {code})", file=sys.stderr)
+        print(
+            f"{prog}: {bad.total:,} of {succeeded + bad.total:,} {what} {words[0]}{hint}; the other {succeeded:,} "
+            f"{words[1]} (exit {code})",
+            file=sys.stderr,
+        )
     return code
 
 
 def _add_max_messages(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-messages", type=int, default=20, metavar="N",
-                        help="bad-record messages shown before the rest are only counted (default 20)")
+    parser.add_argument(
+        "--max-messages",
+        type=int,
+        default=20,
+        metavar="N",
+        help="bad-record messages shown before the rest are only counted (default 20)",
+    )
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -69,7 +66,7 @@ def _emit(text: str, output: str | None) -> None:
     if output is None or output == "-":
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
-        _write_text_atomic(output, text if text.endswith("\n") else text + "\n")
+        write_text_atomic(output, text if text.endswith("\n") else text + "\n")
 
 
 def _print_json(obj: Any) -> None:
@@ -86,9 +83,10 @@ def _add_ontology_option(parser: argparse.ArgumentParser, gated: bool = True) ->
     )
     if gated:
         parser.add_argument(
-            "--unchecked", action="store_true",
+            "--unchecked",
+            action="store_true",
             help="use an ontology that `lesanet ontology check` rejects (dangling references, unsatisfiable "
-                 "classes); refused by default",
+            "classes); refused by default",
         )
     parser.add_argument(
         "--mappings",
@@ -108,8 +106,10 @@ def _load_ontology(args: argparse.Namespace, strict: bool = True):  # -> ontolog
         problems = onto.check(reasoner=False).problems
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise CommandError(f"{onto.source} fails `lesanet ontology check`: {problems[0]}{more}; fix the "
-                               "ontology, or pass --unchecked to use it anyway")
+            raise CommandError(
+                f"{onto.source} fails `lesanet ontology check`: {problems[0]}{more}; fix the "
+                "ontology, or pass --unchecked to use it anyway"
+            )
     return onto
 
 
@@ -162,20 +162,32 @@ def _add_ontology(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=None, help="output file (default stdout)")
     p.set_defaults(func=_cmd_ontology_export)
 
-    p = gsub.add_parser("report", help="quality checks at ERROR / WARN / INFO levels (like ROBOT report); exit 1 on ERROR")
+    p = gsub.add_parser(
+        "report", help="quality checks at ERROR / WARN / INFO levels (like ROBOT report); exit 1 on ERROR"
+    )
     _add_ontology_option(p, gated=False)
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("--fail-on", choices=["ERROR", "WARN", "none"], default="ERROR",
-                   help="exit 1 when a problem at this level or worse is found (default ERROR)")
+    p.add_argument(
+        "--fail-on",
+        choices=["ERROR", "WARN", "none"],
+        default="ERROR",
+        help="exit 1 when a problem at this level or worse is found (default ERROR)",
+    )
     p.add_argument("-o", "--output", default=None, help="output file (default stdout)")
     p.set_defaults(func=_cmd_ontology_report)
 
     p = gsub.add_parser("diff", help="what an edit changed: terms, and its effect on a label JSON, a cache, a run")
     p.add_argument("old", metavar="OLD", help="ontology before the edit")
     p.add_argument("new", metavar="NEW", help="ontology after the edit")
-    p.add_argument("--labels", metavar="JSON", help="label/split JSON: labels changing meaning, training targets changing")
-    p.add_argument("--cache", metavar="DIR", action="append", default=[], help="patch cache to test for staleness (repeatable)")
-    p.add_argument("--run", metavar="DIR", action="append", default=[], help="run directory to test for staleness (repeatable)")
+    p.add_argument(
+        "--labels", metavar="JSON", help="label/split JSON: labels changing meaning, training targets changing"
+    )
+    p.add_argument(
+        "--cache", metavar="DIR", action="append", default=[], help="patch cache to test for staleness (repeatable)"
+    )
+    p.add_argument(
+        "--run", metavar="DIR", action="append", default=[], help="run directory to test for staleness (repeatable)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_ontology_diff)
 
@@ -188,9 +200,9 @@ def _cmd_ontology_import(args: argparse.Namespace) -> int:
         guess = Path(args.xlsx).with_name("text_mined_labels_171_and_split.json")
         labels = str(guess) if guess.exists() else None
     result = import_xlsx(args.xlsx, labels)
-    _write_text_atomic(args.output, result.owl_xml)
+    write_text_atomic(args.output, result.owl_xml)
     if args.report:
-        _write_text_atomic(args.report, result.report_markdown())
+        write_text_atomic(args.report, result.report_markdown())
     for line in result.defect_lines():
         print(line, file=sys.stderr)
     print(f"wrote {args.output}: {result.summary()}", file=sys.stderr)
@@ -288,8 +300,10 @@ def _cmd_ontology_diff(args: argparse.Namespace) -> int:
 def _warn_ontology_version(what: str, recorded: str, onto) -> None:
     """One warning naming both versions when a run or cache was made with another ontology."""
     if recorded != onto.version:
-        _warn_line(f"{what} was made with ontology {recorded}, but {onto.source} is {onto.version}; "
-                   "`lesanet ontology diff` shows what changed")
+        _warn_line(
+            f"{what} was made with ontology {recorded}, but {onto.source} is {onto.version}; "
+            "`lesanet ontology diff` shows what changed"
+        )
 
 
 # --------------------------------------------------------------------------- train / model (LesaNet)
@@ -301,17 +315,32 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="CACHE", help="patch cache directory (patches.npy + index.json)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run directory to write")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
-    p.add_argument("--epochs", type=int, default=None, metavar="N",
-                   help="train N epochs, the schedule shortened proportionally")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
-                   help="override a config value, e.g. --set loss.rhem=false (repeatable; for ablations)")
+    p.add_argument(
+        "--epochs", type=int, default=None, metavar="N", help="train N epochs, the schedule shortened proportionally"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        dest="overrides",
+        help="override a config value, e.g. --set loss.rhem=false (repeatable; for ablations)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for torch (default: all cores; 1 is faster when other jobs share the cores)")
-    p.add_argument("--no-calibrate", action="store_true",
-                   help="skip the final step: per-label thresholds calibrated on the val split "
-                        "(RUN/thresholds.json, as `evaluate --calibrate`), which predict then uses")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (default: all cores; 1 is faster when other jobs share the cores)",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="skip the final step: per-label thresholds calibrated on the val split "
+        "(RUN/thresholds.json, as `evaluate --calibrate`), which predict then uses",
+    )
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_train)
 
@@ -337,15 +366,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from vision.checkpoint import read_run_info
 
         _warn_ontology_version(args.output, read_run_info(args.output).ontology_version, onto)
-    run_dir = train(config, args.data, args.output, epochs=args.epochs, resume=args.resume,
-                    device=args.device, progress=not args.quiet, onto=onto)
+    run_dir = train(
+        config,
+        args.data,
+        args.output,
+        epochs=args.epochs,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.quiet,
+        onto=onto,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         last = json.loads(lines[-1]) if lines else {}
         auc, f1 = last.get("val_mean_auc"), last.get("val_mean_f1")
         val = f", val mean AUC {auc:.3f}, mean F1 {f1:.3f}" if auc is not None and f1 is not None else ""
-        print(f"wrote {run_dir}: epoch {last.get('epoch', 0)}, loss {last.get('loss', float('nan')):.4f}{val}",
-              file=sys.stderr)
+        print(
+            f"wrote {run_dir}: epoch {last.get('epoch', 0)}, loss {last.get('loss', float('nan')):.4f}{val}",
+            file=sys.stderr,
+        )
         if not args.no_calibrate:
             _calibrate_after_training(run_dir, args)
     return EXIT_OK
@@ -362,8 +401,11 @@ def _calibrate_after_training(run_dir: str | Path, args: argparse.Namespace) -> 
     except evaluate.EvaluationError as exc:
         print(f"lesanet: note: thresholds not calibrated ({exc}); predict decides at 0.5", file=sys.stderr)
         return
-    print(f"calibrated {len(doc['labels'])} thresholds on val ({doc['n_lesions']} lesions) -> "
-          f"{Path(run_dir) / evaluate.THRESHOLDS_FILE}", file=sys.stderr)
+    print(
+        f"calibrated {len(doc['labels'])} thresholds on val ({doc['n_lesions']} lesions) -> "
+        f"{Path(run_dir) / evaluate.THRESHOLDS_FILE}",
+        file=sys.stderr,
+    )
 
 
 def _add_model(sub: argparse._SubParsersAction) -> None:
@@ -393,11 +435,21 @@ def _cmd_model_summary(args: argparse.Namespace) -> int:
 def _add_kg_backend_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--store", metavar="DIR", help="embedded pyoxigraph store directory")
-    where.add_argument("--endpoint", metavar="URL", help="remote SPARQL 1.1 query URL (Oxigraph, Fuseki, GraphDB, Virtuoso…)")
-    parser.add_argument("--update-url", metavar="URL", default=None,
-                        help="SPARQL 1.1 update URL of the endpoint (default: its /query or /sparql replaced by /update)")
-    parser.add_argument("--token-file", metavar="FILE", default=None,
-                        help="file holding the bearer token sent with updates (kg serve --token-file)")
+    where.add_argument(
+        "--endpoint", metavar="URL", help="remote SPARQL 1.1 query URL (Oxigraph, Fuseki, GraphDB, Virtuoso…)"
+    )
+    parser.add_argument(
+        "--update-url",
+        metavar="URL",
+        default=None,
+        help="SPARQL 1.1 update URL of the endpoint (default: its /query or /sparql replaced by /update)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=None,
+        help="file holding the bearer token sent with updates (kg serve --token-file)",
+    )
 
 
 def _add_kg_limit_options(parser: argparse.ArgumentParser, server: bool) -> None:
@@ -405,33 +457,82 @@ def _add_kg_limit_options(parser: argparse.ArgumentParser, server: bool) -> None
     from kg.guard import DEFAULT_LIMITS as d
 
     group = parser.add_argument_group("query limits (a query past one is stopped and the reply names the limit)")
-    group.add_argument("--timeout", type=float, default=d.timeout_s, metavar="S",
-                       help=f"seconds one query may run (default {d.timeout_s:g})")
-    group.add_argument("--max-rows", type=int, default=d.max_rows, metavar="N",
-                       help=f"result rows, or triples of CONSTRUCT/DESCRIBE (default {d.max_rows:,})")
-    group.add_argument("--max-bytes", type=int, default=d.max_bytes, metavar="N",
-                       help=f"serialised result size in bytes (default {d.max_bytes:,})")
-    group.add_argument("--max-memory", type=int, default=d.max_memory_mib, metavar="MIB",
-                       help=f"memory of the query's worker process in MiB (default {d.max_memory_mib})")
-    group.add_argument("--max-query-chars", type=int, default=d.max_chars, metavar="N",
-                       help=f"length of the query text (default {d.max_chars:,})")
-    group.add_argument("--max-depth", type=int, default=d.max_depth, metavar="N",
-                       help=f"nesting of {{ }} ( ) [ ] in the query (default {d.max_depth})")
-    group.add_argument("--allow-service", action="store_true",
-                       help="run SERVICE clauses (and LOAD in updates), which fetch remote data; default: refused")
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=d.timeout_s,
+        metavar="S",
+        help=f"seconds one query may run (default {d.timeout_s:g})",
+    )
+    group.add_argument(
+        "--max-rows",
+        type=int,
+        default=d.max_rows,
+        metavar="N",
+        help=f"result rows, or triples of CONSTRUCT/DESCRIBE (default {d.max_rows:,})",
+    )
+    group.add_argument(
+        "--max-bytes",
+        type=int,
+        default=d.max_bytes,
+        metavar="N",
+        help=f"serialised result size in bytes (default {d.max_bytes:,})",
+    )
+    group.add_argument(
+        "--max-memory",
+        type=int,
+        default=d.max_memory_mib,
+        metavar="MIB",
+        help=f"memory of the query's worker process in MiB (default {d.max_memory_mib})",
+    )
+    group.add_argument(
+        "--max-query-chars",
+        type=int,
+        default=d.max_chars,
+        metavar="N",
+        help=f"length of the query text (default {d.max_chars:,})",
+    )
+    group.add_argument(
+        "--max-depth",
+        type=int,
+        default=d.max_depth,
+        metavar="N",
+        help=f"nesting of {{ }} ( ) [ ] in the query (default {d.max_depth})",
+    )
+    group.add_argument(
+        "--allow-service",
+        action="store_true",
+        help="run SERVICE clauses (and LOAD in updates), which fetch remote data; default: refused",
+    )
     if server:
-        group.add_argument("--workers", type=int, default=2, metavar="N",
-                           help="query worker processes, i.e. queries run at once (default 2; 1 with --token-file)")
-        group.add_argument("--max-connections", type=int, default=32, metavar="N",
-                           help="connections served at once; more get HTTP 503 (default 32)")
+        group.add_argument(
+            "--workers",
+            type=int,
+            default=2,
+            metavar="N",
+            help="query worker processes, i.e. queries run at once (default 2; 1 with --token-file)",
+        )
+        group.add_argument(
+            "--max-connections",
+            type=int,
+            default=32,
+            metavar="N",
+            help="connections served at once; more get HTTP 503 (default 32)",
+        )
 
 
 def _kg_limits(args: argparse.Namespace):  # -> kg.guard.QueryLimits
     from kg.guard import QueryLimits
 
-    return QueryLimits(max_chars=args.max_query_chars, max_depth=args.max_depth, timeout_s=args.timeout,
-                       max_rows=args.max_rows, max_bytes=args.max_bytes, max_memory_mib=args.max_memory,
-                       allow_service=args.allow_service)
+    return QueryLimits(
+        max_chars=args.max_query_chars,
+        max_depth=args.max_depth,
+        timeout_s=args.timeout,
+        max_rows=args.max_rows,
+        max_bytes=args.max_bytes,
+        max_memory_mib=args.max_memory,
+        allow_service=args.allow_service,
+    )
 
 
 def _read_token(path: str | None) -> str | None:
@@ -465,17 +566,29 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_kg_rdf)
 
     p = gsub.add_parser(
-        "load", help="load RDF files or JSON prediction / mined-sentence records into a store",
+        "load",
+        help="load RDF files or JSON prediction / mined-sentence records into a store",
         epilog="Each bad record (or RDF file with a syntax error, loaded all or nothing) is reported as "
-               "FILE: line N: reason and skipped; the rest is loaded. Exit 0 when everything loaded, "
-               "1 when nothing did, 3 when some records were skipped (with a summary line).")
+        "FILE: line N: reason and skipped; the rest is loaded. Exit 0 when everything loaded, "
+        "1 when nothing did, 3 when some records were skipped (with a summary line).",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help=".ttl .nt .nq .trig .jsonld .owl, or .json/.jsonl records")
-    p.add_argument("--max-messages", type=int, default=20, metavar="N",
-                   help="bad-record messages shown before the rest are only counted (default 20)")
+    p.add_argument(
+        "--max-messages",
+        type=int,
+        default=20,
+        metavar="N",
+        help="bad-record messages shown before the rest are only counted (default 20)",
+    )
     _add_kg_backend_options(p)
-    p.add_argument("--graph", metavar="IRI", default=None, help="named graph for triples (default: the predictions graph)")
-    p.add_argument("--dataset", default="deeplesion",
-                   help="dataset prefix of lesion ids made from mined sentences' lesion_idx (default deeplesion)")
+    p.add_argument(
+        "--graph", metavar="IRI", default=None, help="named graph for triples (default: the predictions graph)"
+    )
+    p.add_argument(
+        "--dataset",
+        default="deeplesion",
+        help="dataset prefix of lesion ids made from mined sentences' lesion_idx (default deeplesion)",
+    )
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_kg_load)
 
@@ -488,7 +601,7 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     _add_kg_limit_options(p, server=False)
     p.set_defaults(func=_cmd_kg_query)
 
-    p = gsub.add_parser("find", help="canned queries with bound parameters (e.g. --label \"lung nodule\")")
+    p = gsub.add_parser("find", help='canned queries with bound parameters (e.g. --label "lung nodule")')
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--label", metavar="NAME", help="lesions with this label or any subclass")
     what.add_argument("--lesion", metavar="ID", help="all scored labels of a lesion (e.g. deeplesion/12)")
@@ -507,43 +620,75 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
 
     p = gsub.add_parser("validate", help="SHACL-check RDF files against kg/shapes.ttl (pyshacl)")
     p.add_argument("files", nargs="+", metavar="FILE", help=".ttl, .nt or .jsonld")
-    p.add_argument("--with-ontology", action="store_true",
-                   help="also check every annotation body is a class of the ontology (--ontology)")
+    p.add_argument(
+        "--with-ontology",
+        action="store_true",
+        help="also check every annotation body is a class of the ontology (--ontology)",
+    )
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_kg_validate)
 
-    p = gsub.add_parser("serve", help="SPARQL endpoint and lesion browser over a store on 127.0.0.1 "
-                                      "(read-only unless a token is set)")
+    p = gsub.add_parser(
+        "serve", help="SPARQL endpoint and lesion browser over a store on 127.0.0.1 (read-only unless a token is set)"
+    )
     p.add_argument("--store", required=True, metavar="DIR")
     p.add_argument("--port", type=int, default=7879, help="TCP port (0 = any free port; default 7879)")
-    p.add_argument("--token-file", metavar="FILE", default=None,
-                   help="accept SPARQL updates bearing this token (Authorization: Bearer); default: refuse updates")
+    p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=None,
+        help="accept SPARQL updates bearing this token (Authorization: Bearer); default: refuse updates",
+    )
     browser = p.add_argument_group("lesion browser (pages at http://127.0.0.1:PORT/)")
     browser.add_argument("--cache", metavar="CACHE", default=None, help="patch cache folder: the lesions' patches")
-    browser.add_argument("--images", metavar="DIR", default=None,
-                         help="folder holding the source slices (Images_png/) for lesions not in the cache")
+    browser.add_argument(
+        "--images",
+        metavar="DIR",
+        default=None,
+        help="folder holding the source slices (Images_png/) for lesions not in the cache",
+    )
     browser.add_argument("--run", metavar="RUN", default=None, help="training run: calibrated thresholds per label")
-    browser.add_argument("--evaluation", metavar="JSON", default=None,
-                         help="`lesanet evaluate --format json` output: AUC / F1 / threshold per label")
+    browser.add_argument(
+        "--evaluation",
+        metavar="JSON",
+        default=None,
+        help="`lesanet evaluate --format json` output: AUC / F1 / threshold per label",
+    )
     browser.add_argument("--no-browser", action="store_true", help="serve the SPARQL endpoint alone")
     browser.add_argument("--open", action="store_true", help="open the browser page in this machine's web browser")
     _add_ontology_option(p)
     _add_kg_limit_options(p, server=True)
     p.set_defaults(func=_cmd_kg_serve)
 
-    p = gsub.add_parser("export", help="stored lesions as a DICOM SR (TID 1500) or an HL7 FHIR Bundle",
-                        epilog="The record is rebuilt from the store (labels, scores, thresholds, model, ontology "
-                               "version, source and DICOM UIDs); SR also reads the key slice's header from the "
-                               "source series (the path the store recorded, or --dicom DIR). "
-                               "See docs/clinical-outputs.md.")
+    p = gsub.add_parser(
+        "export",
+        help="stored lesions as a DICOM SR (TID 1500) or an HL7 FHIR Bundle",
+        epilog="The record is rebuilt from the store (labels, scores, thresholds, model, ontology "
+        "version, source and DICOM UIDs); SR also reads the key slice's header from the "
+        "source series (the path the store recorded, or --dicom DIR). "
+        "See docs/clinical-outputs.md.",
+    )
     p.add_argument("--format", choices=["sr", "fhir"], required=True)
-    p.add_argument("--lesion", metavar="ID", action="append", required=True,
-                   help="lesion id (e.g. dicom/series/33/0); repeat for several lesions of one study")
+    p.add_argument(
+        "--lesion",
+        metavar="ID",
+        action="append",
+        required=True,
+        help="lesion id (e.g. dicom/series/33/0); repeat for several lesions of one study",
+    )
     p.add_argument("-o", "--output", required=True, help="the .dcm (sr) or .json (fhir) file to write")
-    p.add_argument("--dicom", metavar="DIR", default=None,
-                   help="the source DICOM series when it moved since prediction (default: the stored path)")
-    p.add_argument("--checkpoint", metavar="SHA", default=None,
-                   help="with lesions predicted by several models: the checkpoint SHA-256 (or a prefix) to export")
+    p.add_argument(
+        "--dicom",
+        metavar="DIR",
+        default=None,
+        help="the source DICOM series when it moved since prediction (default: the stored path)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="SHA",
+        default=None,
+        help="with lesions predicted by several models: the checkpoint SHA-256 (or a prefix) to export",
+    )
     _add_kg_backend_options(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_kg_export)
@@ -562,9 +707,8 @@ def _cmd_kg_rdf(args: argparse.Namespace) -> int:
 
 
 def _cmd_kg_load(args: argparse.Namespace) -> int:
-    from kg.store import LesionStore
-
     from kg.records import BadRecords
+    from kg.store import LesionStore
 
     onto = _load_ontology(args)
     errors = BadRecords(keep=max(args.max_messages, 0))
@@ -589,8 +733,11 @@ def _cmd_kg_load(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not any(loaded.values()):
         raise CommandError(f"nothing loaded: {errors.total:,} bad records or files (see above)")
-    print(f"kg load: {errors.total:,} skipped (bad records, or RDF files that do not parse); the rest is loaded "
-          f"(exit {EXIT_SOME_FAILED})", file=sys.stderr)
+    print(
+        f"kg load: {errors.total:,} skipped (bad records, or RDF files that do not parse); the rest is loaded "
+        f"(exit {EXIT_SOME_FAILED})",
+        file=sys.stderr,
+    )
     return EXIT_SOME_FAILED
 
 
@@ -604,7 +751,9 @@ def _cmd_kg_query(args: argparse.Namespace) -> int:
         from kg.guard import check_sparql
 
         check_sparql(text, limits)
-        endpoint = SparqlEndpoint(args.endpoint, args.update_url, _read_token(args.token_file), timeout=limits.timeout_s)
+        endpoint = SparqlEndpoint(
+            args.endpoint, args.update_url, _read_token(args.token_file), timeout=limits.timeout_s
+        )
         result = endpoint.query(text)
     else:  # in a worker process: an engine crash or a runaway query is a clear error
         from kg.pool import query_store
@@ -637,9 +786,9 @@ def _cmd_kg_find(args: argparse.Namespace) -> int:
     for option, (name, param) in _KG_FIND.items():
         value = getattr(args, option)
         if value:
-            params = {param: value} if param else {}
+            bound = {param: value} if param else {}
             onto = _load_ontology(args) if param == "label" else None
-            result = run_canned(_kg_backend(args, read_only=True), name, onto, **params)
+            result = run_canned(_kg_backend(args, read_only=True), name, onto, **bound)
             _emit(result.render(args.format), args.output)
             return EXIT_OK
     raise CommandError("nothing to find")  # argparse requires one option
@@ -656,7 +805,9 @@ def _cmd_kg_validate(args: argparse.Namespace) -> int:
         ontology = rdflib.Graph().parse(data=_load_ontology(args).serialize("ttl"), format="turtle")
     ok = True
     for path in args.files:
-        graph = rdflib.Graph().parse(path, format={"turtle": "turtle", "nt": "nt", "json-ld": "json-ld"}[format_for(path)])
+        graph = rdflib.Graph().parse(
+            path, format={"turtle": "turtle", "nt": "nt", "json-ld": "json-ld"}[format_for(path)]
+        )
         report = validate_graph(graph, ontology)
         ok &= report.conforms
         if report.conforms:
@@ -685,11 +836,15 @@ def _cmd_kg_serve(args: argparse.Namespace) -> int:
 
     config = ServerConfig(limits=_kg_limits(args), workers=args.workers, max_connections=args.max_connections)
     pages = None if args.no_browser else _lesion_browser(args).routes()
-    on_ready = None
+    on_ready: Callable[[str], None] | None = None
     if args.open:
         import webbrowser
 
-        on_ready = lambda url: webbrowser.open(url)  # noqa: E731 - the stdlib's way to the user's browser
+        def open_in_browser(url: str) -> None:  # the stdlib's way to the user's browser
+            webbrowser.open(url)
+
+        on_ready = open_in_browser
+
     serve(args.store, args.port, _read_token(args.token_file), config=config, pages=pages, on_ready=on_ready)
     return EXIT_OK
 
@@ -715,8 +870,12 @@ def _lesion_browser(args: argparse.Namespace):  # -> kg.web.LesionBrowser
         mined = miner.result().mine([text])[0]
         if mined.error:
             raise ValueError(f"the description could not be mined: {mined.error}")
-        return Description(tuple(mined.relevant), tuple(mined.uncertain), tuple(mined.irrelevant),
-                           tuple((m.text, m.label, m.relation) for m in mined.mentions))
+        return Description(
+            tuple(mined.relevant),
+            tuple(mined.uncertain),
+            tuple(mined.irrelevant),
+            tuple((m.text, m.label, m.relation) for m in mined.mentions),
+        )
 
     patches = PatchSource(args.cache, args.images)
     return LesionBrowser(BrowserConfig(onto, patches, load_evaluation(args.run, args.evaluation), describe))
@@ -732,9 +891,12 @@ _INPUT_FLAGS = ("deeplesion", "png", *_VOLUME_FLAGS)
 def _add_image_inputs(p: argparse.ArgumentParser) -> None:
     """The lesion-input flags shared by predict and retrieve."""
     g = p.add_argument_group("lesion input (one of)")
-    g.add_argument("--image", metavar="PATH",
-                   help="CT volume in HU: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
-                        "a DICOM file or a DICOM series folder")
+    g.add_argument(
+        "--image",
+        metavar="PATH",
+        help="CT volume in HU: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
+        "a DICOM file or a DICOM series folder",
+    )
     g.add_argument("--nifti", metavar="FILE", help="same as --image (kept for scripts)")
     g.add_argument("--dicom", metavar="DIR", help="same as --image (kept for scripts)")
     g.add_argument("--series", metavar="UID", help="SeriesInstanceUID when the DICOM folder holds several series")
@@ -746,30 +908,49 @@ def _add_image_inputs(p: argparse.ArgumentParser) -> None:
         "where the lesion is on --image (one of)",
         "File voxel indices are the file's own, as numpy / nibabel / ITK-SNAP / 3D Slicer\n"
         "show them (a DICOM folder: ITK's series order, by position along the slice normal).\n"
-        "World coordinates are mm in DICOM's patient frame (LPS), or RAS with --ras.")
+        "World coordinates are mm in DICOM's patient frame (LPS), or RAS with --ras.",
+    )
     g.add_argument("--slice", type=int, metavar="K", help="key slice: index along the file's third axis (0-based)")
-    g.add_argument("--box", metavar="X1,Y1,X2,Y2",
-                   help="with --slice: lesion box, X along the file's first axis, Y along its second (0-based)")
+    g.add_argument(
+        "--box",
+        metavar="X1,Y1,X2,Y2",
+        help="with --slice: lesion box, X along the file's first axis, Y along its second (0-based)",
+    )
     g.add_argument("--boxes", metavar="FILE", help="one lesion a line: slice, x1, y1, x2, y2 (file voxel indices)")
-    g.add_argument("--world-box", nargs="+", metavar="MM",
-                   help="two opposite box corners in mm: X1 Y1 Z1 X2 Y2 Z2 (or --world-box=X1,Y1,Z1,X2,Y2,Z2)")
+    g.add_argument(
+        "--world-box",
+        nargs="+",
+        metavar="MM",
+        help="two opposite box corners in mm: X1 Y1 Z1 X2 Y2 Z2 (or --world-box=X1,Y1,Z1,X2,Y2,Z2)",
+    )
     g.add_argument("--world-point", nargs="+", metavar="MM", help="lesion centre in mm: X Y Z, with --size")
     g.add_argument("--size", type=float, metavar="MM", help="with --world-point: the lesion's long diameter in mm")
     g.add_argument("--ras", action="store_true", help="world coordinates are RAS (nibabel, NIfTI) instead of LPS")
-    g.add_argument("--mask", metavar="PATH",
-                   help="mask / label image on the image's grid: each connected component (or label value) "
-                        "is one lesion, on its largest axial cross-section")
+    g.add_argument(
+        "--mask",
+        metavar="PATH",
+        help="mask / label image on the image's grid: each connected component (or label value) "
+        "is one lesion, on its largest axial cross-section",
+    )
     g.add_argument("--mask-label", type=int, metavar="N", help="with --mask: only voxels of label N")
-    g.add_argument("--mask-by", choices=["component", "label"], default="component",
-                   help="with --mask: one lesion per connected component (default) or per label value")
-    g.add_argument("--force", action="store_true",
-                   help="accept a DICOM Modality other than CT and values that do not look like HU "
-                        "(e.g. a crop without air)")
+    g.add_argument(
+        "--mask-by",
+        choices=["component", "label"],
+        default="component",
+        help="with --mask: one lesion per connected component (default) or per label value",
+    )
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="accept a DICOM Modality other than CT and values that do not look like HU (e.g. a crop without air)",
+    )
 
 
-def _volume_path(args: argparse.Namespace) -> str | None:
+def _volume_path(args: argparse.Namespace) -> str:
     given = [getattr(args, name) for name in _VOLUME_FLAGS if getattr(args, name, None)]
-    return given[0] if given else None
+    if not given:
+        raise CommandError("give the CT volume: --image PATH (or --nifti / --dicom)")
+    return given[0]
 
 
 def _volume_locations(args: argparse.Namespace, errors: list[str] | None = None) -> list:
@@ -778,12 +959,22 @@ def _volume_locations(args: argparse.Namespace, errors: list[str] | None = None)
     from vision import inputs, locate
 
     frame = "RAS" if args.ras else "LPS"
-    forms = [name for name, on in (("--slice/--box", args.box or args.slice is not None), ("--boxes", args.boxes),
-                                   ("--world-box", args.world_box), ("--world-point", args.world_point),
-                                   ("--mask", args.mask)) if on]
+    forms = [
+        name
+        for name, on in (
+            ("--slice/--box", args.box or args.slice is not None),
+            ("--boxes", args.boxes),
+            ("--world-box", args.world_box),
+            ("--world-point", args.world_point),
+            ("--mask", args.mask),
+        )
+        if on
+    ]
     if len(forms) != 1:
-        raise CommandError("say where the lesion is with one of --slice K --box X1,Y1,X2,Y2, --boxes FILE, "
-                           f"--world-box, --world-point (with --size) or --mask (got {', '.join(forms) or 'none'})")
+        raise CommandError(
+            "say where the lesion is with one of --slice K --box X1,Y1,X2,Y2, --boxes FILE, "
+            f"--world-box, --world-point (with --size) or --mask (got {', '.join(forms) or 'none'})"
+        )
     if args.boxes:
         return [locate.VoxelBox(k, box, f"{args.boxes}:{line}") for line, k, box in _boxes(args.boxes, errors)]
     if args.world_box:
@@ -800,9 +991,11 @@ def _volume_locations(args: argparse.Namespace, errors: list[str] | None = None)
 def _check_single_input(args: argparse.Namespace, also: Sequence[str] = ()) -> str:
     given = [name for name in (*_INPUT_FLAGS, *also) if getattr(args, name, None)]
     if len(given) != 1:
-        raise CommandError("give exactly one input: --image PATH (or --nifti / --dicom), --deeplesion DIR "
-                           f"--lesion IDX, --png FILE{', --manifest CSV' if 'manifest' in also else ''}"
-                           f"{' (got ' + ', '.join('--' + g for g in given) + ')' if given else ''}")
+        raise CommandError(
+            "give exactly one input: --image PATH (or --nifti / --dicom), --deeplesion DIR "
+            f"--lesion IDX, --png FILE{', --manifest CSV' if 'manifest' in also else ''}"
+            f"{' (got ' + ', '.join('--' + g for g in given) + ')' if given else ''}"
+        )
     return given[0]
 
 
@@ -844,8 +1037,14 @@ def _lesion_inputs(args: argparse.Namespace, errors: list[str] | None = None) ->
         return inputs.png_inputs(args.png, args.spacing, boxes, errors)
     from vision import locate
 
-    return locate.image_inputs(_volume_path(args), _volume_locations(args, errors), series=args.series,
-                               force=args.force, warn=_warn_line, errors=errors)
+    return locate.image_inputs(
+        _volume_path(args),
+        _volume_locations(args, errors),
+        series=args.series,
+        force=args.force,
+        warn=_warn_line,
+        errors=errors,
+    )
 
 
 def _warn_line(message: str) -> None:
@@ -856,17 +1055,33 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="the paper's tables for a trained run: Table 1, Table 2, breakdowns")
     p.add_argument("run", metavar="RUN", help="training run directory")
     p.add_argument("--data", required=True, metavar="CACHE", help="patch cache the run was trained on")
-    p.add_argument("--split", choices=["val", "test", "hand", "all"], default="all",
-                   help="val / test: text-mined labels; hand: complete truth (cache truth or --truth); "
-                        "all (default): test and hand")
-    p.add_argument("--truth", metavar="FILE", help="hand-labeled truth JSON [{lesion_idx, expanded_terms}] (the hand set)")
-    p.add_argument("--decision", choices=["calibrated", "fixed", "top-k"], default="calibrated",
-                   help="calibrated per-label thresholds (default), fixed 0.5, or the top-K labels per lesion")
+    p.add_argument(
+        "--split",
+        choices=["val", "test", "hand", "all"],
+        default="all",
+        help="val / test: text-mined labels; hand: complete truth (cache truth or --truth); "
+        "all (default): test and hand",
+    )
+    p.add_argument(
+        "--truth", metavar="FILE", help="hand-labeled truth JSON [{lesion_idx, expanded_terms}] (the hand set)"
+    )
+    p.add_argument(
+        "--decision",
+        choices=["calibrated", "fixed", "top-k"],
+        default="calibrated",
+        help="calibrated per-label thresholds (default), fixed 0.5, or the top-K labels per lesion",
+    )
     p.add_argument("--top-k", type=int, default=None, metavar="K", help="K for --decision top-k")
-    p.add_argument("--calibrate", action="store_true",
-                   help="(re)calibrate thresholds on val first (done automatically when RUN has none)")
-    p.add_argument("--exclusive-filter", action="store_true",
-                   help="also report averages after exclusive-label filtering (off in the paper)")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="(re)calibrate thresholds on val first (done automatically when RUN has none)",
+    )
+    p.add_argument(
+        "--exclusive-filter",
+        action="store_true",
+        help="also report averages after exclusive-label filtering (off in the paper)",
+    )
     p.add_argument("--format", choices=["md", "csv", "json"], default="md")
     p.add_argument("--sort", default="f1", help="Table 2 order: f1, auc, train_positives, label, ... (default f1)")
     p.add_argument("--top", type=int, default=None, metavar="N", help="only the first N rows of Table 2 (Markdown)")
@@ -886,8 +1101,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _warn_ontology_version(args.run, predictor.info.ontology_version, predictor.onto)
     if args.calibrate or (args.decision == "calibrated" and not predictor.calibrated):
         doc = evaluate.calibrate_thresholds(predictor, args.data)
-        print(f"calibrated {len(doc['labels'])} thresholds on val ({doc['n_lesions']} lesions) -> "
-              f"{Path(args.run) / evaluate.THRESHOLDS_FILE}", file=sys.stderr)
+        print(
+            f"calibrated {len(doc['labels'])} thresholds on val ({doc['n_lesions']} lesions) -> "
+            f"{Path(args.run) / evaluate.THRESHOLDS_FILE}",
+            file=sys.stderr,
+        )
     if args.split == "all":
         splits = ["test", "hand"]
     else:
@@ -896,19 +1114,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for split in splits:
         truth = args.truth if split == "hand" else None
         try:
-            results.append(evaluate.evaluate_run(predictor, args.data, split, truth, decision=args.decision,
-                                                 top_k=args.top_k, exclusive_filter=args.exclusive_filter))
+            results.append(
+                evaluate.evaluate_run(
+                    predictor,
+                    args.data,
+                    split,
+                    truth,
+                    decision=args.decision,
+                    top_k=args.top_k,
+                    exclusive_filter=args.exclusive_filter,
+                )
+            )
         except evaluate.EvaluationError as exc:
             if args.split != "all":
                 raise
             print(f"lesanet: note: {split} set skipped: {exc}", file=sys.stderr)
     for result in results:
         if result.unknown_labels:
-            print(f"lesanet: warning: {result.name}: truth labels not in the ontology ignored: "
-                  f"{', '.join(result.unknown_labels)}", file=sys.stderr)
+            print(
+                f"lesanet: warning: {result.name}: truth labels not in the ontology ignored: "
+                f"{', '.join(result.unknown_labels)}",
+                file=sys.stderr,
+            )
     if args.format == "json":
-        text = json.dumps({"table1": evaluate.table1_rows({predictor.info.config.name: results}),
-                           "sets": [r.as_dict() for r in results]}, indent=2, ensure_ascii=False)
+        text = json.dumps(
+            {
+                "table1": evaluate.table1_rows({predictor.info.config.name: results}),
+                "sets": [r.as_dict() for r in results],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
     elif args.format == "csv":
         text = evaluate.results_csv(results, args.sort)
     else:
@@ -926,28 +1162,52 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="train the baseline, LesaNet and each 'without X' variant; combined Table 1")
     p.add_argument("--config", required=True, metavar="YAML", help="the full model's config")
-    p.add_argument("--data", default=None, metavar="CACHE", help="the patch cache (not with --seeds, which builds its own)")
+    p.add_argument(
+        "--data", default=None, metavar="CACHE", help="the patch cache (not with --seeds, which builds its own)"
+    )
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="one run per variant + table1.md/csv/json")
-    p.add_argument("--seeds", type=int, default=None, metavar="N",
-                   help="the paper's conclusions over seeds 0..N-1: for each, a new phantom (built like the demo's) and "
-                        "training seed, every variant, --label-subsets if given, retrieval; then mean ± std and "
-                        "bootstrap intervals in DIR/summary.json and the --doc page. Finished seeds are skipped")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the paper's conclusions over seeds 0..N-1: for each, a new phantom (built like the demo's) and "
+        "training seed, every variant, --label-subsets if given, retrieval; then mean ± std and "
+        "bootstrap intervals in DIR/summary.json and the --doc page. Finished seeds are skipped",
+    )
     p.add_argument("--lesions", type=int, default=1500, metavar="N", help="with --seeds: phantom size (default 1500)")
     p.add_argument("--workers", type=int, default=2, help="with --seeds: worker processes for synth and cache")
-    p.add_argument("--doc", default=None, metavar="MD",
-                   help="with --seeds: write the reproduction page here (e.g. docs/reproduction.md) and its plot beside it")
-    p.add_argument("--summary-only", action="store_true",
-                   help="with --seeds: train nothing; summarise the seeds finished so far and write --doc")
+    p.add_argument(
+        "--doc",
+        default=None,
+        metavar="MD",
+        help="with --seeds: write the reproduction page here (e.g. docs/reproduction.md) and its plot beside it",
+    )
+    p.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="with --seeds: train nothing; summarise the seeds finished so far and write --doc",
+    )
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="shorten every variant's schedule")
-    p.add_argument("--variants", nargs="+", default=None, metavar="NAME",
-                   help="subset of variants (default all; see --list)")
-    p.add_argument("--label-subsets", default=None, metavar="N,N,...",
-                   help="instead: the label-subset experiment (paper Fig. 5), e.g. 1000,500,100,0 "
-                        "(train on labels with more than N training positives)")
+    p.add_argument(
+        "--variants", nargs="+", default=None, metavar="NAME", help="subset of variants (default all; see --list)"
+    )
+    p.add_argument(
+        "--label-subsets",
+        default=None,
+        metavar="N,N,...",
+        help="instead: the label-subset experiment (paper Fig. 5), e.g. 1000,500,100,0 "
+        "(train on labels with more than N training positives)",
+    )
     p.add_argument("--list", action="store_true", help="print the variants and their config changes, then exit")
     p.add_argument("--resume", action="store_true", help="keep finished variants, continue unfinished ones")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for torch (1 is faster when other jobs share the cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (1 is faster when other jobs share the cores)",
+    )
     p.add_argument("--quiet", action="store_true")
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_ablate)
@@ -972,17 +1232,35 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         try:
             minimums = [int(v) for v in args.label_subsets.split(",")]
         except ValueError:
-            raise CommandError(f"--label-subsets {args.label_subsets!r}: expected integers like 1000,500,100,0") from None
+            raise CommandError(
+                f"--label-subsets {args.label_subsets!r}: expected integers like 1000,500,100,0"
+            ) from None
     if args.seeds is not None:
         return _ablate_seeds(args, config, onto, minimums)
     if args.data is None:
         raise CommandError("ablate needs --data CACHE (or --seeds N, which builds a phantom cache per seed)")
     if args.label_subsets:
-        outcome = ablate.run_label_subsets(config, args.data, args.output, minimums, epochs=args.epochs,
-                                           onto=onto, progress=not args.quiet, resume=args.resume)
+        outcome = ablate.run_label_subsets(
+            config,
+            args.data,
+            args.output,
+            minimums,
+            epochs=args.epochs,
+            onto=onto,
+            progress=not args.quiet,
+            resume=args.resume,
+        )
     else:
-        outcome = ablate.run_ablation(config, args.data, args.output, variants=args.variants, epochs=args.epochs,
-                                      onto=onto, progress=not args.quiet, resume=args.resume)
+        outcome = ablate.run_ablation(
+            config,
+            args.data,
+            args.output,
+            variants=args.variants,
+            epochs=args.epochs,
+            onto=onto,
+            progress=not args.quiet,
+            resume=args.resume,
+        )
     sys.stdout.write(outcome.markdown)
     for path in outcome.files:
         print(f"wrote {path}", file=sys.stderr)
@@ -1026,8 +1304,9 @@ def _ablate_seeds(args: argparse.Namespace, config, onto, minimums: list[int]) -
     out = Path(args.output)
 
     def seed_data(seed: int) -> demo.DemoConfig:
-        return demo.DemoConfig(out_dir=reproduction.seed_dir(out, seed), lesions=args.lesions, seed=seed,
-                               workers=args.workers)
+        return demo.DemoConfig(
+            out_dir=reproduction.seed_dir(out, seed), lesions=args.lesions, seed=seed, workers=args.workers
+        )
 
     def log(line: str) -> None:
         if not args.quiet:
@@ -1036,8 +1315,16 @@ def _ablate_seeds(args: argparse.Namespace, config, onto, minimums: list[int]) -
     seeds = list(range(args.seeds))
     if not args.summary_only:
         reproduction.run_seeds(
-            config, seeds, out, lambda seed, _: demo.prepare_data(seed_data(seed), main, log),
-            epochs=args.epochs, label_subsets=minimums, onto=onto, progress=not args.quiet, log=log)
+            config,
+            seeds,
+            out,
+            lambda seed, _: demo.prepare_data(seed_data(seed), main, log),
+            epochs=args.epochs,
+            label_subsets=minimums,
+            onto=onto,
+            progress=not args.quiet,
+            log=log,
+        )
     command = "lesanet ablate " + " ".join(shlex.quote(a) for a in _ablate_argv(args))
     template = demo.DemoConfig(out_dir=out / "seed-S", lesions=args.lesions, seed=0, workers=args.workers)
     data = [step.command().replace("--seed 0", "--seed S") for step in demo.data_steps(template)]
@@ -1045,7 +1332,7 @@ def _ablate_seeds(args: argparse.Namespace, config, onto, minimums: list[int]) -
     if args.doc:
         summary, written = reproduction.write_reproduction(out, args.doc, onto, commands, requested_seeds=args.seeds)
     else:
-        from vision.checkpoint import write_json_atomic
+        from ontology.files import write_json_atomic
 
         summary = reproduction.summarise(reproduction.load_seed_records(out))
         written = [out / "summary.json"]
@@ -1071,31 +1358,55 @@ def _ablate_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="label lesions on CT: every label with score and decision, most specific first",
-                       epilog=_PREDICT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "predict",
+        help="label lesions on CT: every label with score and decision, most specific first",
+        epilog=_PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run", metavar="RUN", help="training run directory (thresholds.json used when calibrated)")
     _add_image_inputs(p)
-    p.add_argument("--manifest", metavar="CSV",
-                   help="or: many lesions over many volumes, one a row (one model load; bad rows reported, "
-                        "the rest predicted)")
+    p.add_argument(
+        "--manifest",
+        metavar="CSV",
+        help="or: many lesions over many volumes, one a row (one model load; bad rows reported, the rest predicted)",
+    )
     p.add_argument("--data", metavar="CACHE", help="or: predict every lesion of a patch cache split")
     p.add_argument("--split", default="test", help="with --data: train, val, test (default), hand or all")
-    p.add_argument("--dataset", default="deeplesion", metavar="NAME",
-                   help="with --data / --deeplesion: the dataset name in each record's source (e.g. phantom)")
+    p.add_argument(
+        "--dataset",
+        default="deeplesion",
+        metavar="NAME",
+        help="with --data / --deeplesion: the dataset name in each record's source (e.g. phantom)",
+    )
     p.add_argument("--json", action="store_true", help="JSON prediction records (one object for one lesion)")
     p.add_argument("--jsonl", action="store_true", help="one JSON record a line")
-    p.add_argument("--top", type=int, default=10, metavar="N",
-                   help="table: at most N labels per lesion, decided first (default 10; JSON / RDF keep all)")
-    p.add_argument("--exclusive-filter", action="store_true",
-                   help="of two decided exclusive labels keep the higher-scoring (off by default, as in the paper)")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=10,
+        metavar="N",
+        help="table: at most N labels per lesion, decided first (default 10; JSON / RDF keep all)",
+    )
+    p.add_argument(
+        "--exclusive-filter",
+        action="store_true",
+        help="of two decided exclusive labels keep the higher-scoring (off by default, as in the paper)",
+    )
     p.add_argument("--embeddings", metavar="EMB", help="add the nearest lesions of this embeddings file (neighbors)")
     p.add_argument("-k", type=int, default=5, help="neighbours per lesion with --embeddings (default 5)")
     p.add_argument("--patch-png", metavar="FILE", help="save the patch(es) with box and labels as a PNG panel")
-    p.add_argument("--rdf", metavar="FILE",
-                   help="also write the predictions as RDF (Web Annotation + PROV-O): .ttl, .nt or .jsonld")
-    p.add_argument("--sr", metavar="OUT",
-                   help="also write a DICOM SR (TID 1500 measurement report) for a DICOM input; with --manifest "
-                        "OUT is a folder receiving one STUDY_UID.dcm per study (docs/clinical-outputs.md)")
+    p.add_argument(
+        "--rdf",
+        metavar="FILE",
+        help="also write the predictions as RDF (Web Annotation + PROV-O): .ttl, .nt or .jsonld",
+    )
+    p.add_argument(
+        "--sr",
+        metavar="OUT",
+        help="also write a DICOM SR (TID 1500 measurement report) for a DICOM input; with --manifest "
+        "OUT is a folder receiving one STUDY_UID.dcm per study (docs/clinical-outputs.md)",
+    )
     p.add_argument("--fhir", metavar="FILE", help="also write an HL7 FHIR R4 Bundle (R4B models) as JSON")
     p.add_argument("--device", default=None)
     p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
@@ -1107,8 +1418,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _thresholds_note(predictor: Any, run: str) -> str:
     """Which thresholds the decisions use (stderr), so a reader of the output knows."""
     if not predictor.calibrated:
-        return (f"{run} has no thresholds.json; deciding at 0.5 for every label "
-                "(calibrate with `lesanet evaluate RUN --data CACHE --calibrate`)")
+        return (
+            f"{run} has no thresholds.json; deciding at 0.5 for every label "
+            "(calibrate with `lesanet evaluate RUN --data CACHE --calibrate`)"
+        )
     try:
         doc = json.loads((Path(run) / "thresholds.json").read_text(encoding="utf-8"))
         where = f"calibrated on {doc.get('calibrated_on', '?')} ({doc.get('n_lesions', '?')} lesions)"
@@ -1124,8 +1437,15 @@ def _check_sr_sources(sources: Sequence[dict]) -> None:
         dicom_source({"source": source}, f"lesion {i + 1}" if len(sources) > 1 else "--sr")
 
 
-def _write_clinical(records: Sequence[dict], onto: Any, sr: str | None, fhir: str | None, per_study: bool = False,
-                    dicom: str | None = None, required: bool = True) -> None:
+def _write_clinical(
+    records: Sequence[dict],
+    onto: Any,
+    sr: str | None,
+    fhir: str | None,
+    per_study: bool = False,
+    dicom: str | None = None,
+    required: bool = True,
+) -> None:
     """--sr / --fhir (predict, kg export): kg.dicom_sr and kg.fhir read the key slices' headers."""
     if sr:
         from kg.dicom_sr import write_sr_outputs
@@ -1187,18 +1507,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         _check_sr_sources([item.source for item in inputs] if inputs is not None else [{"dataset": args.dataset}])
     from vision import infer
 
-    predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args),
-                                     exclusive_filter=args.exclusive_filter)
+    predictor = infer.load_predictor(
+        args.run, device=args.device, onto=_load_ontology(args), exclusive_filter=args.exclusive_filter
+    )
     _warn_ontology_version(args.run, predictor.info.ontology_version, predictor.onto)
-    print(f"lesanet: {'note' if predictor.calibrated else 'warning'}: {_thresholds_note(predictor, args.run)}",
-          file=sys.stderr)
+    print(
+        f"lesanet: {'note' if predictor.calibrated else 'warning'}: {_thresholds_note(predictor, args.run)}",
+        file=sys.stderr,
+    )
     if batch is not None:
         prediction = infer.predict_patches(predictor, batch.lesion_ids, batch.sources, batch.patches, batch.boxes)
     elif inputs is None:
         prediction = infer.predict_cache_full(predictor, args.data, args.split, dataset=args.dataset)
     else:
-        prediction = infer.predict_patches(predictor, lesions.lesion_ids, lesions.sources, lesions.patches,
-                                           lesions.boxes)
+        prediction = infer.predict_patches(
+            predictor, lesions.lesion_ids, lesions.sources, lesions.patches, lesions.boxes
+        )
     records = prediction.records
     if args.embeddings:
         from vision import retrieval
@@ -1224,16 +1548,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {args.rdf}: {triples} triples", file=sys.stderr)
     _write_clinical(records, predictor.onto, args.sr, args.fhir, per_study=batch is not None)
     if args.patch_png:
-        from vision.figures import prediction_panels
+        from vision.figures import panel_lesions, prediction_panels
 
-        print(f"wrote {prediction_panels(infer.panel_lesions(prediction), args.patch_png)}", file=sys.stderr)
+        print(f"wrote {prediction_panels(panel_lesions(prediction), args.patch_png)}", file=sys.stderr)
     if batch is not None and batch.errors:
-        print(f"lesanet: {len(records)} lesions predicted; {len(batch.errors)} of {batch.rows} manifest rows failed "
-              "(listed above)", file=sys.stderr)
+        print(
+            f"lesanet: {len(records)} lesions predicted; {len(batch.errors)} of {batch.rows} manifest rows failed "
+            "(listed above)",
+            file=sys.stderr,
+        )
         return EXIT_SOME_FAILED
     if inputs is not None and lesions.errors:
-        print(f"lesanet: {len(records)} lesions predicted; {len(lesions.errors)} of {lesions.rows} lesions failed "
-              "(listed above)", file=sys.stderr)
+        print(
+            f"lesanet: {len(records)} lesions predicted; {len(lesions.errors)} of {lesions.rows} lesions failed "
+            "(listed above)",
+            file=sys.stderr,
+        )
         return EXIT_SOME_FAILED
     return EXIT_OK
 
@@ -1267,9 +1597,12 @@ def _add_retrieve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=5, help="neighbours (default 5)")
     p.add_argument("--exclude-self", action="store_true", help="leave the query lesion itself out of the hits")
     p.add_argument("--backend", choices=["exact", "faiss", "auto"], default="exact")
-    p.add_argument("--quality", action="store_true",
-                   help="instead: precision@k of label-set similarity, test queries vs train+val, "
-                        "embedding against score-vector retrieval")
+    p.add_argument(
+        "--quality",
+        action="store_true",
+        help="instead: precision@k of label-set similarity, test queries vs train+val, "
+        "embedding against score-vector retrieval",
+    )
     p.add_argument("--theta", type=float, default=1.0, help="with --quality: a hit is relevant when sim >= theta")
     p.add_argument("--json", action="store_true")
     p.add_argument("--panel", metavar="PNG", help="save the query and its neighbours as a picture (needs the cache)")
@@ -1306,7 +1639,9 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     else:
         print(retrieval.hits_table(result))
     if args.panel:
-        print(f"wrote {retrieval.hits_panel(result, query, emb, args.panel)}", file=sys.stderr)
+        from vision.figures import hits_panel
+
+        print(f"wrote {hits_panel(result, query, emb, args.panel)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -1325,30 +1660,40 @@ _DATA_LIMITS = (
     "a side, pixel spacing over 10 mm or slice interval over 50 mm, Patient_age outside 0..150, or the "
     "box centre outside the image; PNG slices over 4096 pixels a side are refused before decoding. "
     "Each bad row or record is reported and skipped; exit 0 when all were good, 3 when some were skipped, "
-    "1 when nothing was usable.")
+    "1 when nothing was usable."
+)
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("data", help="DeepLesion-format data: check it, build the patch cache, draw patches")
     gsub = group.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
-    p = gsub.add_parser("cache", help="preprocess every labelled lesion once into a memory-mappable patch cache",
-                        epilog=_DATA_LIMITS)
+    p = gsub.add_parser(
+        "cache", help="preprocess every labelled lesion once into a memory-mappable patch cache", epilog=_DATA_LIMITS
+    )
     p.add_argument("--deeplesion", required=True, metavar="DIR", help="folder with DL_info.csv and Images_png/")
     p.add_argument("--labels", required=True, metavar="JSON", help="label/split JSON (official format)")
     p.add_argument("-o", "--output", required=True, metavar="CACHE", help="cache folder (resumes an interrupted build)")
-    p.add_argument("--truth", metavar="JSON", help="complete label sets (hand-labeled format); default DIR/truth.json if present")
+    p.add_argument(
+        "--truth", metavar="JSON", help="complete label sets (hand-labeled format); default DIR/truth.json if present"
+    )
     p.add_argument("--sentences", metavar="JSONL", help="sentence records; default DIR/sentences.jsonl if present")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2; 1 = in this process)")
-    p.add_argument("--coordinate-base", type=int, choices=[0, 1], default=0,
-                   help="pixel coordinates in DL_info.csv start at 0 (default) or 1")
+    p.add_argument(
+        "--coordinate-base",
+        type=int,
+        choices=[0, 1],
+        default=0,
+        help="pixel coordinates in DL_info.csv start at 0 (default) or 1",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_max_messages(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_data_cache)
 
-    p = gsub.add_parser("check", help="read DL_info.csv (and a label JSON): counts and every bad row",
-                        epilog=_DATA_LIMITS)
+    p = gsub.add_parser(
+        "check", help="read DL_info.csv (and a label JSON): counts and every bad row", epilog=_DATA_LIMITS
+    )
     p.add_argument("--deeplesion", required=True, metavar="DIR")
     p.add_argument("--labels", metavar="JSON", help="also check this label/split JSON against the ontology")
     p.add_argument("--coordinate-base", type=int, choices=[0, 1], default=0)
@@ -1406,8 +1751,10 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         labels = read_label_split(args.labels, dl_info=info, known_labels=set(onto.terms), strict=False)
         splits = {s: sum(1 for l in labels.lesions if l.split == s) for s in ("train", "val", "test")}
         dropped = ", ".join(f"{k} {v}" for k, v in labels.dropped.items())
-        print(f"labels: {len(labels.term_list)} terms; lesions train {splits['train']}, val {splits['val']}, "
-              f"test {splits['test']}; dropped {dropped}; {len(labels.errors)} bad")
+        print(
+            f"labels: {len(labels.term_list)} terms; lesions train {splits['train']}, val {splits['val']}, "
+            f"test {splits['test']}; dropped {dropped}; {len(labels.errors)} bad"
+        )
         errors += [str(e) for e in labels.errors]
     from ontology.batch import BadRecords
 
@@ -1441,11 +1788,22 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     if args.lesions < 1:
         raise CommandError("--lesions must be at least 1")
-    out = synthesize(args.output, args.lesions, args.seed, workers=args.workers, image_size=args.image_size,
-                     onto=_load_ontology(args), overwrite=args.overwrite, write_images=not args.no_images)
+    out = synthesize(
+        args.output,
+        args.lesions,
+        args.seed,
+        workers=args.workers,
+        image_size=args.image_size,
+        onto=_load_ontology(args),
+        overwrite=args.overwrite,
+        write_images=not args.no_images,
+    )
     meta = json.loads((out / "phantom.json").read_text(encoding="utf-8"))
-    print(f"wrote {out}: {meta['n_lesions']} lesions, {meta['n_patients']} patients, {meta['n_slices']} slices, "
-          f"{len(meta['label_counts'])} labels", file=sys.stderr)
+    print(
+        f"wrote {out}: {meta['n_lesions']} lesions, {meta['n_patients']} patients, {meta['n_slices']} slices, "
+        f"{len(meta['label_counts'])} labels",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -1458,10 +1816,18 @@ def _add_textmine(sub: argparse._SubParsersAction) -> None:
 
     def engine_options(p: argparse.ArgumentParser) -> None:
         _add_ontology_option(p)
-        p.add_argument("--engine", choices=["rules", "model"], default="rules",
-                       help="relation engine: ConText rules (default) or the trained CNN")
-        p.add_argument("--model", metavar="FILE", default=None,
-                       help="relation model (.safetensors) for --engine model (from `textmine train-relations`)")
+        p.add_argument(
+            "--engine",
+            choices=["rules", "model"],
+            default="rules",
+            help="relation engine: ConText rules (default) or the trained CNN",
+        )
+        p.add_argument(
+            "--model",
+            metavar="FILE",
+            default=None,
+            help="relation model (.safetensors) for --engine model (from `textmine train-relations`)",
+        )
 
     p = gsub.add_parser("run", help="mine JSONL sentences (id, text) into labels with relations")
     p.add_argument("input", metavar="IN.jsonl", help="one JSON object a line with `id` and `text` (- = stdin)")
@@ -1473,8 +1839,12 @@ def _add_textmine(sub: argparse._SubParsersAction) -> None:
 
     p = gsub.add_parser("eval", help="score against hand-labeled JSON or relation JSONL gold")
     p.add_argument("gold", metavar="GOLD", help="hand_labeled_dev.json (text, expanded_terms) or relation JSONL")
-    p.add_argument("--label-set", default=None, metavar="NAME",
-                   help="score only these labels (e.g. lesanet171); default: every label in the ontology")
+    p.add_argument(
+        "--label-set",
+        default=None,
+        metavar="NAME",
+        help="score only these labels (e.g. lesanet171); default: every label in the ontology",
+    )
     p.add_argument("--top", type=int, default=20, help="rows of the per-label table (0 = all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     engine_options(p)
@@ -1485,8 +1855,13 @@ def _add_textmine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle (default 0)")
     p.add_argument("--label-set", default=None, metavar="NAME", help="score only these labels (e.g. lesanet171)")
-    p.add_argument("--examples", type=int, default=0, metavar="N",
-                   help="also print N wrong texts of the training folds of fold 1 (what rules are designed from)")
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print N wrong texts of the training folds of fold 1 (what rules are designed from)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     engine_options(p)
     p.set_defaults(func=_cmd_textmine_cv)
@@ -1497,26 +1872,50 @@ def _add_textmine(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_textmine_derivations)
 
     p = gsub.add_parser("train-relations", help="train the CNN relation classifier from annotated JSONL")
-    p.add_argument("inputs", nargs="+", metavar="TRAIN.jsonl",
-                   help="annotated sentences: text + mentions (start, end, relation), e.g. a phantom's sentences.jsonl")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="TRAIN.jsonl",
+        help="annotated sentences: text + mentions (start, end, relation), e.g. a phantom's sentences.jsonl",
+    )
     p.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
-    p.add_argument("--handwritten", action="store_true",
-                   help="also train on the shipped hand-annotated sentences (textmine/data/relations_handwritten.jsonl)")
+    p.add_argument(
+        "--handwritten",
+        action="store_true",
+        help="also train on the shipped hand-annotated sentences (textmine/data/relations_handwritten.jsonl)",
+    )
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--heldout", type=float, default=0.0, metavar="FRACTION",
-                   help="hold out this fraction of sentences and report accuracy on them")
+    p.add_argument(
+        "--heldout",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="hold out this fraction of sentences and report accuracy on them",
+    )
     p.add_argument("--seed", type=int, default=0)
     _add_max_messages(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_textmine_train)
 
     p = gsub.add_parser("build-split", help="mined sentences -> official text_mined_labels_171_and_split.json format")
-    p.add_argument("input", metavar="MINED.jsonl", help="output of `textmine run` (or sentences.jsonl); needs lesion_idx")
+    p.add_argument(
+        "input", metavar="MINED.jsonl", help="output of `textmine run` (or sentences.jsonl); needs lesion_idx"
+    )
     p.add_argument("-o", "--output", required=True, metavar="SPLIT.json")
-    p.add_argument("--reference", metavar="JSON", default=None,
-                   help="take each lesion's split from this official-format file (records' `split` key wins)")
-    p.add_argument("--fractions", type=float, nargs=3, default=[0.86, 0.07, 0.07], metavar=("TRAIN", "VAL", "TEST"),
-                   help="random split fractions for lesions with no split (default 0.86 0.07 0.07)")
+    p.add_argument(
+        "--reference",
+        metavar="JSON",
+        default=None,
+        help="take each lesion's split from this official-format file (records' `split` key wins)",
+    )
+    p.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=[0.86, 0.07, 0.07],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="random split fractions for lesions with no split (default 0.86 0.07 0.07)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-set", default="lesanet171", help="term_list of the output (default lesanet171)")
     _add_max_messages(p)
@@ -1535,10 +1934,12 @@ def _textmine_miner(args: argparse.Namespace):  # -> textmine.pipeline.LabelMine
 def _cmd_textmine_run(args: argparse.Namespace) -> int:
     from textmine.jobs import run_file
 
-    summary = run_file(_textmine_miner(args), args.input, args.output, expand=args.expand,
-                       max_messages=args.max_messages)
-    return _batch_exit("lesanet textmine", summary.messages, summary.succeeded,
-                       "records", " (see their `error` field in the output)")
+    summary = run_file(
+        _textmine_miner(args), args.input, args.output, expand=args.expand, max_messages=args.max_messages
+    )
+    return _batch_exit(
+        "lesanet textmine", summary.messages, summary.succeeded, "records", " (see their `error` field in the output)"
+    )
 
 
 def _cmd_textmine_eval(args: argparse.Namespace) -> int:
@@ -1552,11 +1953,15 @@ def _cmd_textmine_eval(args: argparse.Namespace) -> int:
             _print_json(result)
         else:
             micro, macro = result["micro"], result["macro"]
-            print(f"{result['texts']} texts, expanded relevant+uncertain vs expanded_terms, "
-                  f"labels: {args.label_set or 'all'}")
+            print(
+                f"{result['texts']} texts, expanded relevant+uncertain vs expanded_terms, "
+                f"labels: {args.label_set or 'all'}"
+            )
             print(f"micro  P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")
-            print(f"macro  P {macro['precision']:.4f}  R {macro['recall']:.4f}  F1 {macro['f1']:.4f}"
-                  f"  ({macro['labels']} labels in the gold)")
+            print(
+                f"macro  P {macro['precision']:.4f}  R {macro['recall']:.4f}  F1 {macro['f1']:.4f}"
+                f"  ({macro['labels']} labels in the gold)"
+            )
             rows = list(result["per_label"].items())
             rows = rows if args.top == 0 else rows[: args.top]
             print(f"{'label':<32} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6}")
@@ -1600,8 +2005,10 @@ def _cmd_textmine_cv(args: argparse.Namespace) -> int:
     for i, f in enumerate(result["folds"], start=1):
         print(f"{i:>4} {f['texts']:>5} {f['micro_f1']:>9.4f} {f['macro_f1']:>9.4f}")
     m = result["cv_mean"]
-    print(f"CV mean of held-out folds: micro F1 {m['micro_f1']:.4f} ± {m['micro_sd']:.4f}, "
-          f"macro F1 {m['macro_f1']:.4f} ± {m['macro_sd']:.4f}")
+    print(
+        f"CV mean of held-out folds: micro F1 {m['micro_f1']:.4f} ± {m['micro_sd']:.4f}, "
+        f"macro F1 {m['macro_f1']:.4f} ± {m['macro_sd']:.4f}"
+    )
     w = result["whole"]
     print(f"whole set:                 micro F1 {w['micro']['f1']:.4f}, macro F1 {w['macro']['f1']:.4f}")
     print("error classes (wrong labels over all held-out folds):")
@@ -1649,8 +2056,11 @@ def _cmd_textmine_train(args: argparse.Namespace) -> int:
         raise CommandError("--heldout must be a fraction in [0, 1)")
     report = train_relations(LabelMiner(_load_ontology(args)), paths, config, args.heldout, args.max_messages)
     report.model.save(args.output)
-    held = "" if report.heldout_accuracy is None else \
-        f"; held-out accuracy {report.heldout_accuracy:.4f} on {report.n_heldout} mentions"
+    held = (
+        ""
+        if report.heldout_accuracy is None
+        else f"; held-out accuracy {report.heldout_accuracy:.4f} on {report.n_heldout} mentions"
+    )
     print(f"wrote {args.output}: {report.n_train} training mentions, {config.epochs} epochs{held}", file=sys.stderr)
     return _batch_exit("lesanet textmine", report.bad_records, report.records_used, "training lines")
 
@@ -1669,12 +2079,13 @@ def _cmd_textmine_build_split(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.input}: no usable record ({len(bad):,} bad{': ' + bad[0] if bad else ''})")
     reference = reference_splits(args.reference) if args.reference else None
     result = build_split(lesions, onto.label_set(args.label_set), reference, tuple(args.fractions), args.seed, bad)
-    _write_text_atomic(args.output, json.dumps(result.data) + "\n")
+    write_text_atomic(args.output, json.dumps(result.data) + "\n")
     print(f"wrote {args.output}: {result.summary()}", file=sys.stderr)
     messages = BadRecords(args.max_messages)
     messages.extend(f"{args.input}:{message}" for message in result.bad_records)
-    return _batch_exit("lesanet textmine", messages, len(records) - len(result.bad_records), "records",
-                       words=("skipped", "used"))
+    return _batch_exit(
+        "lesanet textmine", messages, len(records) - len(result.bad_records), "records", words=("skipped", "used")
+    )
 
 
 # --------------------------------------------------------------------------- demo
@@ -1691,8 +2102,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, metavar="YAML", help="model config (default configs/cpu-small.yaml)")
     p.add_argument("--epochs", type=int, default=None, help="train N epochs (schedule shortened proportionally)")
     p.add_argument("--workers", type=int, default=2, help="worker processes for synth and cache (default 2)")
-    p.add_argument("--ablate", action="store_true",
-                   help="also the one-seed ablation table (trains 8 variants: several times longer; off by default)")
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also the one-seed ablation table (trains 8 variants: several times longer; off by default)",
+    )
     p.set_defaults(func=_cmd_demo)
 
 
@@ -1723,12 +2137,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _package_version() -> str:
+    """The installed distribution's version (pyproject.toml)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lesanet")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lesanet",
         description="Holistic lesion annotation on CT (LesaNet) with an OWL lesion ontology.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"lesanet {_package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _COMMAND_GROUPS:
         add(sub)
@@ -1784,9 +2209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        known = isinstance(exc, (CommandError, ValueError, LookupError, OSError))
-        hint = "" if known else f" ({type(exc).__name__}; run with --debug for the traceback)"
-        print(f"lesanet: error: {message}{hint}", file=sys.stderr)
+        if isinstance(exc, (LesanetError, OSError)):  # a user error: bad input, a missing file, a refusal
+            print(f"lesanet: error: {message}", file=sys.stderr)
+        else:  # anything else is a bug in the toolkit, and is shown as one
+            print(
+                f"lesanet: internal error (a bug): {type(exc).__name__}: {message}; run with --debug for the traceback",
+                file=sys.stderr,
+            )
         return EXIT_ERROR
 
 

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ontology.errors import LesanetError
+from ontology.files import write_text_atomic
+
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "cpu-small.yaml"
 
@@ -91,12 +94,23 @@ class DemoResult:
 def browse_command(cfg: DemoConfig) -> str:
     """The one command that serves the demo's store with the lesion browser and opens it."""
     out = cfg.out_dir
-    argv = ("kg", "serve", "--store", str(out / "store"), "--cache", str(out / "cache"), "--run", str(out / "run"),
-            "--evaluation", str(out / "eval_test.json"), "--open")
+    argv = (
+        "kg",
+        "serve",
+        "--store",
+        str(out / "store"),
+        "--cache",
+        str(out / "cache"),
+        "--run",
+        str(out / "run"),
+        "--evaluation",
+        str(out / "eval_test.json"),
+        "--open",
+    )
     return "lesanet " + " ".join(shlex.quote(a) for a in argv)
 
 
-class DemoError(RuntimeError):
+class DemoError(LesanetError, RuntimeError):
     """A demo step failed; names the step and its command."""
 
 
@@ -107,62 +121,245 @@ def plan(cfg: DemoConfig) -> list[Step]:
     figures, store = out / "figures", out / "store"
     epochs = ("--epochs", str(cfg.epochs)) if cfg.epochs else ()
     steps = [
-        Step("synth", "Synthesise the CT phantom and its report sentences",
-             ("synth", "-o", str(phantom), "--lesions", str(cfg.lesions), "--seed", str(cfg.seed),
-              "--workers", str(cfg.workers), "--overwrite")),
-        Step("mine", "Mine labels and relations from the sentences (rules engine)",
-             ("textmine", "run", str(phantom / "sentences.jsonl"), "-o", str(out / "mined.jsonl"))),
-        Step("mine-eval", "Score the miner against the phantom's known relations",
-             ("textmine", "eval", str(phantom / "sentences.jsonl"), "--json"), out / "mining_eval.json"),
-        Step("split", "Turn mined labels into the official label/split format (phantom's patient splits)",
-             ("textmine", "build-split", str(out / "mined.jsonl"), "--reference", str(phantom / "labels.json"),
-              "-o", str(out / "mined_labels.json"))),
-        Step("cache", "Preprocess every lesion once into the patch cache",
-             ("data", "cache", "--deeplesion", str(phantom), "--labels", str(out / "mined_labels.json"),
-              "-o", str(cache), "--truth", str(phantom / "truth.json"), "--workers", str(cfg.workers))),
-        Step("patches", "Draw a few cached patches with their true labels",
-             ("data", "show", str(cache), "-o", str(figures / "phantom_patches.png"))),
-        Step("train", "Train LesaNet (CPU config) on the mined labels",
-             ("train", "--config", str(cfg.model_config), "--data", str(cache), "-o", str(run), *epochs)),
-        Step("eval-test", "Calibrate thresholds on validation; evaluate on the text-mined test set",
-             ("evaluate", str(run), "--data", str(cache), "--split", "test", "--calibrate",
-              "--format", "json", "--figures", str(figures), "-o", str(out / "eval_test.json"))),
-        Step("eval-truth", "Evaluate on the complete-truth test set (the phantom's true labels)",
-             ("evaluate", str(run), "--data", str(cache), "--split", "hand", "--exclusive-filter",
-              "--format", "json", "-o", str(out / "eval_truth.json"))),
-        Step("embed", "Embed every lesion once for retrieval",
-             ("embed", str(run), "--data", str(cache), "-o", str(out / "embeddings"))),
-        Step("retrieval-quality", "Retrieval precision@5: embedding vs score vector",
-             ("retrieve", str(run), "--embeddings", str(out / "embeddings"), "--quality", "--json"),
-             out / "retrieval_quality.json"),
-        Step("predict", "Predict the test set (scores, decisions with exclusive filtering, neighbours); write RDF",
-             ("predict", str(run), "--data", str(cache), "--split", "test", "--json", "--exclusive-filter",
-              "--embeddings", str(out / "embeddings"), "--patch-png", str(figures / "predictions.png"),
-              "--rdf", str(out / "predictions.ttl"), "-o", str(out / "predictions.json"))),
-        Step("predict-png", "Predict two lesions straight from the phantom's PNG slices (the user-data path)",
-             ("predict", str(run), "--deeplesion", str(phantom), "--lesion", "0", "1", "--json",
-              "--rdf", str(out / "sample_predictions.ttl"), "-o", str(out / "sample_predictions.json"))),
-        Step("shacl", "Validate emitted RDF against the SHACL shapes (pyshacl is slow: the two-lesion sample)",
-             ("kg", "validate", str(out / "sample_predictions.ttl"))),
-        Step("kg-load", "Load the ontology, predictions and mined training labels into the SPARQL store",
-             ("kg", "load", str(out / "predictions.ttl"), str(out / "mined.jsonl"), "--store", str(store))),
-        Step("q-counts", "SPARQL: lesions per decided label",
-             ("kg", "find", "--counts", "--store", str(store), "--format", "json", "-o", str(out / "sparql_counts.json"))),
-        Step("q-label", "SPARQL: lesions labelled 'lung nodule' or any subclass",
-             ("kg", "find", "--label", "lung nodule", "--store", str(store), "--format", "json",
-              "-o", str(out / "sparql_lung_nodule.json"))),
-        Step("q-pairs", "SPARQL: label co-occurrence counts",
-             ("kg", "find", "--pairs", "--store", str(store), "--format", "json", "-o", str(out / "sparql_pairs.json"))),
-        Step("q-violations", "SPARQL: lesions whose decided labels break an exclusion",
-             ("kg", "find", "--violations", "--store", str(store), "--format", "json",
-              "-o", str(out / "sparql_violations.json"))),
+        Step(
+            "synth",
+            "Synthesise the CT phantom and its report sentences",
+            (
+                "synth",
+                "-o",
+                str(phantom),
+                "--lesions",
+                str(cfg.lesions),
+                "--seed",
+                str(cfg.seed),
+                "--workers",
+                str(cfg.workers),
+                "--overwrite",
+            ),
+        ),
+        Step(
+            "mine",
+            "Mine labels and relations from the sentences (rules engine)",
+            ("textmine", "run", str(phantom / "sentences.jsonl"), "-o", str(out / "mined.jsonl")),
+        ),
+        Step(
+            "mine-eval",
+            "Score the miner against the phantom's known relations",
+            ("textmine", "eval", str(phantom / "sentences.jsonl"), "--json"),
+            out / "mining_eval.json",
+        ),
+        Step(
+            "split",
+            "Turn mined labels into the official label/split format (phantom's patient splits)",
+            (
+                "textmine",
+                "build-split",
+                str(out / "mined.jsonl"),
+                "--reference",
+                str(phantom / "labels.json"),
+                "-o",
+                str(out / "mined_labels.json"),
+            ),
+        ),
+        Step(
+            "cache",
+            "Preprocess every lesion once into the patch cache",
+            (
+                "data",
+                "cache",
+                "--deeplesion",
+                str(phantom),
+                "--labels",
+                str(out / "mined_labels.json"),
+                "-o",
+                str(cache),
+                "--truth",
+                str(phantom / "truth.json"),
+                "--workers",
+                str(cfg.workers),
+            ),
+        ),
+        Step(
+            "patches",
+            "Draw a few cached patches with their true labels",
+            ("data", "show", str(cache), "-o", str(figures / "phantom_patches.png")),
+        ),
+        Step(
+            "train",
+            "Train LesaNet (CPU config) on the mined labels",
+            ("train", "--config", str(cfg.model_config), "--data", str(cache), "-o", str(run), *epochs),
+        ),
+        Step(
+            "eval-test",
+            "Calibrate thresholds on validation; evaluate on the text-mined test set",
+            (
+                "evaluate",
+                str(run),
+                "--data",
+                str(cache),
+                "--split",
+                "test",
+                "--calibrate",
+                "--format",
+                "json",
+                "--figures",
+                str(figures),
+                "-o",
+                str(out / "eval_test.json"),
+            ),
+        ),
+        Step(
+            "eval-truth",
+            "Evaluate on the complete-truth test set (the phantom's true labels)",
+            (
+                "evaluate",
+                str(run),
+                "--data",
+                str(cache),
+                "--split",
+                "hand",
+                "--exclusive-filter",
+                "--format",
+                "json",
+                "-o",
+                str(out / "eval_truth.json"),
+            ),
+        ),
+        Step(
+            "embed",
+            "Embed every lesion once for retrieval",
+            ("embed", str(run), "--data", str(cache), "-o", str(out / "embeddings")),
+        ),
+        Step(
+            "retrieval-quality",
+            "Retrieval precision@5: embedding vs score vector",
+            ("retrieve", str(run), "--embeddings", str(out / "embeddings"), "--quality", "--json"),
+            out / "retrieval_quality.json",
+        ),
+        Step(
+            "predict",
+            "Predict the test set (scores, decisions with exclusive filtering, neighbours); write RDF",
+            (
+                "predict",
+                str(run),
+                "--data",
+                str(cache),
+                "--split",
+                "test",
+                "--json",
+                "--exclusive-filter",
+                "--embeddings",
+                str(out / "embeddings"),
+                "--patch-png",
+                str(figures / "predictions.png"),
+                "--rdf",
+                str(out / "predictions.ttl"),
+                "-o",
+                str(out / "predictions.json"),
+            ),
+        ),
+        Step(
+            "predict-png",
+            "Predict two lesions straight from the phantom's PNG slices (the user-data path)",
+            (
+                "predict",
+                str(run),
+                "--deeplesion",
+                str(phantom),
+                "--lesion",
+                "0",
+                "1",
+                "--json",
+                "--rdf",
+                str(out / "sample_predictions.ttl"),
+                "-o",
+                str(out / "sample_predictions.json"),
+            ),
+        ),
+        Step(
+            "shacl",
+            "Validate emitted RDF against the SHACL shapes (pyshacl is slow: the two-lesion sample)",
+            ("kg", "validate", str(out / "sample_predictions.ttl")),
+        ),
+        Step(
+            "kg-load",
+            "Load the ontology, predictions and mined training labels into the SPARQL store",
+            ("kg", "load", str(out / "predictions.ttl"), str(out / "mined.jsonl"), "--store", str(store)),
+        ),
+        Step(
+            "q-counts",
+            "SPARQL: lesions per decided label",
+            (
+                "kg",
+                "find",
+                "--counts",
+                "--store",
+                str(store),
+                "--format",
+                "json",
+                "-o",
+                str(out / "sparql_counts.json"),
+            ),
+        ),
+        Step(
+            "q-label",
+            "SPARQL: lesions labelled 'lung nodule' or any subclass",
+            (
+                "kg",
+                "find",
+                "--label",
+                "lung nodule",
+                "--store",
+                str(store),
+                "--format",
+                "json",
+                "-o",
+                str(out / "sparql_lung_nodule.json"),
+            ),
+        ),
+        Step(
+            "q-pairs",
+            "SPARQL: label co-occurrence counts",
+            ("kg", "find", "--pairs", "--store", str(store), "--format", "json", "-o", str(out / "sparql_pairs.json")),
+        ),
+        Step(
+            "q-violations",
+            "SPARQL: lesions whose decided labels break an exclusion",
+            (
+                "kg",
+                "find",
+                "--violations",
+                "--store",
+                str(store),
+                "--format",
+                "json",
+                "-o",
+                str(out / "sparql_violations.json"),
+            ),
+        ),
     ]
     if cfg.ablate:  # after the main run's evaluation, before the slower RDF and SPARQL steps
         position = [s.key for s in steps].index("eval-truth") + 1
-        steps.insert(position, Step(
-            "ablate", "Ablations (Table 1): the baseline, LesaNet and each 'without X', one seed",
-            ("ablate", "--config", str(cfg.model_config), "--data", str(cache), "-o", str(out / "ablation"),
-             "--resume", "--quiet", *epochs), out / "ablation.md"))
+        steps.insert(
+            position,
+            Step(
+                "ablate",
+                "Ablations (Table 1): the baseline, LesaNet and each 'without X', one seed",
+                (
+                    "ablate",
+                    "--config",
+                    str(cfg.model_config),
+                    "--data",
+                    str(cache),
+                    "-o",
+                    str(out / "ablation"),
+                    "--resume",
+                    "--quiet",
+                    *epochs,
+                ),
+                out / "ablation.md",
+            ),
+        )
     return steps
 
 
@@ -175,8 +372,9 @@ def data_steps(cfg: DemoConfig) -> list[Step]:
     return [step for step in plan(cfg) if step.key in DATA_STEPS]
 
 
-def prepare_data(cfg: DemoConfig, run_command: Callable[[list[str]], int],
-                 log: Callable[[str], None] = lambda line: None) -> Path:
+def prepare_data(
+    cfg: DemoConfig, run_command: Callable[[list[str]], int], log: Callable[[str], None] = lambda line: None
+) -> Path:
     """Build (or reuse) a seed's patch cache with the demo's data chain; returns the cache folder.
 
     The cache writes its ``index.json`` last, so a cache with one is complete; a chain cut
@@ -226,15 +424,8 @@ def _run_step(step: Step, run_command: Callable[[list[str]], int]) -> int:
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         code = run_command(list(step.argv))
-    _write_atomic(step.stdout, buffer.getvalue())
+    write_text_atomic(step.stdout, buffer.getvalue())
     return code
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _load_json(path: Path) -> Any:
@@ -301,9 +492,11 @@ def _ablation_html(out: Path) -> str:
         return ""
     rows = _load_json(path)["table1"]
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    return (f"<h2>Ablations — one seed (lesanet demo --ablate)</h2>\n{_table(rows, columns)}\n"
-            "<p>One seed is an anecdote: the differences between rows are compared with their error bars "
-            "in docs/reproduction.md.</p>")
+    return (
+        f"<h2>Ablations — one seed (lesanet demo --ablate)</h2>\n{_table(rows, columns)}\n"
+        "<p>One seed is an anecdote: the differences between rows are compared with their error bars "
+        "in docs/reproduction.md.</p>"
+    )
 
 
 def write_report(result: DemoResult) -> Path:
@@ -327,14 +520,32 @@ def write_report(result: DemoResult) -> Path:
     if truth.get("exclusive_filtered"):
         table1.append({"test set": "complete truth, exclusive filter", **truth["exclusive_filtered"]})
     by_group = [{"group": k, **v} for k, v in {**truth["by_category"], **truth["by_frequency"]}.items()]
-    label_rows = sorted((r for r in truth["labels"] if r.get("evaluable", True)), key=lambda r: -(r.get("train_positives") or 0))
-    label_cols = [c for c in ("label", "category", "train_positives", "test_positives", "auc", "precision", "recall", "f1", "threshold") if c in (label_rows[0] if label_rows else {})]
+    label_rows = sorted(
+        (r for r in truth["labels"] if r.get("evaluable", True)), key=lambda r: -(r.get("train_positives") or 0)
+    )
+    label_cols = [
+        c
+        for c in (
+            "label",
+            "category",
+            "train_positives",
+            "test_positives",
+            "auc",
+            "precision",
+            "recall",
+            "f1",
+            "threshold",
+        )
+        if c in (label_rows[0] if label_rows else {})
+    ]
 
     mining_rows = [{"set": k, **mining[k]} for k in ("relevant", "uncertain") if k in mining]
     retrieval_rows = [{"retrieval by": k, **v} for k, v in retrieval.items()]
     retrieval_cols = list(retrieval_rows[0])[1:] if retrieval_rows else []
     checks = result.checks
-    steps_rows = [{"step": s.step.key, "seconds": round(s.seconds, 1), "command": s.step.command()} for s in result.steps]
+    steps_rows = [
+        {"step": s.step.key, "seconds": round(s.seconds, 1), "command": s.step.command()} for s in result.steps
+    ]
     commands = "\n".join(s.step.command() for s in result.steps)
     ablation_html = _ablation_html(out)
     reproduction = html.escape(os.path.relpath(REPRODUCTION_DOC, out.resolve()))
@@ -380,8 +591,8 @@ experiment, retrieval and the ontology figures, over several seeds with error ba
 {"".join(_figure(out, f, Path(f).stem.replace("_", " ")) for f in figures)}
 
 <h2>SPARQL over the ontology and the predictions</h2>
-<p class="{'ok' if checks['counts_match'] else 'bad'}">Decided labels per label: SPARQL {checks['decided_labels_sparql']}
-vs JSON predictions {checks['decided_labels_json']} — {'they match' if checks['counts_match'] else 'MISMATCH: ' + html.escape(json.dumps(checks['mismatches']))}.</p>
+<p class="{"ok" if checks["counts_match"] else "bad"}">Decided labels per label: SPARQL {checks["decided_labels_sparql"]}
+vs JSON predictions {checks["decided_labels_json"]} — {"they match" if checks["counts_match"] else "MISMATCH: " + html.escape(json.dumps(checks["mismatches"]))}.</p>
 <p>Lesions labelled <em>lung nodule</em> or a subclass: {len(nodules)}. Lesions whose decided labels break an exclusion: {len(violations)}.</p>
 <p>Browse every lesion, label and query in the lesion browser: <code>{html.escape(browse_command(result.config))}</code></p>
 <h3>Lesions per decided label (top 25 of {len(counts)})</h3>
@@ -399,5 +610,5 @@ vs JSON predictions {checks['decided_labels_json']} — {'they match' if checks[
 </body></html>
 """
     path = out / "report.html"
-    _write_atomic(path, doc)
+    write_text_atomic(path, doc)
     return path

@@ -90,7 +90,7 @@ def _linear_probe(cache: PatchCache) -> tuple[float, int] | None:
     train = cache.rows("train")
     test = np.concatenate([cache.rows("val"), cache.rows("test")])
     names = sorted({name for lesion in cache.lesions for name in lesion.truth or ()})
-    y = np.array([[name in lesion.truth for name in names] for lesion in cache.lesions])
+    y = np.array([[name in (lesion.truth or ()) for name in names] for lesion in cache.lesions])
     aucs = []
     for j in range(len(names)):
         if y[train, j].sum() < 5 or y[test, j].sum() < 2 or y[test, j].all():
@@ -114,8 +114,10 @@ def main() -> int:
         if phantom is None:
             started = time.perf_counter()
             phantom = synthesize(work / "phantom", args.lesions, seed=0, workers=args.workers)
-            print(f"phantom: {args.lesions} lesions written in {time.perf_counter() - started:.1f} s "
-                  f"({args.workers} workers)")
+            print(
+                f"phantom: {args.lesions} lesions written in {time.perf_counter() - started:.1f} s "
+                f"({args.workers} workers)"
+            )
         slices = sorted((phantom / "Images_png").rglob("*.png"))[:200]
         started = time.perf_counter()
         for path in slices:
@@ -145,23 +147,33 @@ def main() -> int:
         schedule_item = EPOCHS * paper_s
 
         rate = lambda seconds: n / seconds  # noqa: E731
-        print(f"\n{n} lesions ({report_bad} bad); best of {args.repeats} runs, paper order timed on "
-              f"{sub_n} lesions and scaled")
+        print(
+            f"\n{n} lesions ({report_bad} bad); best of {args.repeats} runs, paper order timed on "
+            f"{sub_n} lesions and scaled"
+        )
         print(f"{'pipeline':58s} {'seconds':>8s} {'lesions/s':>10s}")
         print(f"{'per item, paper order (whole slice), 1 process':58s} {paper_s:8.2f} {rate(paper_s):10.0f}")
         print(f"{'per item, crop-first, 1 process':58s} {crop_s:8.2f} {rate(crop_s):10.0f}")
         print(f"{'cache build: crop-first, decode once, 1 process':58s} {build1_s:8.2f} {rate(build1_s):10.0f}")
-        print(f"{f'cache build: crop-first, decode once, {args.workers} workers':58s} {build_s:8.2f} {rate(build_s):10.0f}")
-        print(f"ratio cache build / per-item paper order: {paper_s / build_s:.1f}x faster "
-              f"(crop-first alone: {paper_s / crop_s:.1f}x)")
-        print(f"\n{EPOCHS}-epoch data cost: cache build + {EPOCHS} cache epochs = {schedule_cache:.2f} s "
-              f"(one cache epoch {np.mean(epoch_s) * 1000:.1f} ms) vs {EPOCHS} per-item epochs "
-              f"(paper order, scaled from the timed lesions) = {schedule_item:.1f} s -> "
-              f"{schedule_item / schedule_cache:.1f}x less time (target >= 10x)")
+        print(
+            f"{f'cache build: crop-first, decode once, {args.workers} workers':58s} {build_s:8.2f} {rate(build_s):10.0f}"
+        )
+        print(
+            f"ratio cache build / per-item paper order: {paper_s / build_s:.1f}x faster "
+            f"(crop-first alone: {paper_s / crop_s:.1f}x)"
+        )
+        print(
+            f"\n{EPOCHS}-epoch data cost: cache build + {EPOCHS} cache epochs = {schedule_cache:.2f} s "
+            f"(one cache epoch {np.mean(epoch_s) * 1000:.1f} ms) vs {EPOCHS} per-item epochs "
+            f"(paper order, scaled from the timed lesions) = {schedule_item:.1f} s -> "
+            f"{schedule_item / schedule_cache:.1f}x less time (target >= 10x)"
+        )
         probe = _linear_probe(cache)
         if probe is not None:
-            print(f"\nlearnability (not a speed figure): logistic regression on 3x40x40 patches, "
-                  f"train -> val+test, complete truth: mean AUC {probe[0]:.3f} over {probe[1]} labels")
+            print(
+                f"\nlearnability (not a speed figure): logistic regression on 3x40x40 patches, "
+                f"train -> val+test, complete truth: mean AUC {probe[0]:.3f} over {probe[1]} labels"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

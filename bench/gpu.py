@@ -41,10 +41,11 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -93,19 +94,47 @@ class Profile:
 
 PROFILES = {
     "gpu": Profile(
-        name="gpu", device="cuda", config="paper", train_lesions=None, val_lesions=None,
-        ddp_train_lesions=4096, ddp_val_lesions=256, step_batch=128, warmup_steps=5, min_steps=20,
-        step_seconds=8.0, infer_single=256, infer_batched=4096, search_vectors=1_000_000,
-        search_queries=(64, 1024), compile_backend="inductor", repeats=3, budget_s=330.0,
+        name="gpu",
+        device="cuda",
+        config="paper",
+        train_lesions=None,
+        val_lesions=None,
+        ddp_train_lesions=4096,
+        ddp_val_lesions=256,
+        step_batch=128,
+        warmup_steps=5,
+        min_steps=20,
+        step_seconds=8.0,
+        infer_single=256,
+        infer_batched=4096,
+        search_vectors=1_000_000,
+        search_queries=(64, 1024),
+        compile_backend="inductor",
+        repeats=3,
+        budget_s=330.0,
         bounds_s={"train_step": 90, "cli_epoch": 90, "torchrun": 75, "inference": 40, "search": 40, "compile": 120},
     ),
     # Tiny sizes on CPU so the whole script runs in the test suite (cpu-small keeps every
     # part of the model and the losses; the "eager" backend traces with dynamo, no codegen).
     "dry-run": Profile(
-        name="dry-run", device="cpu", config="cpu-small", train_lesions=40, val_lesions=12,
-        ddp_train_lesions=16, ddp_val_lesions=4, step_batch=8, warmup_steps=0, min_steps=1,
-        step_seconds=0.0, infer_single=3, infer_batched=16, search_vectors=20_000,
-        search_queries=(8,), compile_backend="eager", repeats=1, budget_s=240.0,
+        name="dry-run",
+        device="cpu",
+        config="cpu-small",
+        train_lesions=40,
+        val_lesions=12,
+        ddp_train_lesions=16,
+        ddp_val_lesions=4,
+        step_batch=8,
+        warmup_steps=0,
+        min_steps=1,
+        step_seconds=0.0,
+        infer_single=3,
+        infer_batched=16,
+        search_vectors=20_000,
+        search_queries=(8,),
+        compile_backend="eager",
+        repeats=1,
+        budget_s=240.0,
         bounds_s={"train_step": 60, "cli_epoch": 60, "torchrun": 90, "inference": 40, "search": 40, "compile": 60},
     ),
 }
@@ -136,12 +165,20 @@ def synthetic_label_records(onto: Any, n_train: int, n_val: int, seed: int = 0) 
 
     records = []
     for i in range(n_train + n_val):
-        relevant = draw("bodypart", 1) + draw("type", int(rng.random() < 0.7)) + draw("attribute", min(3, rng.poisson(0.6)))
+        relevant = (
+            draw("bodypart", 1) + draw("type", int(rng.random() < 0.7)) + draw("attribute", min(3, rng.poisson(0.6)))
+        )
         uncertain = [names[rng.choice(len(names), p=every)]] if rng.random() < 0.1 else []
         irrelevant = [names[rng.choice(len(names), p=every)]] if rng.random() < 0.3 else []
-        records.append({"lesion_idx": i, "split": "train" if i < n_train else "val", "relevant": relevant,
-                        "uncertain": [u for u in uncertain if u not in relevant],
-                        "irrelevant": [x for x in irrelevant if x not in relevant]})
+        records.append(
+            {
+                "lesion_idx": i,
+                "split": "train" if i < n_train else "val",
+                "relevant": relevant,
+                "uncertain": [u for u in uncertain if u not in relevant],
+                "irrelevant": [x for x in irrelevant if x not in relevant],
+            }
+        )
     return records
 
 
@@ -150,9 +187,17 @@ def official_label_records(path: Path, onto: Any) -> list[dict[str, Any]]:
     from vision.deeplesion import read_label_split
 
     split = read_label_split(path, known_labels=set(onto.terms), strict=True)
-    return [{"lesion_idx": e.lesion_idx, "split": e.split, "relevant": list(e.relevant),
-             "uncertain": list(e.uncertain), "irrelevant": list(e.irrelevant)}
-            for e in split.lesions if e.split in ("train", "val")]
+    return [
+        {
+            "lesion_idx": e.lesion_idx,
+            "split": e.split,
+            "relevant": list(e.relevant),
+            "uncertain": list(e.uncertain),
+            "irrelevant": list(e.irrelevant),
+        }
+        for e in split.lesions
+        if e.split in ("train", "val")
+    ]
 
 
 def take(records: list[dict[str, Any]], n_train: int | None, n_val: int | None) -> list[dict[str, Any]]:
@@ -162,12 +207,18 @@ def take(records: list[dict[str, Any]], n_train: int | None, n_val: int | None) 
     return train[:n_train] + val[:n_val]
 
 
-def write_synthetic_cache(out: Path, records: list[dict[str, Any]], term_list: list[str],
-                          ontology_version: str, patch_size: int = 120, seed: int = 0) -> Path:
+def write_synthetic_cache(
+    out: Path,
+    records: list[dict[str, Any]],
+    term_list: list[str],
+    ontology_version: str,
+    patch_size: int = 120,
+    seed: int = 0,
+) -> Path:
     """A patch cache in the project's format (vision.cache) with random uint8 patches and
     random boxes inside the patch; speed does not depend on pixel values."""
+    from ontology.files import write_json_atomic
     from vision.cache import CACHE_FORMAT, CACHE_VERSION
-    from vision.deeplesion import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -182,15 +233,37 @@ def write_synthetic_cache(out: Path, records: list[dict[str, Any]], term_list: l
     os.replace(tmp, out / "patches.npy")
     size = rng.uniform(8, 0.5 * patch_size, n)
     corner = rng.uniform(0, 1, (n, 2)) * (patch_size - size)[:, None]
-    lesions = [{"row": i, "lesion_idx": int(r["lesion_idx"]), "split": r["split"],
-                "box": [round(float(corner[i, 0]), 2), round(float(corner[i, 1]), 2),
-                        round(float(corner[i, 0] + size[i]), 2), round(float(corner[i, 1] + size[i]), 2)],
-                "relevant": r["relevant"], "uncertain": r["uncertain"], "irrelevant": r["irrelevant"],
-                "truth": None, "sentence": None}
-               for i, r in enumerate(records)]
-    write_json_atomic(out / "index.json", {"format": CACHE_FORMAT, "version": CACHE_VERSION, "term_list": term_list,
-                                           "ontology_version": ontology_version, "patch_size": patch_size,
-                                           "lesions": lesions})
+    lesions = [
+        {
+            "row": i,
+            "lesion_idx": int(r["lesion_idx"]),
+            "split": r["split"],
+            "box": [
+                round(float(corner[i, 0]), 2),
+                round(float(corner[i, 1]), 2),
+                round(float(corner[i, 0] + size[i]), 2),
+                round(float(corner[i, 1] + size[i]), 2),
+            ],
+            "relevant": r["relevant"],
+            "uncertain": r["uncertain"],
+            "irrelevant": r["irrelevant"],
+            "truth": None,
+            "sentence": None,
+        }
+        for i, r in enumerate(records)
+    ]
+    write_json_atomic(
+        out / "index.json",
+        {
+            "format": CACHE_FORMAT,
+            "version": CACHE_VERSION,
+            "term_list": term_list,
+            "ontology_version": ontology_version,
+            "patch_size": patch_size,
+            "lesions": lesions,
+        },
+        indent=None,
+    )
     return out
 
 
@@ -212,12 +285,23 @@ def build_caches(profile: Profile, work: Path, labels: Path | None) -> dict[str,
         source = "synthesised from the ontology's label counts (no official label JSON found)"
     full = take(records, profile.train_lesions, profile.val_lesions)
     write_synthetic_cache(work / "cache", full, term_list, onto.version)
-    write_synthetic_cache(work / "cache-ddp", take(records, profile.ddp_train_lesions, profile.ddp_val_lesions),
-                          term_list, onto.version, seed=1)
-    return {"labels": source, "labels_path": str(labels) if labels else None, "labels_count": len(term_list),
-            "cache_train": sum(r["split"] == "train" for r in full), "cache_val": sum(r["split"] == "val" for r in full),
-            "cache_bytes": int((work / "cache" / "patches.npy").stat().st_size),
-            "ddp_train": profile.ddp_train_lesions, "seconds": round(time.perf_counter() - began, 2)}
+    write_synthetic_cache(
+        work / "cache-ddp",
+        take(records, profile.ddp_train_lesions, profile.ddp_val_lesions),
+        term_list,
+        onto.version,
+        seed=1,
+    )
+    return {
+        "labels": source,
+        "labels_path": str(labels) if labels else None,
+        "labels_count": len(term_list),
+        "cache_train": sum(r["split"] == "train" for r in full),
+        "cache_val": sum(r["split"] == "val" for r in full),
+        "cache_bytes": int((work / "cache" / "patches.npy").stat().st_size),
+        "ddp_train": profile.ddp_train_lesions,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
 
 
 # --------------------------------------------------------------------------- timing helpers
@@ -245,8 +329,10 @@ class Clock:
 
     def memory(self) -> dict[str, float]:
         if self.cuda:
-            return {"peak_gpu_allocated_gib": round(self.torch.cuda.max_memory_allocated(self.device) / 2**30, 3),
-                    "peak_gpu_reserved_gib": round(self.torch.cuda.max_memory_reserved(self.device) / 2**30, 3)}
+            return {
+                "peak_gpu_allocated_gib": round(self.torch.cuda.max_memory_allocated(self.device) / 2**30, 3),
+                "peak_gpu_reserved_gib": round(self.torch.cuda.max_memory_reserved(self.device) / 2**30, 3),
+            }
         return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
@@ -264,10 +350,11 @@ class ResultFile:
     """A measurement's figures, rewritten atomically after each part (a timeout keeps them)."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.data = path, {}
+        self.path = path
+        self.data: dict[str, Any] = {}
 
     def update(self, **figures: Any) -> None:
-        from vision.checkpoint import write_json_atomic
+        from ontology.files import write_json_atomic
 
         self.data.update(figures)
         write_json_atomic(self.path, self.data)
@@ -291,15 +378,25 @@ def machine_info() -> dict[str, Any]:
     """Versions and the device, read in the parent process (the children do the GPU work)."""
     import torch
 
-    figures: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                               "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-                               "cuda_available": torch.cuda.is_available()}
+    figures: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cuda_available": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        figures.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), gpus=torch.cuda.device_count(),
-                       gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                       multiprocessors=props.multi_processor_count,
-                       tf32_conv=torch.backends.cudnn.allow_tf32, tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+        figures.update(
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            gpus=torch.cuda.device_count(),
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            multiprocessors=props.multi_processor_count,
+            tf32_conv=torch.backends.cudnn.allow_tf32,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        )
     return figures
 
 
@@ -335,7 +432,8 @@ def _step_runner(config: Any, data: Any, device: Any, compile_backend: str | Non
     betas = class_weights(data.positive[data.train_rows], data.weight[data.train_rows], config.loss.weight_clamp)
     betas = ClassWeights(betas.positive.to(device), betas.negative.to(device))
     loss_fn = LesaNetLoss(config.loss, betas, data.finer, _epoch_generator(t.seed, 0, 1, device))
-    net = torch.compile(model, backend=compile_backend) if compile_backend else model
+    # torch.compile returns a callable wrapper that behaves as the module
+    net: Any = torch.compile(model, backend=compile_backend) if compile_backend else model
     model.train()
 
     def batches() -> Iterator[Any]:
@@ -348,8 +446,9 @@ def _step_runner(config: Any, data: Any, device: Any, compile_backend: str | Non
     return lambda: train_step(net, optimizer, loss_fn, data, next(stream), config, device)
 
 
-def _time_steps(profile: Profile, clock: Clock, step: Callable[[], Any], batch: int,
-                warmup: int | None = None) -> dict[str, Any]:
+def _time_steps(
+    profile: Profile, clock: Clock, step: Callable[[], Any], batch: int, warmup: int | None = None
+) -> dict[str, Any]:
     """Warm-up steps, then steps until both min_steps and step_seconds are reached."""
     began = clock.now()
     for _ in range(profile.warmup_steps if warmup is None else warmup):
@@ -365,8 +464,14 @@ def _time_steps(profile: Profile, clock: Clock, step: Callable[[], Any], batch: 
     loss = float(parts.total.detach())
     if not np.isfinite(loss):
         raise RuntimeError(f"training loss is {loss} after {steps} timed steps")
-    return {"warmup_s": round(warm, 3), "steps": steps, "ms_per_step": round(1000 * seconds / steps, 2),
-            "lesions_per_s": round(steps * batch / seconds, 1), "loss": round(loss, 4), **clock.memory()}
+    return {
+        "warmup_s": round(warm, 3),
+        "steps": steps,
+        "ms_per_step": round(1000 * seconds / steps, 2),
+        "lesions_per_s": round(steps * batch / seconds, 1),
+        "loss": round(loss, 4),
+        **clock.memory(),
+    }
 
 
 def _host_syncs(step: Callable[[], Any], steps: int = 2) -> dict[str, Any]:
@@ -384,10 +489,14 @@ def _host_syncs(step: Callable[[], Any], steps: int = 2) -> dict[str, Any]:
     sites: dict[str, int] = {}
     for w in caught:
         if "synchroniz" in str(w.message):
-            where = f"{os.path.relpath(w.filename, ROOT) if w.filename.startswith(str(ROOT)) else w.filename}:{w.lineno}"
+            where = (
+                f"{os.path.relpath(w.filename, ROOT) if w.filename.startswith(str(ROOT)) else w.filename}:{w.lineno}"
+            )
             sites[where] = sites.get(where, 0) + 1
-    return {"host_syncs_per_step": sum(sites.values()) / steps,
-            "host_sync_sites": {k: v / steps for k, v in sorted(sites.items(), key=lambda kv: -kv[1])}}
+    return {
+        "host_syncs_per_step": sum(sites.values()) / steps,
+        "host_sync_sites": {k: v / steps for k, v in sorted(sites.items(), key=lambda kv: -kv[1])},
+    }
 
 
 TRAIN_VARIANTS: dict[str, dict[str, Any]] = {
@@ -402,10 +511,14 @@ def measure_train_step(ctx: Context) -> None:
 
     config, data, device = _training_setup(ctx)
     clock = Clock(device)
-    ctx.result.update(batch=ctx.profile.step_batch, train_lesions=int(data.train_rows.numel()),
-                      epochs=config.train.epochs, config=config.name,
-                      resident_cache_gib=round(data.patches.numel() / 2**30, 3),
-                      cache_on=str(data.patches.device))
+    ctx.result.update(
+        batch=ctx.profile.step_batch,
+        train_lesions=int(data.train_rows.numel()),
+        epochs=config.train.epochs,
+        config=config.name,
+        resident_cache_gib=round(data.patches.numel() / 2**30, 3),
+        cache_on=str(data.patches.device),
+    )
     failed = []
     for name, variant in TRAIN_VARIANTS.items():
         torch.backends.cudnn.benchmark = variant["cudnn_benchmark"]
@@ -419,7 +532,7 @@ def measure_train_step(ctx: Context) -> None:
             figures = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
             failed.append(name)
         ctx.result.update(**{name: figures})
-        step = None  # frees the model and optimizer of this variant
+        step = None  # type: ignore[assignment]  # frees the model and optimizer of this variant
         if device.type == "cuda":
             torch.cuda.empty_cache()
     torch.backends.cudnn.benchmark = False
@@ -456,8 +569,14 @@ def measure_inference(ctx: Context) -> None:
     config = load_config(ctx.config_path)
     cache = PatchCache(ctx.work / "cache")
     torch.manual_seed(0)  # a fresh initialisation: speed does not depend on the weights
-    run = save_checkpoint(ctx.work / "run-infer", LesaNet(config.model, len(cache.term_list)), config,
-                          cache.term_list, onto.version, epoch=0).run_dir
+    run = save_checkpoint(
+        ctx.work / "run-infer",
+        LesaNet(config.model, len(cache.term_list)),
+        config,
+        cache.term_list,
+        onto.version,
+        epoch=0,
+    ).run_dir
     predictor = load_predictor(run, device=ctx.profile.device, onto=onto)
     clock = Clock(predictor.device)
     n = min(len(cache), ctx.profile.infer_batched)
@@ -473,12 +592,16 @@ def measure_inference(ctx: Context) -> None:
 
             def score() -> None:
                 with autocast:
-                    score_patches(predictor.model, patches[:count], boxes[:count], batch_size=batch,
-                                  device=predictor.device)
+                    score_patches(
+                        predictor.model, patches[:count], boxes[:count], batch_size=batch, device=predictor.device
+                    )
 
             seconds = median_seconds(clock, score, ctx.profile.repeats)
-            figures[f"batch_{batch}"] = {"lesions": count, "lesions_per_s": round(count / seconds, 1),
-                                         "ms_per_lesion": round(1000 * seconds / count, 3)}
+            figures[f"batch_{batch}"] = {
+                "lesions": count,
+                "lesions_per_s": round(count / seconds, 1),
+                "ms_per_lesion": round(1000 * seconds / count, 3),
+            }
         ctx.result.update(**{mode: figures})
     ctx.result.update(**clock.memory())
 
@@ -503,11 +626,20 @@ def measure_search(ctx: Context) -> None:
     queries = vectors[rng.choice(n, most, replace=False)] + 0.01 * rng.standard_normal((most, dim)).astype(np.float32)
     for q in ctx.profile.search_queries:
         seconds = median_seconds(clock, lambda: index.search(queries[:q], k), ctx.profile.repeats)
-        ctx.result.update(**{f"queries_{q}": {"ms": round(1000 * seconds, 2), "ms_per_query": round(1000 * seconds / q, 4),
-                                              "queries_per_s": round(q / seconds, 1)}})
+        ctx.result.update(
+            **{
+                f"queries_{q}": {
+                    "ms": round(1000 * seconds, 2),
+                    "ms_per_query": round(1000 * seconds / q, 4),
+                    "queries_per_s": round(q / seconds, 1),
+                }
+            }
+        )
     _, ids = index.search(queries[:8], k)
     # brute force on the same device, float64: the index must find the same neighbours
-    exact = torch.cdist(torch.from_numpy(queries[:8]).double().to(device), torch.from_numpy(vectors).to(device).double())
+    exact = torch.cdist(
+        torch.from_numpy(queries[:8]).double().to(device), torch.from_numpy(vectors).to(device).double()
+    )
     truth = exact.topk(k, largest=False).indices.cpu().numpy()
     ctx.result.update(agrees_with_brute_force=bool(np.array_equal(ids, truth)), **clock.memory())
 
@@ -534,7 +666,19 @@ class Outcome:
 
 
 def _cli_train_command(config_path: Path, cache: Path, run: Path, device: str | None) -> list[str]:
-    command = ["-m", "cli", "train", "--config", str(config_path), "--data", str(cache), "-o", str(run), "--epochs", "1"]
+    command = [
+        "-m",
+        "cli",
+        "train",
+        "--config",
+        str(config_path),
+        "--data",
+        str(cache),
+        "-o",
+        str(run),
+        "--epochs",
+        "1",
+    ]
     return command + (["--device", device] if device else [])
 
 
@@ -547,8 +691,13 @@ def _read_run(run: Path) -> dict[str, Any]:
     files = {name: (run / name).is_file() for name in (CHECKPOINT_FILE, RUN_FILE, TRAIN_STATE_FILE)}
     if not all(files.values()):
         raise RuntimeError(f"{run}: missing {', '.join(n for n, ok in files.items() if not ok)}")
-    return {"train_s": epoch["seconds"], "lesions_per_s": epoch["lesions_per_s"], "loss": round(epoch["loss"], 4),
-            "val_mean_auc": epoch.get("val_mean_auc"), "checkpoint_written": True}
+    return {
+        "train_s": epoch["seconds"],
+        "lesions_per_s": epoch["lesions_per_s"],
+        "loss": round(epoch["loss"], 4),
+        "val_mean_auc": epoch.get("val_mean_auc"),
+        "checkpoint_written": True,
+    }
 
 
 class Runner:
@@ -565,8 +714,14 @@ class Runner:
         began = time.perf_counter()
         cpu_before = _children_cpu_s()
         with tempfile.TemporaryFile() as output:
-            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
             try:
                 code: int | None = proc.wait(timeout=bound)
             except subprocess.TimeoutExpired:
@@ -576,8 +731,10 @@ class Runner:
             output.seek(0)
             text = output.read().decode("utf-8", "replace")
         with self.log.open("a", encoding="utf-8") as log:
-            log.write(f"===== {name}: {' '.join(args)} (rc {code}, {time.perf_counter() - began:.1f} s wall, "
-                      f"{_children_cpu_s() - cpu_before:.1f} s CPU)\n")
+            log.write(
+                f"===== {name}: {' '.join(args)} (rc {code}, {time.perf_counter() - began:.1f} s wall, "
+                f"{_children_cpu_s() - cpu_before:.1f} s CPU)\n"
+            )
             log.write(text[-LOG_TAIL_BYTES:] + "\n")
         return code, text, time.perf_counter() - began
 
@@ -626,11 +783,25 @@ class Runner:
         gpus = torch.cuda.device_count() if cuda else 0
         procs = max(2, gpus)
         device = "cpu" if not cuda else ("cuda:0" if gpus == 1 else None)
-        args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-                *_cli_train_command(config_path, self.work / "cache-ddp", run, device)]
+        args = [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={procs}",
+            *_cli_train_command(config_path, self.work / "cache-ddp", run, device),
+        ]
         code, text, seconds = self._run(name, args, bound)
-        return code, text, seconds, {"processes": procs, "gpus": gpus, "command": "torchrun " + " ".join(args[2:]),
-                                     "wall_s": round(seconds, 2)}
+        return (
+            code,
+            text,
+            seconds,
+            {
+                "processes": procs,
+                "gpus": gpus,
+                "command": "torchrun " + " ".join(args[2:]),
+                "wall_s": round(seconds, 2),
+            },
+        )
 
 
 def _children_cpu_s() -> float:
@@ -653,9 +824,14 @@ def derived_figures(outcomes: dict[str, Outcome]) -> dict[str, Any]:
     if step is None or not step.figures:
         return {}
     lesions, epochs = step.figures.get("train_lesions"), step.figures.get("epochs")
+    if lesions is None or epochs is None:
+        return {}
     rows = {}
-    rates = {name: step.figures[name]["lesions_per_s"] for name in TRAIN_VARIANTS
-             if "lesions_per_s" in step.figures.get(name, {})}
+    rates = {
+        name: step.figures[name]["lesions_per_s"]
+        for name in TRAIN_VARIANTS
+        if "lesions_per_s" in step.figures.get(name, {})
+    }
     if "compile" in outcomes and "compiled" in outcomes["compile"].figures:
         rates["torch.compile (bf16_channels_last)"] = outcomes["compile"].figures["compiled"]["lesions_per_s"]
     cli = outcomes.get("cli_epoch")
@@ -663,9 +839,12 @@ def derived_figures(outcomes: dict[str, Outcome]) -> dict[str, Any]:
         rates["lesanet train epoch (whole loop)"] = cli.figures["lesions_per_s"]
     for name, rate in rates.items():
         schedule = epochs * lesions / rate
-        rows[name] = {"lesions_per_s": rate, "schedule_s": round(schedule, 1),
-                      "vs_target_60s": round(schedule / TARGET_SCHEDULE_S, 2),
-                      "vs_dense_bf16_peak_8s": round(schedule / DENSE_BF16_PEAK_S, 2)}
+        rows[name] = {
+            "lesions_per_s": rate,
+            "schedule_s": round(schedule, 1),
+            "vs_target_60s": round(schedule / TARGET_SCHEDULE_S, 2),
+            "vs_dense_bf16_peak_8s": round(schedule / DENSE_BF16_PEAK_S, 2),
+        }
     if "bf16_channels_last" in rates and "float32" in rates:
         rows["bf16_over_float32"] = round(rates["bf16_channels_last"] / rates["float32"], 2)
     return {"schedule": f"{epochs} epochs x {lesions} training lesions", "rows": rows}
@@ -677,13 +856,19 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"Environment: {report['environment']}. Cache: {json.dumps(report['setup'])}", ""]
     derived = report.get("derived") or {}
     if derived.get("rows"):
-        lines += [f"Implied paper schedule ({derived['schedule']}), target {TARGET_SCHEDULE_S:.0f} s, "
-                  f"dense-bf16 estimate {DENSE_BF16_PEAK_S:.0f} s:", "",
-                  "| rate from | lesions/s | schedule | × 60 s target | × 8 s estimate |", "|---|---|---|---|---|"]
+        lines += [
+            f"Implied paper schedule ({derived['schedule']}), target {TARGET_SCHEDULE_S:.0f} s, "
+            f"dense-bf16 estimate {DENSE_BF16_PEAK_S:.0f} s:",
+            "",
+            "| rate from | lesions/s | schedule | × 60 s target | × 8 s estimate |",
+            "|---|---|---|---|---|",
+        ]
         for name, row in derived["rows"].items():
             if isinstance(row, dict):
-                lines.append(f"| {name} | {row['lesions_per_s']:,.0f} | {row['schedule_s']:,.1f} s | "
-                             f"{row['vs_target_60s']} | {row['vs_dense_bf16_peak_8s']} |")
+                lines.append(
+                    f"| {name} | {row['lesions_per_s']:,.0f} | {row['schedule_s']:,.1f} s | "
+                    f"{row['vs_target_60s']} | {row['vs_dense_bf16_peak_8s']} |"
+                )
         if "bf16_over_float32" in derived["rows"]:
             lines.append(f"\nbf16 + channels_last over float32: {derived['rows']['bf16_over_float32']}×")
         lines.append("")
@@ -707,7 +892,7 @@ def _flatten(figures: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, A
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:
-    from vision.checkpoint import write_json_atomic, write_text_atomic
+    from ontology.files import write_json_atomic, write_text_atomic
 
     write_json_atomic(out / "gpu.json", report)
     write_text_atomic(out / "gpu.md", markdown(report))
@@ -738,16 +923,23 @@ def orchestrate(args: argparse.Namespace) -> int:
     wanted = MEASUREMENTS if not args.only else tuple(args.only.split(","))
     unknown = [name for name in wanted if name not in MEASUREMENTS]
     if unknown:
-        print(f"bench.gpu: error: unknown measurement {unknown[0]!r} (known: {', '.join(MEASUREMENTS)})", file=sys.stderr)
+        print(
+            f"bench.gpu: error: unknown measurement {unknown[0]!r} (known: {', '.join(MEASUREMENTS)})", file=sys.stderr
+        )
         return 2
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lesanet-gpu-"))
     work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "profile": profile.name, "command": " ".join([Path(sys.executable).name, "-m", "bench.gpu", *sys.argv[1:]]),
+        "profile": profile.name,
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.gpu", *sys.argv[1:]]),
         "environment": os.environ.get("LESANET_GPU_ENV", f"this interpreter ({sys.executable})"),
-        "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": None, "setup": {},
+        "machine": machine_info(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished": None,
+        "setup": {},
         "measurements": {},
-        "derived": {}}
+        "derived": {},
+    }
     try:
         labels = find_labels(args.labels)
         print(f"[gpu] building the synthetic cache in {work} ...", file=sys.stderr)
@@ -763,26 +955,40 @@ def orchestrate(args: argparse.Namespace) -> int:
             report["derived"] = derived_figures(outcomes)
             report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
             write_report(out, report)
-            print(f"[gpu] {name}: {outcome.status} in {outcome.seconds} s"
-                  + (f" ({outcome.error})" if outcome.error else "") + f" {json.dumps(outcome.figures)}", file=sys.stderr)
+            print(
+                f"[gpu] {name}: {outcome.status} in {outcome.seconds} s"
+                + (f" ({outcome.error})" if outcome.error else "")
+                + f" {json.dumps(outcome.figures)}",
+                file=sys.stderr,
+            )
     finally:
         if not args.work and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(markdown(report))
     bad = [n for n, m in report["measurements"].items() if m["status"] != "ok"]
     if bad:
-        print(f"bench.gpu: {len(bad)} measurement(s) not ok: {', '.join(bad)} (see {out / 'gpu-log.txt'})", file=sys.stderr)
+        print(
+            f"bench.gpu: {len(bad)} measurement(s) not ok: {', '.join(bad)} (see {out / 'gpu-log.txt'})",
+            file=sys.stderr,
+        )
     return 1 if bad else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help=f"folder for gpu.json, gpu.md and gpu-log.txt (default {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument(
+        "--out", help=f"folder for gpu.json, gpu.md and gpu-log.txt (default {DEFAULT_OUT.relative_to(ROOT)})"
+    )
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU (what the test suite runs)")
-    parser.add_argument("--budget", type=float, default=None, help="seconds for all measurements (default 330; dry run 240)")
+    parser.add_argument(
+        "--budget", type=float, default=None, help="seconds for all measurements (default 330; dry run 240)"
+    )
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
-    parser.add_argument("--labels", default=None,
-                        help="official-format label JSON, or 'none' to synthesise (default: .gpu/ or ../shared when present)")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="official-format label JSON, or 'none' to synthesise (default: .gpu/ or ../shared when present)",
+    )
     parser.add_argument("--work", default=None, help="scratch folder for the cache and runs (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary scratch folder")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -790,14 +996,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         work = Path(args.work)
-        CHILD_MEASUREMENTS[args.child](Context(PROFILES[args.profile], work, ResultFile(work / f"result-{args.child}.json")))
+        CHILD_MEASUREMENTS[args.child](
+            Context(PROFILES[args.profile], work, ResultFile(work / f"result-{args.child}.json"))
+        )
         return 0
     if not args.out:  # `make bench` runs every bench script without arguments
         import torch
 
         if not (args.dry_run or torch.cuda.is_available()):
-            print("bench.gpu: no CUDA device here, nothing measured (the GPU check: bash bench/gpu.sh OUT_DIR on a "
-                  "GPU machine; bash bench/gpu.sh --dry-run OUT_DIR runs it on CPU)", file=sys.stderr)
+            print(
+                "bench.gpu: no CUDA device here, nothing measured (the GPU check: bash bench/gpu.sh OUT_DIR on a "
+                "GPU machine; bash bench/gpu.sh --dry-run OUT_DIR runs it on CPU)",
+                file=sys.stderr,
+            )
             return 0
         args.out = str(DEFAULT_OUT)
     return orchestrate(args)

@@ -92,7 +92,12 @@ def bench_predict(config_name: str, phantom: Path, cache: Path, work: Path, onto
         )
         rate = n / seconds
         single = single or rate
-        rows.append((f"{config_name}: score cache patches, batch {batch}", f"{rate:,.1f} lesions per CPU-second ({rate / single:.1f}× batch 1)"))
+        rows.append(
+            (
+                f"{config_name}: score cache patches, batch {batch}",
+                f"{rate:,.1f} lesions per CPU-second ({rate / single:.1f}× batch 1)",
+            )
+        )
     return rows
 
 
@@ -100,7 +105,9 @@ def bench_search(n_vectors: int, n_queries: int = 64, k: int = 5) -> list[tuple[
     rng = np.random.default_rng(0)
     base = rng.standard_normal((n_vectors, 256), dtype=np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
-    queries = base[rng.choice(n_vectors, n_queries, replace=False)] + 0.01 * rng.standard_normal((n_queries, 256), dtype=np.float32)
+    queries = base[rng.choice(n_vectors, n_queries, replace=False)] + 0.01 * rng.standard_normal(
+        (n_queries, 256), dtype=np.float32
+    )
     start = time.process_time()
     index = ExactIndex(base)
     build = time.process_time() - start
@@ -119,10 +126,14 @@ def bench_search(n_vectors: int, n_queries: int = 64, k: int = 5) -> list[tuple[
     assert np.array_equal(numpy_scan(), ids[:8]), "the two searches disagree"
     rows = [
         (f"exact search, {n_vectors:,} × 256-D: build index", f"{build * 1e3:.0f} ms"),
-        (f"exact search, {n_vectors:,} × 256-D: {n_queries} queries, k={k}, blocked torch (ExactIndex)",
-         f"{blocked * 1e3:.0f} ms ({blocked / n_queries * 1e3:.2f} ms/query)"),
-        (f"exact search, {n_vectors:,} × 256-D: {n_queries} queries, per-query numpy scan (baseline)",
-         f"{scan * 1e3:.0f} ms ({scan / n_queries * 1e3:.2f} ms/query)"),
+        (
+            f"exact search, {n_vectors:,} × 256-D: {n_queries} queries, k={k}, blocked torch (ExactIndex)",
+            f"{blocked * 1e3:.0f} ms ({blocked / n_queries * 1e3:.2f} ms/query)",
+        ),
+        (
+            f"exact search, {n_vectors:,} × 256-D: {n_queries} queries, per-query numpy scan (baseline)",
+            f"{scan * 1e3:.0f} ms ({scan / n_queries * 1e3:.2f} ms/query)",
+        ),
         ("ratio", f"{scan / blocked:.1f}× faster"),
     ]
     try:
@@ -175,8 +186,9 @@ def bench_cli(work: Path, onto, repeats: int, threads: int) -> list[tuple[str, s
     for name in ("paper", "cpu-small"):
         config = load_config(ROOT / "configs" / f"{name}.yaml")
         torch.manual_seed(0)
-        save_checkpoint(work / f"run-{name}", LesaNet(config.model, len(term_list)), config, term_list,
-                        onto.version, epoch=0)
+        save_checkpoint(
+            work / f"run-{name}", LesaNet(config.model, len(term_list)), config, term_list, onto.version, epoch=0
+        )
     volumes = []
     for v in range(5):
         volumes.append(work / f"ct{v}.nii.gz")
@@ -185,18 +197,25 @@ def bench_cli(work: Path, onto, repeats: int, threads: int) -> list[tuple[str, s
     lines = ["image,slice,box"]
     for i in range(100):
         x, y, k = int(rng.integers(150, 330)), int(rng.integers(150, 330)), int(rng.integers(3, 77))
-        lines.append(f"{volumes[i % 5].name},{k},\"{x},{y},{x + 30},{y + 24}\"")
+        lines.append(f'{volumes[i % 5].name},{k},"{x},{y},{x + 30},{y + 24}"')
     (work / "lesions.csv").write_text("\n".join(lines) + "\n")
     one = ["--image", str(volumes[0]), "--slice", "40", "--box", "240,250,270,274"]
     rows = [("load average (1 min) at the start", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")]
     cases = [
         ("`lesanet --help`", [lesanet, "--help"]),
-        ("input error (`predict --slice` without `--box`), answered before torch loads",
-         [lesanet, "predict", str(work / "run-paper"), *one[:4]]),
-        ("`predict --image` one lesion, 512×512×80 NIfTI, paper config", [lesanet, "predict", str(work / "run-paper"), *one]),
+        (
+            "input error (`predict --slice` without `--box`), answered before torch loads",
+            [lesanet, "predict", str(work / "run-paper"), *one[:4]],
+        ),
+        (
+            "`predict --image` one lesion, 512×512×80 NIfTI, paper config",
+            [lesanet, "predict", str(work / "run-paper"), *one],
+        ),
         ("`predict --image` one lesion, cpu-small config", [lesanet, "predict", str(work / "run-cpu-small"), *one]),
-        ("`predict --manifest` 100 lesions over 5 volumes, paper config",
-         [lesanet, "predict", str(work / "run-paper"), "--manifest", str(work / "lesions.csv"), "--jsonl"]),
+        (
+            "`predict --manifest` 100 lesions over 5 volumes, paper config",
+            [lesanet, "predict", str(work / "run-paper"), "--manifest", str(work / "lesions.csv"), "--jsonl"],
+        ),
     ]
     for name, command in cases:
         best, median, cpu, code = _timed(command, repeats if "manifest" not in name else 1)
@@ -225,9 +244,14 @@ print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     parts = json.loads(out.splitlines()[-1])
-    names = ["import torch", "load the ontology", "import vision.infer (the rest)",
-             "load the paper model (safetensors)", "read the 512×512×80 NIfTI + place the lesion",
-             "preprocess + score + decide + record"]
+    names = [
+        "import torch",
+        "load the ontology",
+        "import vision.infer (the rest)",
+        "load the paper model (safetensors)",
+        "read the 512×512×80 NIfTI + place the lesion",
+        "preprocess + score + decide + record",
+    ]
     return [(f"one lesion, in-process: {n}", f"{v:.2f} s CPU") for n, v in zip(names, parts)]
 
 
@@ -236,8 +260,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["cpu-small", "paper"])
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 is fastest on a shared machine; more on an idle one)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine; more on an idle one)"
+    )
     parser.add_argument("--cli", action="store_true", help="only the command-line figures (section 4)")
     parser.add_argument("--repeats", type=int, default=3, help="with --cli: runs per command (default 3)")
     args = parser.parse_args()
@@ -245,17 +270,18 @@ def main() -> None:
     onto = load_ontology()
     if args.cli:
         with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
-            rows = bench_cli(Path(tmp), onto, args.repeats, args.threads)
+            cli_rows = bench_cli(Path(tmp), onto, args.repeats, args.threads)
         print("| figure | value |\n|---|---|")
-        for name, value in rows:
+        for name, value in cli_rows:
             print(f"| {name} | {value} |")
         return
     rows: list[tuple[str, str]] = [("torch threads / device", f"{torch.get_num_threads()} / {args.device}")]
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
         work = Path(tmp)
         phantom = synthesize(work / "phantom", 16, seed=0, workers=1, onto=onto)
-        build_cache(phantom, phantom / "labels.json", work / "cache", workers=1, progress=False,
-                    ontology_version=onto.version)
+        build_cache(
+            phantom, phantom / "labels.json", work / "cache", workers=1, progress=False, ontology_version=onto.version
+        )
         for name in args.configs:
             rows += bench_predict(name, phantom, work / "cache", work, onto, args.device)
     rows += bench_search(args.vectors)

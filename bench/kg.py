@@ -27,8 +27,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,8 +41,18 @@ from ontology import load_ontology  # noqa: E402
 
 DEEPLESION_LESIONS = 32_735
 SEEDS = [
-    "lung nodule", "liver mass", "kidney cyst", "right lung", "lymph node", "liver", "bone",
-    "mediastinum", "adrenal gland", "pancreas", "pleural effusion", "soft tissue",
+    "lung nodule",
+    "liver mass",
+    "kidney cyst",
+    "right lung",
+    "lymph node",
+    "liver",
+    "bone",
+    "mediastinum",
+    "adrenal gland",
+    "pancreas",
+    "pleural effusion",
+    "soft tissue",
 ]
 # Parameters of the canned queries: a broad label (many lesions) and one lesion.
 PARAMS = {"label": "lung", "lesion": "deeplesion/7"}
@@ -65,8 +76,14 @@ def synthetic_records(onto: Any, n: int, seed: int) -> Iterator[dict]:
             labels.append({"label": name, "iri": iris[name], "score": score, "threshold": t, "decision": score >= t})
         yield {
             "lesion_id": f"deeplesion/{i}",
-            "source": {"dataset": "deeplesion", "lesion_idx": i, "file": f"Images_png/{i // 4:06d}_01_01/{i % 300:03d}.png",
-                       "slice": i % 300, "box_px": [100.0 + i % 50, 120.0, 140.0 + i % 50, 170.5], "spacing_mm": [0.7, 0.7, 5.0]},
+            "source": {
+                "dataset": "deeplesion",
+                "lesion_idx": i,
+                "file": f"Images_png/{i // 4:06d}_01_01/{i % 300:03d}.png",
+                "slice": i % 300,
+                "box_px": [100.0 + i % 50, 120.0, 140.0 + i % 50, 170.5],
+                "spacing_mm": [0.7, 0.7, 5.0],
+            },
             "labels": labels,
             "model": MODEL,
             "ontology_version": onto.version,
@@ -138,11 +155,15 @@ def compare(onto: Any, n: int, seed: int, repeats: int, workdir: Path) -> dict[s
     print(f"  load to a queryable store ({triples:,} prediction triples + ontology):")
     print(f"    pyoxigraph (disk)    {t_ox:8.2f} s   {triples / t_ox:,.0f} triples/s   {t_rdf / t_ox:5.1f}x")
     print(f"    pyoxigraph (memory)  {t_mem:8.2f} s   {triples / t_mem:,.0f} triples/s   {t_rdf / t_mem:5.1f}x")
-    print(f"    rdflib (memory)      {t_rdf:8.2f} s   {triples / t_rdf:,.0f} triples/s   (target: pyoxigraph >= 5x faster)")
+    print(
+        f"    rdflib (memory)      {t_rdf:8.2f} s   {triples / t_rdf:,.0f} triples/s   (target: pyoxigraph >= 5x faster)"
+    )
     rdf_repeats = max(1, min(repeats, 3))
     q_ox = query_latencies(ox_store, onto, repeats)
     q_rdf = query_latencies(rdf_store, onto, rdf_repeats)
-    print(f"  canned queries (median of {repeats} / {rdf_repeats}; label={PARAMS['label']!r}, lesion={PARAMS['lesion']!r}):")
+    print(
+        f"  canned queries (median of {repeats} / {rdf_repeats}; label={PARAMS['label']!r}, lesion={PARAMS['lesion']!r}):"
+    )
     print(f"    {'query':<26} {'rows':>6} {'pyoxigraph':>12} {'rdflib':>12} {'ratio':>8}")
     ratios = {}
     for name, (sec, rows) in q_ox.items():
@@ -150,10 +171,13 @@ def compare(onto: Any, n: int, seed: int, repeats: int, workdir: Path) -> dict[s
         assert rows == other_rows, f"{name}: {rows} rows on pyoxigraph, {other_rows} on rdflib"
         ratios[name] = other / sec
         print(f"    {name:<26} {rows:>6} {ms(sec):>12} {ms(other):>12} {ratios[name]:>7.1f}x")
-    print(f"    smallest ratio {min(ratios.values()):.1f}x (target >= 10x), geometric mean "
-          f"{statistics.geometric_mean(ratios.values()):.1f}x")
+    print(
+        f"    smallest ratio {min(ratios.values()):.1f}x (target >= 10x), geometric mean "
+        f"{statistics.geometric_mean(ratios.values()):.1f}x"
+    )
     return {
-        "lesions": n, "prediction_triples": triples,
+        "lesions": n,
+        "prediction_triples": triples,
         "load_s": {"pyoxigraph": t_ox, "pyoxigraph_memory": t_mem, "rdflib": t_rdf},
         "query_s": {k: {"pyoxigraph": q_ox[k][0], "rdflib": q_rdf[k][0], "rows": q_ox[k][1]} for k in q_ox},
     }
@@ -167,24 +191,31 @@ def at_scale(onto: Any, n: int, seed: int, repeats: int, workdir: Path) -> dict[
     del records
     gc.collect()
     size = sum(f.stat().st_size for f in (workdir / "full").rglob("*") if f.is_file())
-    print(f"  load {triples:,} triples: {t_load:.1f} s ({triples / t_load:,.0f} triples/s), "
-          f"store {size / 2**30:.2f} GiB on disk")
+    print(
+        f"  load {triples:,} triples: {t_load:.1f} s ({triples / t_load:,.0f} triples/s), "
+        f"store {size / 2**30:.2f} GiB on disk"
+    )
     latencies = query_latencies(store, onto, repeats)
     print(f"    {'query':<26} {'rows':>7} {'pyoxigraph':>12}  under 100 ms")
     for name, (sec, rows) in latencies.items():
         print(f"    {name:<26} {rows:>7} {ms(sec):>12}  {'yes' if sec < 0.1 else 'NO'}")
     return {
-        "lesions": n, "prediction_triples": triples, "load_s": t_load, "store_bytes": size,
+        "lesions": n,
+        "prediction_triples": triples,
+        "load_s": t_load,
+        "store_bytes": size,
         "query_s": {name: {"pyoxigraph": sec, "rows": rows} for name, (sec, rows) in latencies.items()},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lesions", type=int, default=DEEPLESION_LESIONS,
-                        help="pyoxigraph-only scale (default DeepLesion); 0 skips it")
-    parser.add_argument("--compare-lesions", type=int, default=1000,
-                        help="scale of the side-by-side comparison; 0 skips it")
+    parser.add_argument(
+        "--lesions", type=int, default=DEEPLESION_LESIONS, help="pyoxigraph-only scale (default DeepLesion); 0 skips it"
+    )
+    parser.add_argument(
+        "--compare-lesions", type=int, default=1000, help="scale of the side-by-side comparison; 0 skips it"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per query (median reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="where the on-disk stores go (default: a temp dir, removed)")

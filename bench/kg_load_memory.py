@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,10 @@ def peak_rss_mib(path: Path, store: Path) -> tuple[float, int, float]:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", code, "kg", "load", str(path), "--store", str(store)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     kib = int(done.stderr.strip().splitlines()[-1])
     return kib / 1024, done.returncode, time.perf_counter() - started
@@ -71,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 if code != 0:
                     raise SystemExit(f"kg load {path.name} exited {code}")
                 size = path.stat().st_size / (1 << 20)
-                print(f"| {n:,} | {path.suffix[1:]} | {size:,.1f} MiB | {rss:,.0f} MiB | {seconds:,.0f} s |", flush=True)
+                print(
+                    f"| {n:,} | {path.suffix[1:]} | {size:,.1f} MiB | {rss:,.0f} MiB | {seconds:,.0f} s |", flush=True
+                )
                 subprocess.run(["rm", "-rf", str(store), str(path)], check=True)
     return 0
 

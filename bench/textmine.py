@@ -80,8 +80,13 @@ def main() -> int:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "lesanet"))
     parser.add_argument("--repeat", type=int, default=40, help="dev-set copies for the throughput run")
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds; the best of each is reported")
-    parser.add_argument("--relations", nargs="*", default=None, metavar="GOLD.jsonl",
-                        help="relation JSONL gold files (default: textmine/data/relations_*.jsonl)")
+    parser.add_argument(
+        "--relations",
+        nargs="*",
+        default=None,
+        metavar="GOLD.jsonl",
+        help="relation JSONL gold files (default: textmine/data/relations_*.jsonl)",
+    )
     parser.add_argument("--model", default=None, help="also score this relation CNN on the relation files")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -104,9 +109,11 @@ def main() -> int:
         mined = score_hand_labeled(miner, items, allowed)
         print(f"## scored over {universe} (macro over labels that occur in the gold)")
         for name, s in (("plain lookup", base), ("miner (rules)", mined)):
-            print(f"{name:>15}: micro P {s.micro.precision:.4f} R {s.micro.recall:.4f} F1 {s.micro.f1:.4f}"
-                  f" | macro P {s.macro()['precision']:.4f} R {s.macro()['recall']:.4f} F1 {s.macro()['f1']:.4f}"
-                  f" ({s.macro()['labels']} labels)")
+            print(
+                f"{name:>15}: micro P {s.micro.precision:.4f} R {s.micro.recall:.4f} F1 {s.micro.f1:.4f}"
+                f" | macro P {s.macro()['precision']:.4f} R {s.macro()['recall']:.4f} F1 {s.macro()['f1']:.4f}"
+                f" ({s.macro()['labels']} labels)"
+            )
 
     from textmine.evaluate import score_relations
 
@@ -122,8 +129,10 @@ def main() -> int:
             r = score_relations(engine, path)
             correct = sum(r.confusion[(c, c)] for c in ("relevant", "uncertain", "irrelevant"))
             total = sum(r.confusion.values())
-            print(f"{name:>6}: relevant F1 {r.relevant.f1:.4f} | uncertain F1 {r.uncertain.f1:.4f}"
-                  f" | relation accuracy {correct}/{total} = {correct / max(1, total):.4f} ({r.n_texts} sentences)")
+            print(
+                f"{name:>6}: relevant F1 {r.relevant.f1:.4f} | uncertain F1 {r.uncertain.f1:.4f}"
+                f" | relation accuracy {correct}/{total} = {correct / max(1, total):.4f} ({r.n_texts} sentences)"
+            )
 
     import gc
 
@@ -151,8 +160,10 @@ def main() -> int:
     plain_rate, miner_rate, expand_rate = (max(r[i] for r in rounds) for i in range(3))
     ratio = statistics.median(r[1] / r[0] for r in rounds)
     ratio_x = statistics.median(r[2] / r[0] for r in rounds)
-    print(f"# throughput (CPU time) on {len(corpus)} dev-set texts, one process: best of {args.rounds} rounds,"
-          f" ratio = median over rounds of (miner / plain) measured back to back")
+    print(
+        f"# throughput (CPU time) on {len(corpus)} dev-set texts, one process: best of {args.rounds} rounds,"
+        f" ratio = median over rounds of (miner / plain) measured back to back"
+    )
     print(f"plain lookup (per sentence)      : {plain_rate:10.0f} sentences/s")
     print(f"miner rules, nlp.pipe + JSON     : {miner_rate:10.0f} sentences/s  ratio {ratio:.2f}x")
     print(f"miner rules --expand + JSON      : {expand_rate:10.0f} sentences/s  ratio {ratio_x:.2f}x")

@@ -49,8 +49,17 @@ def synthetic_data(n: int, gen: torch.Generator, val: int = 0) -> TrainingData:
     boxes = torch.cat([xy, xy + size], 1)
     positive = synthetic_labels(n + val, gen)
     positive[:, 0] = True  # at least one positive per lesion
-    return TrainingData(patches, boxes, positive, torch.ones(n + val, C), positive.clone(),
-                        torch.arange(n), torch.arange(n, n + val), [f"label{i}" for i in range(C)], "bench")
+    return TrainingData(
+        patches,
+        boxes,
+        positive,
+        torch.ones(n + val, C),
+        positive.clone(),
+        torch.arange(n),
+        torch.arange(n, n + val),
+        [f"label{i}" for i in range(C)],
+        "bench",
+    )
 
 
 def peak_rss_mb() -> float:
@@ -68,8 +77,11 @@ def bench_step(config: Config, batch: int, steps: int, device: torch.device) -> 
     x, boxes = data.patches.to(device), data.boxes.to(device)
     positive, weight = data.positive.to(device), data.weight.to(device)
     betas = class_weights(positive, weight)
-    loss_fn = LesaNetLoss(config.loss, type(betas)(betas.positive.to(device), betas.negative.to(device)),
-                          generator=torch.Generator(device=device).manual_seed(0))
+    loss_fn = LesaNetLoss(
+        config.loss,
+        type(betas)(betas.positive.to(device), betas.negative.to(device)),
+        generator=torch.Generator(device=device).manual_seed(0),
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     def step() -> None:
@@ -96,8 +108,10 @@ def bench_step(config: Config, batch: int, steps: int, device: torch.device) -> 
         memory = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
     else:
         memory = f"peak RSS {peak_rss_mb():.0f} MB (before the first step {rss_before:.0f} MB)"
-    print(f"[step] {config.name}: {count_parameters(model) / 1e6:.2f} M params, batch {batch} on {device}: "
-          f"{seconds * 1000:.0f} ms/step, {batch / seconds:.1f} lesions/s, {memory}")
+    print(
+        f"[step] {config.name}: {count_parameters(model) / 1e6:.2f} M params, batch {batch} on {device}: "
+        f"{seconds * 1000:.0f} ms/step, {batch / seconds:.1f} lesions/s, {memory}"
+    )
 
 
 def bench_epoch(config: Config, lesions: int, device: torch.device) -> float:
@@ -112,8 +126,10 @@ def bench_epoch(config: Config, lesions: int, device: torch.device) -> float:
 
         metrics = json.loads((Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     rate = metrics["lesions_per_s"]
-    print(f"[epoch] {config.name}: {lesions} lesions (+{lesions // 10} val) on {device}: training "
-          f"{metrics['seconds']:.1f} s = {rate:.1f} lesions/s; with validation + checkpoint {seconds:.1f} s")
+    print(
+        f"[epoch] {config.name}: {lesions} lesions (+{lesions // 10} val) on {device}: training "
+        f"{metrics['seconds']:.1f} s = {rate:.1f} lesions/s; with validation + checkpoint {seconds:.1f} s"
+    )
     return rate
 
 
@@ -170,11 +186,15 @@ def bench_triplets(device: torch.device, batch: int = 128, count: int = 5000) ->
         results[name] = float(np.median(times))  # median: robust to a busy shared machine
         assert t.anchor.numel() == count
     torch.set_num_threads(threads)
-    print(f"[triplets] T={count} on a {batch} x {C} batch: per-triplet Python loop {loop_s * 1000:.1f} ms "
-          f"({len(looped)} triplets)")
+    print(
+        f"[triplets] T={count} on a {batch} x {C} batch: per-triplet Python loop {loop_s * 1000:.1f} ms "
+        f"({len(looped)} triplets)"
+    )
     for name, seconds in results.items():
-        print(f"[triplets] vectorised on {name}: {seconds * 1000:.2f} ms (median of 20) -> "
-              f"{loop_s / seconds:.0f}x faster than the loop")
+        print(
+            f"[triplets] vectorised on {name}: {seconds * 1000:.2f} ms (median of 20) -> "
+            f"{loop_s / seconds:.0f}x faster than the loop"
+        )
 
 
 def bench_gather(device: torch.device, batch: int = 128, cache_size: int = 2048) -> None:
@@ -201,8 +221,10 @@ def bench_gather(device: torch.device, batch: int = 128, cache_size: int = 2048)
     sync()
     per_sample = (time.perf_counter() - began) / reps
     del x
-    print(f"[gather] batch {batch} from a {cache_size}-lesion uint8 cache on {device}: index {indexed * 1000:.2f} ms, "
-          f"per-sample Python + stack {per_sample * 1000:.2f} ms (per-sample / index = {per_sample / indexed:.1f})")
+    print(
+        f"[gather] batch {batch} from a {cache_size}-lesion uint8 cache on {device}: index {indexed * 1000:.2f} ms, "
+        f"per-sample Python + stack {per_sample * 1000:.2f} ms (per-sample / index = {per_sample / indexed:.1f})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,17 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="paper-config step batch (default 128 GPU, 16 CPU)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20 GPU, 2 CPU)")
-    parser.add_argument("--epoch-lesions", type=int, default=None,
-                        help="lesions for the epoch figure (default 19,000 GPU, 512 CPU)")
+    parser.add_argument(
+        "--epoch-lesions", type=int, default=None, help="lesions for the epoch figure (default 19,000 GPU, 512 CPU)"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     paper = load_config(ROOT / "configs" / "paper.yaml")
     small = load_config(ROOT / "configs" / "cpu-small.yaml")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if cuda else f", {torch.get_num_threads()} threads")
-          + f", {os.cpu_count()} CPUs, load average {load}")
+    print(
+        f"torch {torch.__version__}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if cuda else f", {torch.get_num_threads()} threads")
+        + f", {os.cpu_count()} CPUs, load average {load}"
+    )
     bench_triplets(device)
     bench_gather(device)
     bench_step(paper, args.batch or (128 if cuda else 16), args.steps or (20 if cuda else 2), device)
@@ -228,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     bench_epoch(small, lesions, device)
     if cuda:
         rate = bench_epoch(paper, lesions, device)
-        print(f"[schedule] paper: 15 epochs x 19,000 lesions at {rate:.0f} lesions/s = "
-              f"{15 * 19_000 / rate / 60:.1f} min of training (target < 5 min)")
+        print(
+            f"[schedule] paper: 15 epochs x 19,000 lesions at {rate:.0f} lesions/s = "
+            f"{15 * 19_000 / rate / 60:.1f} min of training (target < 5 min)"
+        )
     return 0
 
 

@@ -47,7 +47,9 @@ TARGET_MS = 200.0
 DEMO_TEST_LESIONS = 259  # the demo's test split: what `lesanet demo` predicts and loads
 
 
-def build_store(workdir: Path, onto: Any, n: int, cache: Path | None, sentences: Path | None) -> tuple[Path, Path, list[str]]:
+def build_store(
+    workdir: Path, onto: Any, n: int, cache: Path | None, sentences: Path | None
+) -> tuple[Path, Path, list[str]]:
     """A demo-shaped store (and a synthetic cache when none is given); its lesion ids."""
     records = list(synthetic_records(onto, n, seed=0))
     if cache is not None:
@@ -66,12 +68,33 @@ def build_store(workdir: Path, onto: Any, n: int, cache: Path | None, sentences:
         cache.mkdir()
         rng = np.random.default_rng(0)
         patches = rng.integers(40, 200, size=(n, 3, 120, 120), dtype=np.uint8)
-        entries = [{"row": i, "lesion_idx": i, "split": "test", "box": [40.0, 40.0, 80.0, 80.0], "relevant": [],
-                    "uncertain": [], "irrelevant": [], "truth": None, "sentence": None} for i in range(n)]
+        entries = [
+            {
+                "row": i,
+                "lesion_idx": i,
+                "split": "test",
+                "box": [40.0, 40.0, 80.0, 80.0],
+                "relevant": [],
+                "uncertain": [],
+                "irrelevant": [],
+                "truth": None,
+                "sentence": None,
+            }
+            for i in range(n)
+        ]
         np.save(cache / "patches.npy", patches)
-        (cache / "index.json").write_text(json.dumps({"format": "lesanet-patch-cache", "version": 1, "term_list": [],
-                                                      "ontology_version": onto.version, "patch_size": 120,
-                                                      "lesions": entries}))
+        (cache / "index.json").write_text(
+            json.dumps(
+                {
+                    "format": "lesanet-patch-cache",
+                    "version": 1,
+                    "term_list": [],
+                    "ontology_version": onto.version,
+                    "patch_size": 120,
+                    "lesions": entries,
+                }
+            )
+        )
     path = workdir / "store"
     store = LesionStore(path)
     store.load_ontology(onto)
@@ -85,10 +108,22 @@ def build_store(workdir: Path, onto: Any, n: int, cache: Path | None, sentences:
 
 
 def start_server(store: Path, cache: Path, evaluation: Path | None, log: Path) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, str(ROOT / "cli.py"), "kg", "serve", "--store", str(store), "--port", "0", "--cache", str(cache)]
+    command = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "kg",
+        "serve",
+        "--store",
+        str(store),
+        "--port",
+        "0",
+        "--cache",
+        str(cache),
+    ]
     if evaluation is not None:
         command += ["--evaluation", str(evaluation)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    assert process.stdout is not None  # stdout=PIPE
     process.stdout.readline()
     line = process.stdout.readline()
     if not line.startswith("lesion browser at "):
@@ -121,19 +156,29 @@ def page_requests(lesions: list[str]) -> dict[str, list[tuple[str, bytes | None]
     """Per page type, the requests of one round (several lesions / labels per type)."""
     q = lambda value: urllib.parse.quote(value, safe="")  # noqa: E731
     sample = lesions[:: max(1, len(lesions) // 5)][:5]
-    pages = {
+    pages: dict[str, list[tuple[str, bytes | None]]] = {
         "home": [("/", None)],
         "lesion": [(f"/lesion?id={q(lid)}", None) for lid in sample],
         "label (broad: abdomen)": [("/label?name=abdomen", None)],
         "label (narrow: kidney cyst)": [("/label?name=kidney%20cyst", None)],
         "search by label (lung, subclasses)": [("/search?by=label&q=lung", None)],
-        "search by description": [("/search?by=description&q=" + q(text), None)
-                                  # descriptions the synthetic records answer (a page of hits, not none)
-                                  for text in ("a mass in the liver", "cyst in the kidney", "small lung nodule")],
+        "search by description": [
+            ("/search?by=description&q=" + q(text), None)
+            # descriptions the synthetic records answer (a page of hits, not none)
+            for text in ("a mass in the liver", "cyst in the kidney", "small lung nodule")
+        ],
         "search by lesion id (303)": [(f"/search?by=lesion&q={q(sample[0])}", None)],
         "SPARQL page": [("/sparql", None)],
-        "SPARQL run (label-counts, table)": [("/sparql", urllib.parse.urlencode(
-            {"query": "SELECT ?label (COUNT(*) AS ?n) WHERE { ?label a owl:Class . ?l a ?label } GROUP BY ?label"}).encode())],
+        "SPARQL run (label-counts, table)": [
+            (
+                "/sparql",
+                urllib.parse.urlencode(
+                    {
+                        "query": "SELECT ?label (COUNT(*) AS ?n) WHERE { ?label a owl:Class . ?l a ?label } GROUP BY ?label"
+                    }
+                ).encode(),
+            )
+        ],
         "patch PNG (rendered once, then kept)": [(f"/patch?id={q(lid)}", None) for lid in sample],
     }
     return pages
@@ -157,8 +202,16 @@ def measure(base: str, pages: dict[str, list[tuple[str, bytes | None]]], repeats
             statuses.add(status)
             sizes.append(size)
         times.sort()
-        rows.append({"page": name, "median_ms": statistics.median(times), "p95_ms": times[int(0.95 * (len(times) - 1))],
-                     "max_ms": times[-1], "status": sorted(statuses), "kb": statistics.median(sizes) / 1024})
+        rows.append(
+            {
+                "page": name,
+                "median_ms": statistics.median(times),
+                "p95_ms": times[int(0.95 * (len(times) - 1))],
+                "max_ms": times[-1],
+                "status": sorted(statuses),
+                "kb": statistics.median(sizes) / 1024,
+            }
+        )
     return rows
 
 
@@ -184,8 +237,12 @@ def main(argv: list[str] | None = None) -> int:
             store, cache = args.store, args.cache
             from kg.canned import run_canned
 
-            lesions = [str(r["lesionId"]) for r in run_canned(LesionStore(store, read_only=True), "lesions-with-label",
-                                                               onto, label="abdomen").values()] or ["deeplesion/0"]
+            lesions = [
+                str(r["lesionId"])
+                for r in run_canned(
+                    LesionStore(store, read_only=True), "lesions-with-label", onto, label="abdomen"
+                ).values()
+            ] or ["deeplesion/0"]
             gc.collect()
         process, base = start_server(store, cache, args.evaluation, workdir / "serve.log")
         try:
@@ -194,17 +251,30 @@ def main(argv: list[str] | None = None) -> int:
             os.kill(process.pid, signal.SIGTERM)
             process.wait(timeout=20)
     load_after = os.getloadavg()
-    print(f"lesion browser, {len(lesions)} predicted lesions, {args.repeats} requests per page type; "
-          f"load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"lesion browser, {len(lesions)} predicted lesions, {args.repeats} requests per page type; "
+        f"load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} cores"
+    )
     print(f"| page | median ms | p95 ms | max ms | KB | status | within {TARGET_MS:.0f} ms |")
     print("|---|---:|---:|---:|---:|---|---|")
     for row in rows:
         ok = "yes" if row["p95_ms"] <= TARGET_MS else "NO"
-        print(f"| {row['page']} | {row['median_ms']:.1f} | {row['p95_ms']:.1f} | {row['max_ms']:.1f} | {row['kb']:.0f} | "
-              f"{','.join(map(str, row['status']))} | {ok} |")
+        print(
+            f"| {row['page']} | {row['median_ms']:.1f} | {row['p95_ms']:.1f} | {row['max_ms']:.1f} | {row['kb']:.0f} | "
+            f"{','.join(map(str, row['status']))} | {ok} |"
+        )
     if args.json is not None:
-        args.json.write_text(json.dumps({"lesions": len(lesions), "repeats": args.repeats, "load_average": [load_before, load_after],
-                                         "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "lesions": len(lesions),
+                    "repeats": args.repeats,
+                    "load_average": [load_before, load_after],
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
     return 0 if all(r["p95_ms"] <= TARGET_MS for r in rows) else 1
 
 

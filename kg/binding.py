@@ -11,7 +11,7 @@ planner knows it (with ``substitutions`` it plans as if the variable were free, 
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import pyoxigraph as ox
 import rdflib

@@ -9,17 +9,18 @@ endpoints, ``initBindings`` for rdflib; see :mod:`kg.binding`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import rdflib
 
 from kg import vocab
-from kg.records import OntologyLike
-from kg.results import QueryResult
 from kg.binding import Binding
+from kg.errors import KgError
+from kg.results import QueryResult
 from kg.store import SparqlBackend
+from ontology.protocol import OntologyLike
 
 QUERY_DIR = Path(__file__).resolve().parent / "queries"
 
@@ -59,12 +60,14 @@ CANNED: dict[str, CannedQuery] = {
         CannedQuery("exclusion-violations", "lesions whose decided labels break an (inherited) exclusion"),
         CannedQuery("similar-lesions", "a lesion's stored nearest neighbours with shared labels", (_LESION,)),
         CannedQuery("label-counts", "number of lesions per decided label"),
-        CannedQuery("training-labels-of-lesion", "text-mined training labels of a lesion with their sentence", (_LESION,)),
+        CannedQuery(
+            "training-labels-of-lesion", "text-mined training labels of a lesion with their sentence", (_LESION,)
+        ),
     )
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
@@ -90,10 +93,12 @@ def bindings_for(query: CannedQuery, params: dict[str, Any], onto: OntologyLike 
     expected = {p.name: p for p in query.params}
     unknown = sorted(set(params) - set(expected))
     if unknown:
-        raise ValueError(f"query {query.name!r} has no parameter {', '.join(unknown)}; it takes: {', '.join(expected) or 'none'}")
+        raise KgError(
+            f"query {query.name!r} has no parameter {', '.join(unknown)}; it takes: {', '.join(expected) or 'none'}"
+        )
     missing = [name for name in expected if params.get(name) in (None, "")]
     if missing:
-        raise ValueError(f"query {query.name!r} needs --{missing[0]} ({expected[missing[0]].help})")
+        raise KgError(f"query {query.name!r} needs --{missing[0]} ({expected[missing[0]].help})")
     bindings: dict[str, Binding] = {}
     for name, param in expected.items():
         value = str(params[name])

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from kg.records import RecordError
 
@@ -34,13 +35,25 @@ KG_SCHEME_NAME = "LesaNet prediction vocabulary"
 #: the FHIR code system URI (HL7 terminology). Anything else an exactMatch points to is
 #: written under its own declared scheme, never under one of these.
 STANDARD_SCHEMES: tuple[dict[str, Any], ...] = (
-    {"name": "SNOMED CT", "designator": "SCT", "fhir_system": "http://snomed.info/sct",
-     "iri_bases": ("http://snomed.info/id/", "http://purl.bioontology.org/ontology/SNOMEDCT/"),
-     "prefixes": ("SCT", "SCTID", "SNOMEDCT", "SNOMED", "SNOMEDCT_US")},
-    {"name": "RadLex", "designator": "RADLEX", "fhir_system": "http://radlex.org",
-     "iri_bases": ("http://radlex.org/RID/", "http://www.radlex.org/RID/#", "http://www.radlex.org/RID/",
-                   "https://radlex.org/RID/"),
-     "prefixes": ("RADLEX", "RADLEXID")},
+    {
+        "name": "SNOMED CT",
+        "designator": "SCT",
+        "fhir_system": "http://snomed.info/sct",
+        "iri_bases": ("http://snomed.info/id/", "http://purl.bioontology.org/ontology/SNOMEDCT/"),
+        "prefixes": ("SCT", "SCTID", "SNOMEDCT", "SNOMED", "SNOMEDCT_US"),
+    },
+    {
+        "name": "RadLex",
+        "designator": "RADLEX",
+        "fhir_system": "http://radlex.org",
+        "iri_bases": (
+            "http://radlex.org/RID/",
+            "http://www.radlex.org/RID/#",
+            "http://www.radlex.org/RID/",
+            "https://radlex.org/RID/",
+        ),
+        "prefixes": ("RADLEX", "RADLEXID"),
+    },
 )
 
 CATEGORIES = ("type", "bodypart", "attribute")
@@ -170,9 +183,12 @@ def model_of(record: Mapping[str, Any], where: str) -> dict[str, str]:
     model = record.get("model")
     if not isinstance(model, Mapping) or not model.get("name"):
         raise ClinicalExportError(f"{where}: model must be an object with at least a name")
-    return {"name": str(model["name"]), "version": str(model.get("version") or ""),
-            "checkpoint_sha256": str(model.get("checkpoint_sha256") or ""),
-            "config": model["config"] if isinstance(model.get("config"), str) else ""}
+    return {
+        "name": str(model["name"]),
+        "version": str(model.get("version") or ""),
+        "checkpoint_sha256": str(model.get("checkpoint_sha256") or ""),
+        "config": model["config"] if isinstance(model.get("config"), str) else "",
+    }
 
 
 def record_where(records: Sequence[Mapping[str, Any]], i: int) -> str:

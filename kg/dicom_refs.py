@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pyoxigraph as ox
 
@@ -41,8 +42,9 @@ def check_uid(value: Any, where: str) -> str:
     return text
 
 
-def dicom_ntriples(record: Mapping[str, Any], lesion_id: str, dataset: str, file: str | None,
-                   slice_index: int | None, where: str) -> Iterator[str]:
+def dicom_ntriples(
+    record: Mapping[str, Any], lesion_id: str, dataset: str, file: str | None, slice_index: int | None, where: str
+) -> Iterator[str]:
     """N-Triples lines for the record's DICOM UIDs and box centre (none for other inputs)."""
     source = record.get("source") if isinstance(record, Mapping) else None
     if not isinstance(source, Mapping):
@@ -56,8 +58,11 @@ def dicom_ntriples(record: Mapping[str, Any], lesion_id: str, dataset: str, file
         yield f"{image if on_slice else lesion} {ox.NamedNode(str(prop))} {ox.Literal(uid)} .\n"
     centre = source.get("center_mm")
     if centre is not None:
-        if (not isinstance(centre, (list, tuple)) or len(centre) != 3
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in centre)):
+        if (
+            not isinstance(centre, (list, tuple))
+            or len(centre) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in centre)
+        ):
             raise RecordError(f"{where}: source.center_mm must be [x, y, z] in mm, got {centre!r}")
         text = " ".join(f"{float(v):g}" for v in centre)
         yield f"{lesion} {ox.NamedNode(str(KG.centerMm))} {ox.Literal(text)} .\n"

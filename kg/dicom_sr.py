@@ -33,10 +33,10 @@ column then row) maps to ``box_px + 0.5``.
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,12 +57,22 @@ from kg.clinical import (
     record_where,
     short_version,
 )
+from ontology.files import atomic_path
 
 MANUFACTURER = "LesaNet toolkit"
 SR_SERIES_NUMBER = 990  # the SR's own series; images rarely number theirs this high
 # Type 2 patient / study attributes highdicom copies: left empty when the source lacks them.
-_TYPE2 = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-          "StudyDate", "StudyTime", "ReferringPhysicianName")
+_TYPE2 = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
 _CT_PROCEDURE = ("25045-6", "LN", "CT unspecified body region")
 
 
@@ -88,15 +98,21 @@ def dicom_source(record: Mapping[str, Any], where: str) -> DicomSource:
         raise ClinicalExportError(
             f"{where}: DICOM SR needs a DICOM source, and this lesion comes from {what} "
             f"({source.get('file') or 'no file'}) without DICOM UIDs; predict on the DICOM series "
-            "(--image DIR) for an SR, or write FHIR (--fhir), which needs no DICOM")
+            "(--image DIR) for an SR, or write FHIR (--fhir), which needs no DICOM"
+        )
     missing = [k for k in ("study_instance_uid", "series_instance_uid", "box_px", "file") if not source.get(k)]
     if missing:
         raise ClinicalExportError(f"{where}: source lacks {', '.join(missing)}, which the SR references")
     box = source["box_px"]
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         raise ClinicalExportError(f"{where}: source.box_px must be [x1, y1, x2, y2], got {box!r}")
-    return DicomSource(str(source["file"]), str(source["sop_instance_uid"]), str(source["study_instance_uid"]),
-                       str(source["series_instance_uid"]), tuple(float(v) for v in box))  # type: ignore[arg-type]
+    return DicomSource(
+        str(source["file"]),
+        str(source["sop_instance_uid"]),
+        str(source["study_instance_uid"]),
+        str(source["series_instance_uid"]),
+        (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+    )
 
 
 def read_source_instances(path: str | os.PathLike[str], sop_instance_uids: Sequence[str]) -> dict[str, Any]:
@@ -109,8 +125,10 @@ def read_source_instances(path: str | os.PathLike[str], sop_instance_uids: Seque
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
     if not files:
-        raise ClinicalExportError(f"{root}: no such DICOM file or folder (the record's source); "
-                                  "give the folder of the source series (--dicom DIR)")
+        raise ClinicalExportError(
+            f"{root}: no such DICOM file or folder (the record's source); "
+            "give the folder of the source series (--dicom DIR)"
+        )
     for file in files:
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
@@ -123,8 +141,10 @@ def read_source_instances(path: str | os.PathLike[str], sop_instance_uids: Seque
                 break
     missing = sorted(wanted - set(found))
     if missing:
-        raise ClinicalExportError(f"{root}: no DICOM file with SOP Instance UID {missing[0]} (the record's key "
-                                  "slice); give the folder of the series the lesion was predicted on")
+        raise ClinicalExportError(
+            f"{root}: no DICOM file with SOP Instance UID {missing[0]} (the record's key "
+            "slice); give the folder of the series the lesion was predicted on"
+        )
     return found
 
 
@@ -161,10 +181,15 @@ def _score_items(label: DecidedLabel) -> list[Any]:
 
     unit = CodedConcept.from_code(codes.UCUM.NoUnits)
     return [
-        NumContentItem(_private("score", "Label score"), label.score, unit,
-                       relationship_type=RelationshipTypeValues.HAS_PROPERTIES),
-        NumContentItem(CodedConcept.from_code(codes.DCM.ThresholdValue), label.threshold, unit,
-                       relationship_type=RelationshipTypeValues.HAS_PROPERTIES),
+        NumContentItem(
+            _private("score", "Label score"), label.score, unit, relationship_type=RelationshipTypeValues.HAS_PROPERTIES
+        ),
+        NumContentItem(
+            CodedConcept.from_code(codes.DCM.ThresholdValue),
+            label.threshold,
+            unit,
+            relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
+        ),
     ]
 
 
@@ -222,15 +247,17 @@ def _measurement_group(record: Mapping[str, Any], where: str, onto: Any, instanc
     type_name = _private("type", "Lesion type")
     attribute_name = _private("attribute", "Lesion attribute")
     evaluations = [(QualitativeEvaluation(type_name, _label_concept(label)), label) for label in types[1:]]
-    evaluations += [(QualitativeEvaluation(attribute_name, _label_concept(label)), label)
-                    for label in groups["attribute"]]
+    evaluations += [
+        (QualitativeEvaluation(attribute_name, _label_concept(label)), label) for label in groups["attribute"]
+    ]
     for evaluation, label in evaluations:
         _with_scores(evaluation[0], label)
     sites = [_with_scores(FindingSite(_label_concept(label)), label) for label in groups["bodypart"]]
     group = PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(uid=uid_from("lesanet-lesion", str(record["lesion_id"]),
-                                                            ref.sop_instance_uid),
-                                               identifier=str(record["lesion_id"])[:64]),
+        tracking_identifier=TrackingIdentifier(
+            uid=uid_from("lesanet-lesion", str(record["lesion_id"]), ref.sop_instance_uid),
+            identifier=str(record["lesion_id"])[:64],
+        ),
         referenced_region=region,
         finding_type=finding_type,
         algorithm_id=algorithm,
@@ -239,8 +266,11 @@ def _measurement_group(record: Mapping[str, Any], where: str, onto: Any, instanc
     )
     if types:  # the finding type item: the only CODE of the group named "Finding" (121071)
         for item in group[0].ContentSequence:
-            if item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Finding.value \
-                    and item.ConceptCodeSequence[0].CodeValue == types[0].own.value:
+            if (
+                item.ValueType == "CODE"
+                and item.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Finding.value
+                and item.ConceptCodeSequence[0].CodeValue == types[0].own.value
+            ):
                 _with_scores(item, types[0])
                 break
     return group
@@ -287,8 +317,10 @@ def _evidence(instance: Any) -> Any:
         if keyword not in copy:
             setattr(copy, keyword, "")
     if "StudyInstanceUID" not in copy or "SOPClassUID" not in copy:
-        raise ClinicalExportError(f"SOP Instance {instance.get('SOPInstanceUID')}: the source header lacks "
-                                  "StudyInstanceUID or SOPClassUID; not a complete DICOM image")
+        raise ClinicalExportError(
+            f"SOP Instance {instance.get('SOPInstanceUID')}: the source header lacks "
+            "StudyInstanceUID or SOPClassUID; not a complete DICOM image"
+        )
     return copy
 
 
@@ -319,8 +351,14 @@ def _drop_unknown_thickness(report: Any, sop_uids: set[str]) -> None:
             if not children:
                 continue
             if item.ValueType == "IMAGE" and str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) in sop_uids:
-                keep = [c for c in children if not (c.ValueType == "NUM" and
-                        c.ConceptNameCodeSequence[0].CodeValue == codes.DCM.SliceThickness.value)]
+                keep = [
+                    c
+                    for c in children
+                    if not (
+                        c.ValueType == "NUM"
+                        and c.ConceptNameCodeSequence[0].CodeValue == codes.DCM.SliceThickness.value
+                    )
+                ]
                 children.clear()
                 children.extend(keep)
             else:
@@ -349,35 +387,49 @@ def measurement_report(records: Sequence[Mapping[str, Any]], onto: Any, instance
     refs = [dicom_source(r, record_where(records, i)) for i, r in enumerate(records)]
     studies = sorted({ref.study_instance_uid for ref in refs})
     if len(studies) > 1:
-        raise ClinicalExportError(f"the lesions come from {len(studies)} studies ({', '.join(studies[:3])}); "
-                                  "one SR covers one study: write one SR per study")
-    evidence, groups, labels = [], [], []
+        raise ClinicalExportError(
+            f"the lesions come from {len(studies)} studies ({', '.join(studies[:3])}); "
+            "one SR covers one study: write one SR per study"
+        )
+    evidence: list[Any] = []
+    groups: list[Any] = []
+    labels: list[Any] = []
     for i, (record, ref) in enumerate(zip(records, refs)):
         where = record_where(records, i)
         instance = instances.get(ref.sop_instance_uid)
         if instance is None:
             raise ClinicalExportError(f"{where}: the header of key slice {ref.sop_instance_uid} was not given")
         if str(instance.get("StudyInstanceUID")) != ref.study_instance_uid:
-            raise ClinicalExportError(f"{where}: the source file's StudyInstanceUID {instance.get('StudyInstanceUID')} "
-                                      f"is not the record's {ref.study_instance_uid}; wrong source folder?")
+            raise ClinicalExportError(
+                f"{where}: the source file's StudyInstanceUID {instance.get('StudyInstanceUID')} "
+                f"is not the record's {ref.study_instance_uid}; wrong source folder?"
+            )
         groups.append(_measurement_group(record, where, onto, instance))
         labels.extend(decided_labels(record, onto, where))
         if all(e.SOPInstanceUID != instance.SOPInstanceUID for e in evidence):
             evidence.append(_evidence(instance))
     versions = sorted({str(r.get("ontology_version")) for r in records})
     if len(versions) > 1:
-        raise ClinicalExportError(f"the records name {len(versions)} ontology versions ({', '.join(versions)}); "
-                                  "one SR declares one version of the coding scheme: predict them with one ontology")
+        raise ClinicalExportError(
+            f"the records name {len(versions)} ontology versions ({', '.join(versions)}); "
+            "one SR declares one version of the coding scheme: predict them with one ontology"
+        )
     patients = {str(e.get("PatientID", "")) for e in evidence}
     if len(patients) > 1:
-        raise ClinicalExportError(f"the key slices name {len(patients)} patients ({', '.join(sorted(patients))}) "
-                                  "in one study; refusing to mix them in one report")
+        raise ClinicalExportError(
+            f"the key slices name {len(patients)} patients ({', '.join(sorted(patients))}) "
+            "in one study; refusing to mix them in one report"
+        )
     model = model_of(records[0], record_where(records, 0))
     device = DeviceObserverIdentifyingAttributes(
         uid=uid_from("lesanet-model", model["name"], model["version"], model["checkpoint_sha256"]),
-        name=model["name"][:64], manufacturer_name=MANUFACTURER, model_name=model["name"][:64])
-    observation = ObservationContext(observer_device_context=ObserverContext(
-        observer_type=codes.DCM.Device, observer_identifying_attributes=device))
+        name=model["name"][:64],
+        manufacturer_name=MANUFACTURER,
+        model_name=model["name"][:64],
+    )
+    observation = ObservationContext(
+        observer_device_context=ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
+    )
     report = MeasurementReport(
         observation_context=observation,
         procedure_reported=CodedConcept(*_CT_PROCEDURE),
@@ -402,21 +454,14 @@ def measurement_report(records: Sequence[Mapping[str, Any]], onto: Any, instance
     return sr
 
 
-def write_sr(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], onto: Any,
-             instances: Mapping[str, Any]) -> Path:
+def write_sr(
+    records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], onto: Any, instances: Mapping[str, Any]
+) -> Path:
     """Write the SR of ``records`` to ``path`` atomically (temp file, then rename)."""
     sr = measurement_report(records, onto, instances)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         sr.save_as(tmp, enforce_file_format=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 
@@ -435,7 +480,9 @@ def records_by_study(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, li
     return studies, skipped
 
 
-def source_instances(records: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def source_instances(
+    records: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """The key slices' headers of DICOM ``records``, read from each record's source file
     or folder (or from ``folder`` when given: the series moved since prediction)."""
     by_path: dict[str, list[str]] = {}
@@ -448,8 +495,13 @@ def source_instances(records: Sequence[Mapping[str, Any]], folder: str | os.Path
     return found
 
 
-def write_sr_outputs(records: Sequence[Mapping[str, Any]], target: str | os.PathLike[str], onto: Any,
-                     per_study: bool = False, folder: str | os.PathLike[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
+def write_sr_outputs(
+    records: Sequence[Mapping[str, Any]],
+    target: str | os.PathLike[str],
+    onto: Any,
+    per_study: bool = False,
+    folder: str | os.PathLike[str] | None = None,
+) -> tuple[list[tuple[Path, int]], list[str]]:
     """SR files for the DICOM lesions of ``records``: ``target`` is the file (all lesions
     of one study), or with ``per_study`` a folder receiving ``<StudyInstanceUID>.dcm`` each.
 
@@ -471,12 +523,16 @@ def write_sr_outputs(records: Sequence[Mapping[str, Any]], target: str | os.Path
     return written, skipped
 
 
-def dicom_headers(records: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str] | None = None,
-                  required: bool = True) -> dict[str, Any]:
+def dicom_headers(
+    records: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str] | None = None, required: bool = True
+) -> dict[str, Any]:
     """Key-slice headers of the DICOM records (for FHIR's Patient / ImagingStudy);
     with ``required=False`` an unreadable source gives none rather than an error."""
-    dicom = [r for r in records if isinstance(r, Mapping) and isinstance(r.get("source"), Mapping)
-             and r["source"].get("sop_instance_uid")]
+    dicom = [
+        r
+        for r in records
+        if isinstance(r, Mapping) and isinstance(r.get("source"), Mapping) and r["source"].get("sop_instance_uid")
+    ]
     if not dicom:
         return {}
     try:

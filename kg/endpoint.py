@@ -13,23 +13,26 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import pyoxigraph as ox
 
 from kg import rdf, vocab
-from kg.records import OntologyLike, RecordError, iter_json_records
-from kg.results import QueryResult
 from kg.binding import Binding, bind_values
+from kg.errors import KgError
 from kg.rdf import chunked
+from kg.records import RecordError, iter_json_records
+from kg.results import QueryResult
 from kg.store import classify_json, rdf_format_for
+from ontology.errors import LesanetError
+from ontology.protocol import OntologyLike
 
 _RESULTS_JSON = "application/sparql-results+json"
 _NTRIPLES = "application/n-triples"
 
 
-class EndpointError(OSError):
+class EndpointError(LesanetError, OSError):
     """The server refused a request or could not be reached (message says which)."""
 
 
@@ -41,10 +44,12 @@ class SparqlEndpoint:
     ``token`` is sent as ``Authorization: Bearer`` on updates.
     """
 
-    def __init__(self, query_url: str, update_url: str | None = None, token: str | None = None, timeout: float = 120) -> None:
+    def __init__(
+        self, query_url: str, update_url: str | None = None, token: str | None = None, timeout: float = 120
+    ) -> None:
         parsed = urllib.parse.urlparse(query_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"not an http(s) SPARQL endpoint URL: {query_url!r}")
+            raise KgError(f"not an http(s) SPARQL endpoint URL: {query_url!r}")
         self.query_url = query_url
         self.update_url = update_url or re.sub(r"/(query|sparql)/?$", "/update", query_url)
         self.token = token
@@ -85,7 +90,9 @@ class SparqlEndpoint:
     def update(self, text: str) -> None:
         self._post(self.update_url, [("update", text)], "*/*", auth=True)
 
-    def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS, lines_per_request: int = 20_000) -> int:
+    def load_ntriples(
+        self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS, lines_per_request: int = 20_000
+    ) -> int:
         """Upload N-Triples lines into ``graph`` with ``INSERT DATA`` (N-Triples is valid
         SPARQL triple syntax); returns the number of lines sent."""
         target = str(to_oxigraph_iri(graph))
@@ -140,19 +147,25 @@ def upload_files(
             lines = rdf.prediction_ntriples(iter_json_records(path, file_errors), onto, file_errors)
             sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_PREDICTIONS)
         elif kind == "sentences":
-            lines = rdf.sentence_ntriples(iter_json_records(path, file_errors), onto, dataset=dataset, errors=file_errors)
+            lines = rdf.sentence_ntriples(
+                iter_json_records(path, file_errors), onto, dataset=dataset, errors=file_errors
+            )
             sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
         else:
             fmt = ox.RdfFormat.JSON_LD if kind == "json-ld" else rdf_format_for(path)
             by_graph: dict[str, list[str]] = {}
             try:
                 for item in ox.parse(path=str(path), format=fmt):
-                    g = item.graph_name.value if isinstance(item, ox.Quad) and isinstance(item.graph_name, ox.NamedNode) else None
+                    g = (
+                        item.graph_name.value
+                        if isinstance(item, ox.Quad) and isinstance(item.graph_name, ox.NamedNode)
+                        else None
+                    )
                     by_graph.setdefault(g or graph or vocab.GRAPH_PREDICTIONS, []).append(
                         f"{item.subject} {item.predicate} {item.object} .\n"
                     )
             except SyntaxError as exc:
-                raise ValueError(f"{path}: {exc}") from exc
+                raise KgError(f"{path}: {exc}") from exc
             sent[str(path)] = sum(endpoint.load_ntriples(lines, g) for g, lines in by_graph.items())
         if file_errors and errors is None:
             raise RecordError(f"{path}: {file_errors[0]}")

@@ -62,12 +62,20 @@ def stored_record(backend: Any, lesion_id: str, onto: Any, checkpoint: str | Non
     lesion = rdflib.URIRef(vocab.lesion_iri(lesion_id))
     rows = backend.query(_SOURCE_QUERY, {"lesion": lesion}).values()
     if not rows:
-        raise ClinicalExportError(f"lesion {lesion_id!r} is not in the store (see `lesanet kg find --counts`, "
-                                  "or load its predictions with `lesanet kg load`)")
+        raise ClinicalExportError(
+            f"lesion {lesion_id!r} is not in the store (see `lesanet kg find --counts`, "
+            "or load its predictions with `lesanet kg load`)"
+        )
     row = rows[0]
     source: dict[str, Any] = {"dataset": row["dataset"]}
-    for key, var in (("lesion_idx", "lesionIndex"), ("file", "file"), ("slice", "slice"),
-                     ("sop_instance_uid", "sop"), ("series_instance_uid", "series"), ("study_instance_uid", "study")):
+    for key, var in (
+        ("lesion_idx", "lesionIndex"),
+        ("file", "file"),
+        ("slice", "slice"),
+        ("sop_instance_uid", "sop"),
+        ("series_instance_uid", "series"),
+        ("study_instance_uid", "study"),
+    ):
         if row.get(var) is not None:
             source[key] = row[var]
     for key, var in (("box_px", "boxPx"), ("spacing_mm", "spacing"), ("center_mm", "centre")):
@@ -78,14 +86,20 @@ def stored_record(backend: Any, lesion_id: str, onto: Any, checkpoint: str | Non
     for label in labels:
         by_activity.setdefault(str(label["activity"]), []).append(label)
     if checkpoint:
-        by_activity = {a: rows for a, rows in by_activity.items() if str(rows[0].get("sha") or "").startswith(checkpoint)}
+        by_activity = {
+            a: rows for a, rows in by_activity.items() if str(rows[0].get("sha") or "").startswith(checkpoint)
+        }
     if not by_activity:
-        raise ClinicalExportError(f"lesion {lesion_id!r} has no scored labels in the store"
-                                  + (f" from a model with checkpoint {checkpoint}…" if checkpoint else ""))
+        raise ClinicalExportError(
+            f"lesion {lesion_id!r} has no scored labels in the store"
+            + (f" from a model with checkpoint {checkpoint}…" if checkpoint else "")
+        )
     if len(by_activity) > 1:
         shas = sorted(str(rows[0].get("sha") or "?")[:12] for rows in by_activity.values())
-        raise ClinicalExportError(f"lesion {lesion_id!r} was predicted by {len(by_activity)} models "
-                                  f"(checkpoints {', '.join(shas)}); choose one with --checkpoint SHA")
+        raise ClinicalExportError(
+            f"lesion {lesion_id!r} was predicted by {len(by_activity)} models "
+            f"(checkpoints {', '.join(shas)}); choose one with --checkpoint SHA"
+        )
     chosen = next(iter(by_activity.values()))
     first = chosen[0]
     model = {"name": first["modelName"]}
@@ -95,8 +109,20 @@ def stored_record(backend: Any, lesion_id: str, onto: Any, checkpoint: str | Non
     record_labels = []
     for item in chosen:
         term = onto.term(str(item["label"]))
-        record_labels.append({"label": term.name, "iri": str(term.iri), "score": float(item["score"]),
-                              "threshold": float(item["threshold"]), "decision": bool(item["decision"])})
+        record_labels.append(
+            {
+                "label": term.name,
+                "iri": str(term.iri),
+                "score": float(item["score"]),
+                "threshold": float(item["threshold"]),
+                "decision": bool(item["decision"]),
+            }
+        )
     record_labels.sort(key=lambda item: -item["score"])
-    return {"lesion_id": row["lesionId"], "source": source, "labels": record_labels, "model": model,
-            "ontology_version": first["ontologyVersion"]}
+    return {
+        "lesion_id": row["lesionId"],
+        "source": source,
+        "labels": record_labels,
+        "model": model,
+        "ontology_version": first["ontologyVersion"],
+    }

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from kg.clinical import (
     ClinicalExportError,
@@ -42,6 +41,7 @@ from kg.clinical import (
     model_of,
     record_where,
 )
+from ontology.files import write_text_atomic
 
 KG_SYSTEM = "https://w3id.org/lesanet/kg"  # the kg vocabulary (kg:score, kg:threshold)
 LESION_SYSTEM = "https://w3id.org/lesanet/data/lesion"  # lesion ids, as kg mints lesion IRIs
@@ -123,16 +123,21 @@ def _imaging_study(records: Sequence[Mapping[str, Any]], instances: Mapping[str,
             continue
         header = instances.get(str(source.get("sop_instance_uid")))
         modality = str(header.get("Modality", "CT")) if header is not None else "CT"  # vision reads CT only
-        entry = series.setdefault(uid, {"uid": uid, "modality": {"system": DICOM_DCM, "code": modality},
-                                        "instance": []})
+        entry = series.setdefault(
+            uid, {"uid": uid, "modality": {"system": DICOM_DCM, "code": modality}, "instance": []}
+        )
         sop = str(source.get("sop_instance_uid") or "")
         if header is not None and sop and all(i["uid"] != sop for i in entry["instance"]):
-            instance = {"uid": sop, "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{header.SOPClassUID}"}}
+            instance: dict[str, Any] = {
+                "uid": sop,
+                "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{header.SOPClassUID}"},
+            }
             if header.get("InstanceNumber") not in (None, ""):
                 instance["number"] = int(header.InstanceNumber)
             entry["instance"].append(instance)
     study: dict[str, Any] = {
-        "resourceType": "ImagingStudy", "status": "available",
+        "resourceType": "ImagingStudy",
+        "status": "available",
         "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid}"}],
         "subject": {"reference": subject},
     }
@@ -143,20 +148,27 @@ def _imaging_study(records: Sequence[Mapping[str, Any]], instances: Mapping[str,
     return study
 
 
-def bundle_dict(records: Sequence[Mapping[str, Any]], onto: Any, instances: Mapping[str, Any] | None = None,
-                issued: datetime | None = None) -> dict[str, Any]:
+def bundle_dict(
+    records: Sequence[Mapping[str, Any]],
+    onto: Any,
+    instances: Mapping[str, Any] | None = None,
+    issued: datetime | None = None,
+) -> dict[str, Any]:
     """The Bundle as JSON-ready data, before validation (see :func:`fhir_bundle`)."""
     from kg.dicom_sr import dicom_source
 
     if not records:
         raise ClinicalExportError("no prediction records to write as FHIR")
     instances = instances or {}
-    when = (issued or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    when = (issued or datetime.now(UTC)).isoformat(timespec="seconds")
     model = model_of(records[0], record_where(records, 0))
     device_id = _uuid("device", model["name"], model["version"], model["checkpoint_sha256"])
-    device: dict[str, Any] = {"resourceType": "Device", "id": device_id,
-                              "deviceName": [{"name": model["name"], "type": "model-name"}],
-                              "manufacturer": "LesaNet toolkit"}
+    device: dict[str, Any] = {
+        "resourceType": "Device",
+        "id": device_id,
+        "deviceName": [{"name": model["name"], "type": "model-name"}],
+        "manufacturer": "LesaNet toolkit",
+    }
     if model["version"]:
         device["version"] = [{"value": model["version"]}]
     if model["checkpoint_sha256"]:
@@ -186,10 +198,15 @@ def bundle_dict(records: Sequence[Mapping[str, Any]], onto: Any, instances: Mapp
         study = None
         if key.startswith("study:"):
             if subject is None:  # ImagingStudy needs a subject: the (unnamed) patient of the study
-                patient = {"resourceType": "Patient", "id": _uuid("patient", key),
-                           "text": {"status": "generated",
-                                    "div": '<div xmlns="http://www.w3.org/1999/xhtml">the patient of DICOM study '
-                                           f'{key[6:]} (its header names none)</div>'}}
+                patient = {
+                    "resourceType": "Patient",
+                    "id": _uuid("patient", key),
+                    "text": {
+                        "status": "generated",
+                        "div": '<div xmlns="http://www.w3.org/1999/xhtml">the patient of DICOM study '
+                        f"{key[6:]} (its header names none)</div>",
+                    },
+                }
                 resources.append(patient)
                 subject = f"urn:uuid:{patient['id']}"
             study = _imaging_study(members, instances, subject)
@@ -197,11 +214,15 @@ def bundle_dict(records: Sequence[Mapping[str, Any]], onto: Any, instances: Mapp
             resources.append(study)
         observations = []
         for i in indices:
-            observations.extend(_observations(records[i], record_where(records, i), onto, device_id, subject,
-                                              study["id"] if study else None, when))
+            observations.extend(
+                _observations(
+                    records[i], record_where(records, i), onto, device_id, subject, study["id"] if study else None, when
+                )
+            )
         resources.extend(observations)
         report: dict[str, Any] = {
-            "resourceType": "DiagnosticReport", "id": _uuid("report", key, model["checkpoint_sha256"]),
+            "resourceType": "DiagnosticReport",
+            "id": _uuid("report", key, model["checkpoint_sha256"]),
             "status": "preliminary",
             "category": [{"coding": [{"system": DIAGNOSTIC_SERVICE, "code": "RAD", "display": "Radiology"}]}],
             "code": {"text": f"{model['name']} lesion annotation"},
@@ -214,13 +235,24 @@ def bundle_dict(records: Sequence[Mapping[str, Any]], onto: Any, instances: Mapp
         if study:
             report["imagingStudy"] = [{"reference": f"urn:uuid:{study['id']}"}]
         resources.append(report)
-    return {"resourceType": "Bundle", "id": _uuid("bundle", *sorted(groups), when), "type": "collection",
-            "timestamp": when,
-            "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "id": _uuid("bundle", *sorted(groups), when),
+        "type": "collection",
+        "timestamp": when,
+        "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources],
+    }
 
 
-def _observations(record: Mapping[str, Any], where: str, onto: Any, device_id: str, subject: str | None,
-                  study_id: str | None, when: str) -> list[dict[str, Any]]:
+def _observations(
+    record: Mapping[str, Any],
+    where: str,
+    onto: Any,
+    device_id: str,
+    subject: str | None,
+    study_id: str | None,
+    when: str,
+) -> list[dict[str, Any]]:
     lesion_id = str(record.get("lesion_id") or "")
     if not lesion_id:
         raise ClinicalExportError(f"{where}: lesion_id is missing")
@@ -228,18 +260,26 @@ def _observations(record: Mapping[str, Any], where: str, onto: Any, device_id: s
     for label in decided_labels(record, onto, where):
         concept = _concept(label)
         obs: dict[str, Any] = {
-            "resourceType": "Observation", "id": _uuid("observation", lesion_id, label.iri, record.get("ontology_version", "")),
+            "resourceType": "Observation",
+            "id": _uuid("observation", lesion_id, label.iri, record.get("ontology_version", "")),
             "identifier": [{"system": LESION_SYSTEM, "value": f"{lesion_id}#{label.own.value}"}],
             "status": "preliminary",
             "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]}],
             "code": concept,
             "issued": when,
             "valueQuantity": _quantity(label.score),
-            "interpretation": [{"coding": [{"system": INTERPRETATION, "code": "POS", "display": "Positive"}],
-                                "text": f"decided (score {label.score:g}, threshold {label.threshold:g})"}],
-            "component": [{"code": {"coding": [{"system": KG_SYSTEM, "code": "threshold",
-                                                "display": "decision threshold"}]},
-                           "valueQuantity": _quantity(label.threshold)}],
+            "interpretation": [
+                {
+                    "coding": [{"system": INTERPRETATION, "code": "POS", "display": "Positive"}],
+                    "text": f"decided (score {label.score:g}, threshold {label.threshold:g})",
+                }
+            ],
+            "component": [
+                {
+                    "code": {"coding": [{"system": KG_SYSTEM, "code": "threshold", "display": "decision threshold"}]},
+                    "valueQuantity": _quantity(label.threshold),
+                }
+            ],
             "device": {"reference": f"urn:uuid:{device_id}"},
             "note": [{"text": f"lesion {lesion_id}{_where_text(_source(record))}; {label.category} label"}],
         }
@@ -291,8 +331,12 @@ def check_references(bundle: Mapping[str, Any]) -> None:
         walk(entry["resource"], f"{entry['resource']['resourceType']}/{entry['resource'].get('id')}")
 
 
-def fhir_bundle(records: Sequence[Mapping[str, Any]], onto: Any, instances: Mapping[str, Any] | None = None,
-                issued: datetime | None = None) -> Any:
+def fhir_bundle(
+    records: Sequence[Mapping[str, Any]],
+    onto: Any,
+    instances: Mapping[str, Any] | None = None,
+    issued: datetime | None = None,
+) -> Any:
     """The Bundle as a validated ``fhir.resources.R4B`` model (pydantic: a bad field raises)."""
     from fhir.resources.R4B.bundle import Bundle
     from pydantic import ValidationError
@@ -305,8 +349,12 @@ def fhir_bundle(records: Sequence[Mapping[str, Any]], onto: Any, instances: Mapp
         raise ClinicalExportError(f"FHIR Bundle does not validate: {str(exc).splitlines()[0]}") from None
 
 
-def write_fhir(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], onto: Any,
-               instances: Mapping[str, Any] | None = None) -> int:
+def write_fhir(
+    records: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    onto: Any,
+    instances: Mapping[str, Any] | None = None,
+) -> int:
     """Write the Bundle as JSON atomically; parsed back by the models before the rename.
     Returns the number of Observations."""
     from fhir.resources.R4B.bundle import Bundle
@@ -314,15 +362,5 @@ def write_fhir(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str
     bundle = fhir_bundle(records, onto, instances)
     text = json.dumps(json.loads(bundle.model_dump_json(exclude_none=True)), indent=2, ensure_ascii=False) + "\n"
     Bundle.model_validate_json(text)  # what is written reads back
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
     return sum(1 for e in bundle.entry or [] if e.resource.get_resource_type() == "Observation")

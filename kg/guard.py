@@ -16,6 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kg.errors import KgError
+from ontology.errors import LesanetError
+
 _MIB = 1 << 20
 
 
@@ -35,15 +38,15 @@ class QueryLimits:
     def __post_init__(self) -> None:
         for name in ("max_chars", "max_depth", "max_rows", "max_bytes", "max_memory_mib"):
             if getattr(self, name) < 1:
-                raise ValueError(f"query limit {name} must be >= 1, got {getattr(self, name)}")
+                raise KgError(f"query limit {name} must be >= 1, got {getattr(self, name)}")
         if not self.timeout_s > 0:
-            raise ValueError(f"query limit timeout_s must be > 0, got {self.timeout_s}")
+            raise KgError(f"query limit timeout_s must be > 0, got {self.timeout_s}")
 
 
 DEFAULT_LIMITS = QueryLimits()
 
 
-class QueryRejected(ValueError):
+class QueryRejected(LesanetError, ValueError):
     """A query refused before it ran; ``status`` is the HTTP status an endpoint answers."""
 
     def __init__(self, message: str, status: int = 400) -> None:
@@ -65,8 +68,8 @@ class QueryShape:
 # A keyword, prefixed name or number is one token, so ``ex:SERVICE`` is not the keyword.
 _TOKEN = re.compile(
     r'''(?P<string>"""(?:[^"\\]|\\.|"(?!""))*"""|\'\'\'(?:[^'\\]|\\.|'(?!''))*\'\'\''''
-    r'''|"(?:[^"\\\n\r]|\\.)*"|'(?:[^'\\\n\r]|\\.)*')'''
-    r'''|(?P<iri><[^<>"{}|^`\\\x00-\x20]*>)'''
+    r"""|"(?:[^"\\\n\r]|\\.)*"|'(?:[^'\\\n\r]|\\.)*')"""
+    r"""|(?P<iri><[^<>"{}|^`\\\x00-\x20]*>)"""
     r"|(?P<comment>#[^\n\r]*)"
     r"|(?P<variable>[?$][\w\u00B7-\uFFFF]*)"
     r"|(?P<name>[\w\u00B7-\uFFFF][\w\u00B7-\uFFFF\-.:%\\]*|:[\w\u00B7-\uFFFF\-.:%\\]*)"
@@ -111,7 +114,9 @@ def _local_depth(fragment: str) -> int:
     return deepest
 
 
-def check_sparql(text: str, limits: QueryLimits = DEFAULT_LIMITS, update: bool = False, option_prefix: str = "--") -> QueryShape:
+def check_sparql(
+    text: str, limits: QueryLimits = DEFAULT_LIMITS, update: bool = False, option_prefix: str = "--"
+) -> QueryShape:
     """Refuse ``text`` (raise :class:`QueryRejected` with the reason and the option that
     lifts the limit) when it is too long, nests too deep or fetches remote data."""
     what = "update" if update else "query"

@@ -20,12 +20,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from kg.errors import KgError
 from kg.guard import QueryLimits, check_sparql
 from kg.results import QueryResult, parse_results
 from kg.worker import MAX_FRAME
+from ontology.errors import LesanetError
 
 _POLL_S = 0.05
 _START_TIMEOUT_S = 120.0
@@ -33,7 +36,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
 
 
-class QueryFailed(ValueError):
+class QueryFailed(LesanetError, ValueError):
     """A query that did not give a result; ``status`` is the HTTP status to answer."""
 
     def __init__(self, message: str, status: int = 500) -> None:
@@ -253,7 +256,7 @@ class WorkerPool:
         self, store: str | Path, size: int, read_write: bool = False, log: Callable[[str], None] | None = None
     ) -> None:
         if size < 1:
-            raise ValueError(f"the worker pool needs at least 1 worker, got {size}")
+            raise KgError(f"the worker pool needs at least 1 worker, got {size}")
         self.size = size
         self._workers = [Worker(store, read_write, log) for _ in range(size)]
         self._idle: queue.Queue[Worker] = queue.Queue()
@@ -286,7 +289,9 @@ class WorkerPool:
                 if client_gone is not None and client_gone():
                     raise ClientGone() from None
                 if time.monotonic() > deadline:
-                    raise QueryFailed(f"all {self.size} query workers are busy (--workers); retry later", status=503) from None
+                    raise QueryFailed(
+                        f"all {self.size} query workers are busy (--workers); retry later", status=503
+                    ) from None
         try:
             return worker.ask(request, limits, client_gone)
         finally:
@@ -312,8 +317,14 @@ def run_query(
     Raises :class:`QueryFailed` for limits, crashes and errors the engine reports."""
     worker = Worker(store, respawn=False)
     try:
-        request = {"op": "query", "text": text, "graphs": graphs, "format": fmt,
-                   "max_rows": limits.max_rows, "max_bytes": limits.max_bytes}
+        request = {
+            "op": "query",
+            "text": text,
+            "graphs": graphs,
+            "format": fmt,
+            "max_rows": limits.max_rows,
+            "max_bytes": limits.max_bytes,
+        }
         header, body = worker.ask(request, limits)
     finally:
         worker.close()

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from itertools import chain
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
@@ -37,10 +37,10 @@ from rdflib.namespace import DCTERMS, OWL, PROV, RDF, RDFS, SKOS, XSD
 
 from kg import vocab
 from kg.dicom_refs import dicom_ntriples
+from kg.errors import KgError
 from kg.records import (
     LabelResolver,
     MinedSentence,
-    OntologyLike,
     Prediction,
     RecordError,
     numbered,
@@ -48,6 +48,8 @@ from kg.records import (
     parse_sentence,
 )
 from kg.vocab import KG, OA
+from ontology.files import write_text_atomic
+from ontology.protocol import OntologyLike
 
 # ----------------------------------------------------------------- N-Triples terms
 
@@ -122,7 +124,9 @@ def _activity_lines(activity_id: str, model: Mapping[str, Any], ontology_version
     onto_node = _minted(vocab.ontology_version_iri(ontology_version))
     yield _line(activity, _A, _p(PROV.Activity))
     yield _line(activity, _A, _p(KG.InferenceActivity))
-    yield _line(activity, _LABEL, _string(f"LesaNet inference with {model.get('name')} {model.get('version', '')}".strip()))
+    yield _line(
+        activity, _LABEL, _string(f"LesaNet inference with {model.get('name')} {model.get('version', '')}".strip())
+    )
     yield _line(activity, _p(PROV.used), model_node)
     yield _line(activity, _p(PROV.used), onto_node)
     yield _line(model_node, _A, _p(PROV.Entity))
@@ -238,7 +242,9 @@ def _prediction_text(pred: Prediction, activity_id: str) -> str:
     lesion = _minted(vocab.lesion_iri(pred.lesion_id))
     labels = pred.labels
     template, tails = _annotation_template(activity_id, labels.class_iris)
-    slots = tuple(chain.from_iterable(zip(labels.scores, labels.thresholds, map(tuple.__getitem__, tails, labels.decisions))))
+    slots = tuple(
+        chain.from_iterable(zip(labels.scores, labels.thresholds, map(tuple.__getitem__, tails, labels.decisions)))
+    )
     annotations = (template % slots).replace(_ID, vocab.id_path(pred.lesion_id))
     lines = list(_lesion_source_lines(pred))
     lines.append(annotations)
@@ -254,9 +260,7 @@ def _prediction_text(pred: Prediction, activity_id: str) -> str:
     return "".join(lines)
 
 
-def prediction_ntriples(
-    records: Iterable[Any], onto: OntologyLike, errors: list[str] | None = None
-) -> Iterator[str]:
+def prediction_ntriples(records: Iterable[Any], onto: OntologyLike, errors: list[str] | None = None) -> Iterator[str]:
     """N-Triples text for prediction records (docs/architecture.md format): each item is
     one or more whole lines (a record's ~1,400 triples come as one string).
 
@@ -414,23 +418,23 @@ def ntriples_to_graph(lines: Iterable[str], graph: Graph | None = None) -> Graph
 
     def term(node: Any) -> Any:
         if isinstance(node, ox.NamedNode):
-            found = iris.get(node.value)
-            if found is None:
-                found = iris[node.value] = URIRef(node.value)
-            return found
+            iri = iris.get(node.value)
+            if iri is None:
+                iri = iris[node.value] = URIRef(node.value)
+            return iri
         if isinstance(node, ox.Literal):
             key = (node.value, node.datatype.value, node.language)
-            found = literals.get(key)
-            if found is None:
+            literal = literals.get(key)
+            if literal is None:
                 if node.language:
-                    found = Literal(node.value, lang=node.language)
+                    literal = Literal(node.value, lang=node.language)
                 elif node.datatype.value == _XSD_STRING:  # rdflib's plain literal
-                    found = Literal(node.value)
+                    literal = Literal(node.value)
                 else:
-                    found = Literal(node.value, datatype=URIRef(node.datatype.value))
+                    literal = Literal(node.value, datatype=URIRef(node.datatype.value))
                 if len(literals) < 100_000:
-                    literals[key] = found
-            return found
+                    literals[key] = literal
+            return literal
         return BNode(node.value)
 
     for chunk in chunked(lines, 50_000):
@@ -484,13 +488,13 @@ def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
     if fmt:
         fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
         if fmt not in FORMATS:
-            raise ValueError(f"unknown RDF format {fmt!r}; use one of {', '.join(FORMATS)}")
+            raise KgError(f"unknown RDF format {fmt!r}; use one of {', '.join(FORMATS)}")
         return fmt
     suffix = Path(path).suffix.lower()
     for name, (_serializer, suffixes) in FORMATS.items():
         if suffix in suffixes:
             return name
-    raise ValueError(f"cannot tell the RDF format of {path} from its suffix; use .ttl, .nt or .jsonld, or give the format")
+    raise KgError(f"cannot tell the RDF format of {path} from its suffix; use .ttl, .nt or .jsonld, or give the format")
 
 
 def turtle_from_ntriples(ntriples: str) -> str:
@@ -502,7 +506,9 @@ def turtle_from_ntriples(ntriples: str) -> str:
     )
     # No prefix for data IRIs: their local parts hold '/', which Turtle would escape.
     prefixes = {k: v for k, v in vocab.PREFIXES.items() if k != "data"}
-    return ox.serialize(triples, format=ox.RdfFormat.TURTLE, prefixes=prefixes).decode("utf-8")
+    text = ox.serialize(triples, format=ox.RdfFormat.TURTLE, prefixes=prefixes)
+    assert text is not None  # serialize returns the bytes when given no output
+    return text.decode("utf-8")
 
 
 def serialize_graph(graph: Graph, fmt: str) -> str:
@@ -515,18 +521,6 @@ def serialize_graph(graph: Graph, fmt: str) -> str:
     if fmt == "nt":
         return "".join(sorted(ntriples.splitlines(keepends=True)))
     return turtle_from_ntriples(ntriples)
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_rdf(
@@ -545,17 +539,17 @@ def write_rdf(
     fmt = format_for(target, fmt)
     if isinstance(graph_or_records, Graph):
         text = serialize_graph(graph_or_records, fmt)
-        _write_atomic(target, lambda handle: handle.write(text))
+        write_text_atomic(target, text)
         return len(graph_or_records)
     if onto is None:
-        raise ValueError("write_rdf needs the ontology to convert prediction records")
+        raise KgError("write_rdf needs the ontology to convert prediction records")
     if fmt == "json-ld":
         graph = predictions_to_graph(graph_or_records, onto, errors)
         text = serialize_graph(graph, fmt)
-        _write_atomic(target, lambda handle: handle.write(text))
+        write_text_atomic(target, text)
         return len(graph)
     lines = list(prediction_ntriples(graph_or_records, onto, errors))
     ntriples = "".join(lines)
     text = "".join(sorted(ntriples.splitlines(keepends=True))) if fmt == "nt" else turtle_from_ntriples(ntriples)
-    _write_atomic(target, lambda handle: handle.write(text))
+    write_text_atomic(target, text)
     return ntriples.count("\n")

@@ -11,35 +11,17 @@ import json
 import math
 import re
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Protocol
+from typing import Any
+
+from ontology.errors import LesanetError
+from ontology.protocol import OntologyLike
 
 
-class RecordError(ValueError):
+class RecordError(LesanetError, ValueError):
     """A record that cannot be converted; the message names the record and the field."""
-
-
-class TermLike(Protocol):
-    name: str
-    iri: str
-
-
-class OntologyLike(Protocol):
-    """The part of ``ontology.Ontology`` that kg uses (see docs/architecture.md)."""
-
-    version: str
-
-    @property
-    def terms(self) -> Mapping[str, Any]: ...
-
-    def term(self, name_or_iri: str) -> TermLike: ...
-
-    def parents(self, name: str) -> set[str]: ...
-
-    def exclusive(self, name: str) -> set[str]: ...
-
-    def iri(self, name: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +118,9 @@ def _check_text(value: Any, raw: str, where: str) -> None:
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise RecordError(f"{where}: a string holds a lone surrogate ({exc.object[exc.start]!r}), which is not text") from exc
+            raise RecordError(
+                f"{where}: a string holds a lone surrogate ({exc.object[exc.start]!r}), which is not text"
+            ) from exc
 
 
 def _decode_one(raw: str, where: str) -> Any:
@@ -304,13 +288,13 @@ class _ArrayReader:
                 reason = exc.msg.removesuffix(" at")
                 raise _Fatal(f"line {line}: not valid JSON ({reason}); the records after it are not read") from exc
             except (RecursionError, ValueError) as exc:
-                end = _skip_value(self._buffer, start)
-                if end is None:
+                skipped_to = _skip_value(self._buffer, start)
+                if skipped_to is None:
                     if self._more(chunk):
                         chunk = min(chunk * 2, MAX_LINE_BYTES)
                         continue
                     raise _Fatal(f"{where}: not valid JSON; the records after it are not read") from exc
-                self._pos = end
+                self._pos = skipped_to
                 reason = "JSON nested too deep" if isinstance(exc, RecursionError) else _value_error_reason(exc)
                 raise RecordError(f"{where}: {reason}") from exc
             if end == len(self._buffer) and self._more(chunk):
@@ -502,7 +486,9 @@ def parse_prediction(record: Any, resolver: LabelResolver, where: str) -> Predic
         if not isinstance(item, Mapping):
             raise RecordError(f"{at} must be an object")
         neighbors.append(
-            Neighbor(_string(item.get("lesion_id"), f"{at}.lesion_id"), _number(item.get("distance"), f"{at}.distance", 0))
+            Neighbor(
+                _string(item.get("lesion_id"), f"{at}.lesion_id"), _number(item.get("distance"), f"{at}.distance", 0)
+            )
         )
     return Prediction(
         lesion_id=lesion_id,

@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from rdflib.namespace import XSD
 
+from kg.errors import KgError
 from kg.vocab import PREFIXES
 
 Cell = dict[str, str]
@@ -80,7 +82,7 @@ class QueryResult:
             return self.to_csv()
         if fmt == "table":
             return self.to_table()
-        raise ValueError(f"unknown result format {fmt!r}; use table, csv or json")
+        raise KgError(f"unknown result format {fmt!r}; use table, csv or json")
 
 
 def cell_value(cell: Cell) -> Any:
@@ -106,7 +108,7 @@ def short_form(cell: Cell) -> str:
     if cell.get("type") == "uri":
         for prefix, namespace in PREFIXES.items():
             if value.startswith(namespace) and len(value) > len(namespace):
-                return f"{prefix}:{value[len(namespace):]}"
+                return f"{prefix}:{value[len(namespace) :]}"
         return f"<{value}>"
     if cell.get("type") == "bnode":
         return f"_:{value}"

@@ -31,15 +31,17 @@ import socket
 import sys
 import threading
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, TextIO
 
 import pyoxigraph as ox
 
+from kg.errors import KgError
 from kg.guard import DEFAULT_LIMITS, QueryLimits, QueryRejected, check_sparql
 from kg.pool import ClientGone, QueryFailed, WorkerPool
 
@@ -62,7 +64,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         for name in ("workers", "max_connections", "max_update_bytes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"kg serve: {name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise KgError(f"kg serve: {name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
     @property
     def max_query_bytes(self) -> int:
@@ -101,7 +103,9 @@ class HttpError(Exception):
     """A request answered with an error status and a one-line reason. ``close``: the
     request body was not read, so the connection cannot carry another request."""
 
-    def __init__(self, status: int, message: str, close: bool = False, headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, close: bool = False, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = int(status)
         self.close = close
@@ -113,12 +117,12 @@ class HttpError(Exception):
 
 @dataclass(frozen=True)
 class Route:
-    handler: Callable[["SparqlServer", Request], Response]
+    handler: Callable[[SparqlServer, Request], Response]
     methods: tuple[str, ...]
-    max_body: Callable[["SparqlServer"], int]
+    max_body: Callable[[SparqlServer], int]
     # Runs on the headers before the body is read (authorisation), so a refused client
     # cannot make the server read a large body.
-    admit: Callable[["SparqlServer", Message], None] | None = None
+    admit: Callable[[SparqlServer, Message], None] | None = None
 
 
 # ----------------------------------------------------------------- the server
@@ -128,8 +132,12 @@ class SparqlServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, pool: WorkerPool, port: int, token: str | None, config: ServerConfig,
-        routes: Mapping[str, "Route"] | None = None,
+        self,
+        pool: WorkerPool,
+        port: int,
+        token: str | None,
+        config: ServerConfig,
+        routes: Mapping[str, Route] | None = None,
     ) -> None:
         self.pool = pool
         self.token = token
@@ -197,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
     default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
-        self.timeout = self.server.config.idle_timeout_s  # socket timeout of this connection
+        self.timeout = self.server.config.idle_timeout_s  # type: ignore[misc]  # socket timeout of this connection
         super().setup()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
@@ -224,7 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         except Exception as exc:  # noqa: BLE001 - one line in the log, a 500 to the client
-            _log(f"kg serve: internal error on {_printable(self.requestline)[:200]}: {type(exc).__name__}: {_printable(str(exc))[:200]}")
+            _log(
+                f"kg serve: internal error on {_printable(self.requestline)[:200]}: {type(exc).__name__}: {_printable(str(exc))[:200]}"
+            )
             response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__})\n".encode())
             self.close_connection = True
         self._send(response)
@@ -237,10 +247,13 @@ class _Handler(BaseHTTPRequestHandler):
         route = self.server.routes.get(split.path)
         if route is None:
             browser = " or the lesion browser at /" if "/" in self.server.routes else ""
-            raise HttpError(HTTPStatus.NOT_FOUND, f"no such path; use {' or '.join(ROUTES)} (SPARQL 1.1 Protocol){browser}")
+            raise HttpError(
+                HTTPStatus.NOT_FOUND, f"no such path; use {' or '.join(ROUTES)} (SPARQL 1.1 Protocol){browser}"
+            )
         if method not in route.methods:
             raise HttpError(
-                HTTPStatus.METHOD_NOT_ALLOWED, f"{split.path} takes {' or '.join(route.methods)}",
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"{split.path} takes {' or '.join(route.methods)}",
                 headers=[("Allow", ", ".join(route.methods))],
             )
         if route.admit is not None:
@@ -267,18 +280,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self, limit: int) -> bytes:
         if self.headers.get("Transfer-Encoding") is not None:
-            raise HttpError(HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not supported; send Content-Length", close=True)
+            raise HttpError(
+                HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not supported; send Content-Length", close=True
+            )
         lengths = self.headers.get_all("Content-Length") or []
         if not lengths:
             return b""
         values = {value.strip() for value in lengths}
         if len(values) != 1 or not _CONTENT_LENGTH.fullmatch(next(iter(values))):
             shown = _printable(", ".join(lengths))[:60]
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"Content-Length must be one non-negative integer, got {shown!r}", close=True)
+            raise HttpError(
+                HTTPStatus.BAD_REQUEST, f"Content-Length must be one non-negative integer, got {shown!r}", close=True
+            )
         length = int(next(iter(values)))
         if length > limit:
             raise HttpError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body of {length:,} bytes is over the limit of {limit:,}", close=True
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"request body of {length:,} bytes is over the limit of {limit:,}",
+                close=True,
             )
         try:
             body = self.rfile.read(length)
@@ -354,14 +373,24 @@ def answer_query(server: SparqlServer, request: Request) -> Response:
         try:
             ox.NamedNode(graph)
         except ValueError as exc:
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"default-graph-uri is not an IRI: {_printable(graph)[:100]!r}") from exc
+            raise HttpError(
+                HTTPStatus.BAD_REQUEST, f"default-graph-uri is not an IRI: {_printable(graph)[:100]!r}"
+            ) from exc
     accept = request.headers.get("Accept") or ""
     fmt = "csv" if "text/csv" in accept and "json" not in accept else "json"
     limits = server.config.limits
-    header, body = _run(server, request, {
-        "op": "query", "text": text, "graphs": graphs, "format": fmt,
-        "max_rows": limits.max_rows, "max_bytes": limits.max_bytes,
-    })
+    header, body = _run(
+        server,
+        request,
+        {
+            "op": "query",
+            "text": text,
+            "graphs": graphs,
+            "format": fmt,
+            "max_rows": limits.max_rows,
+            "max_bytes": limits.max_bytes,
+        },
+    )
     if not header.get("ok"):
         raise HttpError(int(header.get("status", 500)), str(header.get("message")))
     return Response(HTTPStatus.OK, body, str(header["content_type"]))
@@ -373,8 +402,11 @@ def admit_update(server: SparqlServer, headers: Message) -> None:
     given = headers.get("Authorization") or ""
     expected = f"Bearer {server.token}"
     if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
-        raise HttpError(HTTPStatus.UNAUTHORIZED, "updates need 'Authorization: Bearer <token>'",
-                        headers=[("WWW-Authenticate", "Bearer")])
+        raise HttpError(
+            HTTPStatus.UNAUTHORIZED,
+            "updates need 'Authorization: Bearer <token>'",
+            headers=[("WWW-Authenticate", "Bearer")],
+        )
 
 
 def apply_update(server: SparqlServer, request: Request) -> Response:
@@ -386,8 +418,13 @@ def apply_update(server: SparqlServer, request: Request) -> Response:
     limits = server.config.limits
     try:
         # Token holders may send long INSERT DATA: the size limit is the body's.
-        check_sparql(text, QueryLimits(max_chars=server.config.max_update_bytes, max_depth=limits.max_depth,
-                                       allow_service=limits.allow_service), update=True)
+        check_sparql(
+            text,
+            QueryLimits(
+                max_chars=server.config.max_update_bytes, max_depth=limits.max_depth, allow_service=limits.allow_service
+            ),
+            update=True,
+        )
     except QueryRejected as exc:
         raise HttpError(exc.status, str(exc)) from exc
     header, _ = _run(server, request, {"op": "update", "text": text})
@@ -431,7 +468,8 @@ def serve(
             f"serving {server.url} ({mode}); updates at http://{HOST}:{server.server_address[1]}/update; "
             f"limits per query: {limits.timeout_s:g} s, {limits.max_rows:,} rows, {limits.max_bytes >> 20} MiB, "
             f"{limits.max_memory_mib} MiB memory, SERVICE {'allowed' if limits.allow_service else 'refused'}",
-            file=announce, flush=True,
+            file=announce,
+            flush=True,
         )
         if pages:
             print(f"lesion browser at http://{HOST}:{server.server_address[1]}/", file=announce, flush=True)

@@ -10,31 +10,38 @@ from __future__ import annotations
 
 import io
 import json
-from itertools import chain, islice
 import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Protocol, cast
 
 import pyoxigraph as ox
 import rdflib
+from rdflib.query import ResultRow
 from rdflib.term import Identifier
 
 from kg import rdf, vocab
 from kg.binding import Binding, bind_values, to_rdflib
-from kg.records import OntologyLike, RecordError, iter_json_records
+from kg.errors import KgError
+from kg.records import RecordError, iter_json_records
 from kg.results import Cell, QueryResult
+from ontology.errors import LesanetError
+from ontology.protocol import OntologyLike
 
 _LINES_PER_CHUNK = 20_000
 _LINES_PER_BULK_LOAD = 200_000
 
 
-class ResultTooLarge(ValueError):
+class ResultTooLarge(LesanetError, ValueError):
     """A user query's result passed its row or byte limit (the message names the option)."""
 
 
 def _too_large(max_rows: int | None, max_bytes: int | None, rows_left: int, unit: str) -> None:
     if max_rows is not None and rows_left < 0:
-        raise ResultTooLarge(f"the result has more than {max_rows:,} {unit} (--max-rows); add LIMIT or narrow the query")
+        raise ResultTooLarge(
+            f"the result has more than {max_rows:,} {unit} (--max-rows); add LIMIT or narrow the query"
+        )
     raise ResultTooLarge(f"the result is over {max_bytes:,} bytes (--max-bytes); add LIMIT or select fewer variables")
 
 
@@ -118,7 +125,7 @@ def rdf_format_for(path: Path) -> ox.RdfFormat:
     """The RDF syntax of a file from its suffix."""
     fmt = _RDF_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown RDF suffix {path.suffix!r}; use .ttl .nt .nq .trig .jsonld .owl .rdf")
+        raise KgError(f"{path}: unknown RDF suffix {path.suffix!r}; use .ttl .nt .nq .trig .jsonld .owl .rdf")
     return fmt
 
 
@@ -192,7 +199,9 @@ class LesionStore:
             self._store = ox.Store()
         elif read_only:
             if not self.path.is_dir():
-                raise FileNotFoundError(f"no store at {self.path}; create it with `lesanet kg load FILE --store {self.path}`")
+                raise FileNotFoundError(
+                    f"no store at {self.path}; create it with `lesanet kg load FILE --store {self.path}`"
+                )
             self._store = ox.Store.read_only(str(self.path))
         else:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -213,7 +222,9 @@ class LesionStore:
             batch = chain([first], islice(chunks, _LINES_PER_BULK_LOAD // _LINES_PER_CHUNK - 1))
             reader = _ChunkReader(batch)
             self._store.bulk_load(
-                io.BufferedReader(reader, buffer_size=1 << 20), format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode(graph)
+                io.BufferedReader(reader, buffer_size=1 << 20),
+                format=ox.RdfFormat.N_TRIPLES,
+                to_graph=ox.NamedNode(graph),
             )
             total += reader.lines
         return total
@@ -243,7 +254,9 @@ class LesionStore:
         for graph in (vocab.GRAPH_ONTOLOGY, vocab.GRAPH_ONTOLOGY_INFERRED):
             self._store.clear_graph(ox.NamedNode(graph))
         turtle = onto.serialize("ttl")  # type: ignore[attr-defined]
-        self._store.bulk_load(turtle.encode("utf-8"), format=ox.RdfFormat.TURTLE, to_graph=ox.NamedNode(vocab.GRAPH_ONTOLOGY))
+        self._store.bulk_load(
+            turtle.encode("utf-8"), format=ox.RdfFormat.TURTLE, to_graph=ox.NamedNode(vocab.GRAPH_ONTOLOGY)
+        )
         inferred = self.load_ntriples(rdf.ontology_inferred_ntriples(onto), vocab.GRAPH_ONTOLOGY_INFERRED)
         return self.count(vocab.GRAPH_ONTOLOGY) + inferred
 
@@ -266,12 +279,12 @@ class LesionStore:
         or nothing) is reported there as ``FILE: line N …: reason`` and the rest is
         loaded; without it, the first one raises :class:`RecordError` after its file.
         """
-        paths = [Path(p) for p in paths]
-        for path in paths:  # all named files must exist before anything is loaded
+        files = [Path(p) for p in paths]
+        for path in files:  # all named files must exist before anything is loaded
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such file")
         loaded: dict[str, int] = {}
-        for path in paths:
+        for path in files:
             file_errors = _Prefixed(errors, str(path))
             loaded[str(path)] = self._load_file(path, graph, onto, file_errors, dataset)
             if errors is None and file_errors.count:
@@ -279,13 +292,13 @@ class LesionStore:
         return loaded
 
     def _load_file(
-        self, path: Path, graph: str | None, onto: OntologyLike | None, file_errors: "_Prefixed", dataset: str
+        self, path: Path, graph: str | None, onto: OntologyLike | None, file_errors: _Prefixed, dataset: str
     ) -> int:
         if path.suffix.lower() in (".json", ".jsonl"):
             kind = classify_json(path)
             if kind != "json-ld":
                 if onto is None:
-                    raise ValueError(f"{path}: converting {kind} records needs the ontology")
+                    raise KgError(f"{path}: converting {kind} records needs the ontology")
                 records = iter_json_records(path, file_errors)  # type: ignore[arg-type]
                 if kind == "predictions":
                     return self.load_records(records, onto, file_errors)  # type: ignore[arg-type]
@@ -341,7 +354,7 @@ class LesionStore:
             )
             return self._store.query(text, prefixes=vocab.PREFIXES, **dataset)
         except SyntaxError as exc:
-            raise ValueError(f"SPARQL syntax error: {exc}") from exc
+            raise KgError(f"SPARQL syntax error: {exc}") from exc
 
     @staticmethod
     def _collect(result: Any, max_rows: int | None, max_bytes: int | None) -> QueryResult:
@@ -350,7 +363,7 @@ class LesionStore:
         if isinstance(result, ox.QueryBoolean):
             return QueryResult(boolean=bool(result))
         limited = max_rows is not None and max_bytes is not None
-        rows_left, bytes_left = (max_rows, max_bytes) if limited else (0, 0)
+        rows_left, bytes_left = (max_rows or 0, max_bytes or 0) if limited else (0, 0)
         if isinstance(result, ox.QueryTriples):
             lines = []
             for triple in result:
@@ -452,10 +465,10 @@ class RdflibStore:
         if result.type == "ASK":
             return QueryResult(boolean=bool(result.askAnswer))
         if result.type in ("CONSTRUCT", "DESCRIBE"):
-            return QueryResult(ntriples=result.serialize(format="nt").decode("utf-8"))
-        variables = [str(v) for v in result.vars]
+            return QueryResult(ntriples=(result.serialize(format="nt") or b"").decode("utf-8"))
+        variables = [str(v) for v in result.vars or ()]
         rows = [
-            {var: _rdflib_cell(row[i]) for i, var in enumerate(variables) if row[i] is not None} for row in result
+            {var: _rdflib_cell(row[i]) for i, var in enumerate(variables) if row[i] is not None}
+            for row in cast(Iterable[ResultRow], result)
         ]
         return QueryResult(variables=variables, rows=rows)
-

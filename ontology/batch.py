@@ -18,17 +18,21 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from ontology.errors import LesanetError
+
 EXIT_OK = 0
 EXIT_NOTHING_DONE = 1  # also the code of any one-line error
 EXIT_SOME_FAILED = 3
 
-EXIT_RULE = ("exit 0 when every record succeeded, 3 when some failed (each reported with file and line or row, "
-             "then a summary line; the rest is written), 1 when none succeeded")
+EXIT_RULE = (
+    "exit 0 when every record succeeded, 3 when some failed (each reported with file and line or row, "
+    "then a summary line; the rest is written), 1 when none succeeded"
+)
 
 DEFAULT_MESSAGES = 20  # bad-record messages shown before the rest are only counted
 
 
-class RecordError(ValueError):
+class RecordError(LesanetError, ValueError):
     """One input record that cannot be used; the message says why (the caller adds where)."""
 
 
@@ -90,7 +94,9 @@ def decode_json_line(raw: bytes | str) -> Any:
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise RecordError(f"a string holds a lone surrogate ({exc.object[exc.start]!r}), which is not text") from None
+            raise RecordError(
+                f"a string holds a lone surrogate ({exc.object[exc.start]!r}), which is not text"
+            ) from None
         except RecursionError:
             raise RecordError("JSON nested too deep to read") from None
     return value

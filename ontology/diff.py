@@ -58,10 +58,14 @@ class OntologyDiff:
             out += [f"changed: {change.name}: {c}" for c in change.changes]
         if self.downstream is not None:
             d = self.downstream
-            out.append(f"labels ({d['labels_file']}): {len(d['labels_changing_meaning'])} of {d['n_labels']} change meaning")
+            out.append(
+                f"labels ({d['labels_file']}): {len(d['labels_changing_meaning'])} of {d['n_labels']} change meaning"
+            )
             out += [f"  {name}: {'; '.join(why)}" for name, why in d["labels_changing_meaning"].items()]
-            out.append(f"training lesions: {d['train_lesions_targets_changed']} of {d['n_train_lesions']} get other "
-                       f"expanded targets, {d['train_lesions_exclusive_changed']} other exclusive pairs")
+            out.append(
+                f"training lesions: {d['train_lesions_targets_changed']} of {d['n_train_lesions']} get other "
+                f"expanded targets, {d['train_lesions_exclusive_changed']} other exclusive pairs"
+            )
         for item in self.staleness:
             out.append(f"{item['kind']} {item['path']}: {item['verdict']}")
         return out
@@ -113,7 +117,9 @@ def diff_ontologies(old: Ontology, new: Ontology) -> OntologyDiff:
         new_excl = {y if x == b.name else x for x, y in new.stated_exclusions if b.name in (x, y)}
         changes += _set_change("stated exclusions", in_new(old_excl), new_excl)
         if in_new(a.composite_of) != set(b.composite_of):
-            changes.append(f"composite {' ⊓ '.join(a.composite_of) or 'none'} -> {' ⊓ '.join(b.composite_of) or 'none'}")
+            changes.append(
+                f"composite {' ⊓ '.join(a.composite_of) or 'none'} -> {' ⊓ '.join(b.composite_of) or 'none'}"
+            )
         if a.lesanet_index != b.lesanet_index:
             changes.append(f"LesaNet index {a.lesanet_index} -> {b.lesanet_index}")
         if a.count != b.count:
@@ -160,7 +166,9 @@ def label_effect(old: Ontology, new: Ontology, labels_json: str | Path) -> dict:
     in_new = {n: _resolve(new, n) for n in term_list}
     unknown_old = [n for n, v in in_old.items() if v is None]
     if unknown_old:
-        raise OntologyError(f"{path}: labels {', '.join(unknown_old[:5])} are not in the OLD ontology; give the one it was made with")
+        raise OntologyError(
+            f"{path}: labels {', '.join(unknown_old[:5])} are not in the OLD ontology; give the one it was made with"
+        )
     members = set(term_list)
 
     def restricted(onto: Ontology, names: Iterable[str | None]) -> set[str]:
@@ -170,6 +178,7 @@ def label_effect(old: Ontology, new: Ontology, labels_json: str | Path) -> dict:
     for name in term_list:
         why: list[str] = []
         a, b = in_old[name], in_new[name]
+        assert a is not None  # unknown OLD labels were refused above
         if b is None:
             meaning[name] = ["not a term of NEW"]
             continue
@@ -185,8 +194,10 @@ def label_effect(old: Ontology, new: Ontology, labels_json: str | Path) -> dict:
         if why:
             meaning[name] = why
 
-    def targets(onto: Ontology, resolved: dict[str, str | None], ids: list[int], cache: dict) -> tuple[frozenset, frozenset]:
-        names = frozenset(resolved[term_list[i]] for i in ids if resolved[term_list[i]] is not None)
+    def targets(
+        onto: Ontology, resolved: dict[str, str | None], ids: list[int], cache: dict
+    ) -> tuple[frozenset, frozenset]:
+        names = frozenset(n for n in (resolved[term_list[i]] for i in ids) if n is not None)
         if names not in cache:
             expanded = frozenset(restricted(onto, onto.expand(names)))
             exclusive = frozenset((p, x) for p in expanded for x in onto.exclusive(p) if x in members)
@@ -230,4 +241,10 @@ def staleness(kind: str, directory: str | Path, old: Ontology, new: Ontology) ->
         verdict = f"stale: built with OLD {old.version}; NEW is {new.version}"
     else:
         verdict = f"stale: built with {recorded}, neither OLD nor NEW; NEW is {new.version}"
-    return {"kind": kind, "path": str(folder), "recorded": recorded, "stale": recorded != new.version, "verdict": verdict}
+    return {
+        "kind": kind,
+        "path": str(folder),
+        "recorded": recorded,
+        "stale": recorded != new.version,
+        "verdict": verdict,
+    }

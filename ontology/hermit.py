@@ -35,6 +35,8 @@ def hermit_unsatisfiable(rdf: Graph, source: str) -> HermitResult:
                 owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
         except owlready2.OwlReadyInconsistentOntologyError:
             return HermitResult(False, frozenset())
-        unsatisfiable = frozenset(c.iri for c in world.inconsistent_classes() if c.iri != "http://www.w3.org/2002/07/owl#Nothing")
+        unsatisfiable = frozenset(
+            c.iri for c in world.inconsistent_classes() if c.iri != "http://www.w3.org/2002/07/owl#Nothing"
+        )
     world.close()
     return HermitResult(True, unsatisfiable)

@@ -23,8 +23,6 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.collection import Collection
 
 from ontology.errors import OntologyError, UnknownLabelError
-from ontology.safexml import UnsafeXMLError, check_xml
-from ontology.sssom import Mapping, add_mappings_to_graph, mappings_in_graph, read_sssom
 from ontology.reasoning import (
     Pair,
     add_composite_exclusions,
@@ -35,6 +33,8 @@ from ontology.reasoning import (
     reduced_pairs_within,
     unsatisfiable_terms,
 )
+from ontology.safexml import UnsafeXMLError, check_xml
+from ontology.sssom import Mapping, add_mappings_to_graph, mappings_in_graph, read_sssom
 from ontology.vocab import (
     CATEGORIES,
     CATEGORY,
@@ -83,7 +83,11 @@ class CheckReport:
 
     def lines(self) -> list[str]:
         verdict = "consistent and coherent" if self.ok else f"{len(self.problems)} problem(s)"
-        return [f"{self.source}: {verdict}", *(f"  problem: {p}" for p in self.problems), *(f"  {n}" for n in self.notes)]
+        return [
+            f"{self.source}: {verdict}",
+            *(f"  problem: {p}" for p in self.problems),
+            *(f"  {n}" for n in self.notes),
+        ]
 
 
 def _read_rdf(path: Path) -> Graph:
@@ -142,8 +146,9 @@ def _integer(value: object, source: str, name: str, what: str) -> int | None:
         return None
     lexical = str(value).strip()
     if not isinstance(value, Literal) or not _XSD_INTEGER.fullmatch(lexical):
-        raise OntologyError(f"{source}: class {name!r}: {what} {lexical[:40]!r} is not an integer (xsd:integer); "
-                            "correct the annotation")
+        raise OntologyError(
+            f"{source}: class {name!r}: {what} {lexical[:40]!r} is not an integer (xsd:integer); correct the annotation"
+        )
     return int(lexical)
 
 
@@ -229,9 +234,13 @@ class Ontology:
             name = str(label)
             category = str(g.value(subject, CATEGORY))
             if category not in CATEGORIES:
-                raise OntologyError(f"{self.source}: class {name!r} has category {category!r}; expected one of {', '.join(CATEGORIES)}")
+                raise OntologyError(
+                    f"{self.source}: class {name!r} has category {category!r}; expected one of {', '.join(CATEGORIES)}"
+                )
             if name in self.terms:
-                raise OntologyError(f"{self.source}: two classes share the label {name!r} ({self.terms[name].iri}, {subject})")
+                raise OntologyError(
+                    f"{self.source}: two classes share the label {name!r} ({self.terms[name].iri}, {subject})"
+                )
             synonyms = {str(s) for p in (SKOS.altLabel, OBO_EXACT_SYNONYM) for s in g.objects(subject, p)}
             index = _integer(g.value(subject, LESANET_INDEX), self.source, name, "lesion:lesanetIndex")
             count = _integer(g.value(subject, OCCURRENCES), self.source, name, "lesion:deeplesionOccurrences")
@@ -263,7 +272,9 @@ class Ontology:
                 continue
             names = [self._name_of(m) for m in Collection(g, members)]
             if any(n is None for n in names):
-                self.problems.append(f"{self.source}: {self._name_of(subject)!r} is defined from a class that is not a term")
+                self.problems.append(
+                    f"{self.source}: {self._name_of(subject)!r} is defined from a class that is not a term"
+                )
                 continue
             return tuple(sorted(names))  # type: ignore[arg-type]
         return ()
@@ -277,7 +288,9 @@ class Ontology:
                     continue
                 parent_name = self._name_of(parent)
                 if parent_name is None:
-                    self.problems.append(f"{self.source}: {name!r} is a subclass of {parent}, which is not a term (dangling reference)")
+                    self.problems.append(
+                        f"{self.source}: {name!r} is a subclass of {parent}, which is not a term (dangling reference)"
+                    )
                 else:
                     graph.add_edge(name, parent_name)
         return graph
@@ -290,14 +303,17 @@ class Ontology:
             na, nb = self._name_of(a), self._name_of(b)
             if na is None or nb is None:
                 missing = a if na is None else b
-                self.problems.append(f"{self.source}: disjointness with {missing}, which is not a term (dangling reference)")
+                self.problems.append(
+                    f"{self.source}: disjointness with {missing}, which is not a term (dangling reference)"
+                )
             elif na != nb:
                 pairs.add(ordered_pair(na, nb))
 
         for a, b in g.subject_objects(OWL.disjointWith):
             add(a, b)
         for axiom in g.subjects(RDF.type, OWL.AllDisjointClasses):
-            members = list(Collection(g, g.value(axiom, OWL.members)))
+            head = g.value(axiom, OWL.members)
+            members = list(Collection(g, head)) if head is not None else []
             for i, a in enumerate(members):
                 for b in members[i + 1 :]:
                     add(a, b)
@@ -337,9 +353,17 @@ class Ontology:
             partners.setdefault(a, []).append(iri[b])
             partners.setdefault(b, []).append(iri[a])
         content = [
-            [t.iri, t.name, t.category, list(t.synonyms), t.count, t.lesanet_index,
-             sorted(iri[p] for p in self.asserted.successors(t.name)),
-             [iri[p] for p in t.composite_of], sorted(partners.get(t.name, []))]
+            [
+                t.iri,
+                t.name,
+                t.category,
+                list(t.synonyms),
+                t.count,
+                t.lesanet_index,
+                sorted(iri[p] for p in self.asserted.successors(t.name)),
+                [iri[p] for p in t.composite_of],
+                sorted(partners.get(t.name, [])),
+            ]
             for t in sorted(self.terms.values(), key=lambda t: t.iri)
         ]
         text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
@@ -365,7 +389,9 @@ class Ontology:
         name = self._lookup.get(str(query).strip().lower())
         if name is None:
             suggestions = difflib.get_close_matches(str(query).lower(), list(self._lookup), n=3, cutoff=0.7)
-            raise UnknownLabelError(str(query), self.source, [self._lookup[s] if s in self._lookup else s for s in suggestions])
+            raise UnknownLabelError(
+                str(query), self.source, [self._lookup[s] if s in self._lookup else s for s in suggestions]
+            )
         return self.terms[name]
 
     def _name(self, query: str) -> str:
@@ -398,7 +424,9 @@ class Ontology:
             raise UnknownLabelError(name, f"{self.source} label sets", sorted(LABEL_SETS))
         indexed = sorted((t.lesanet_index, t.name) for t in self.terms.values() if t.lesanet_index is not None)
         if [i for i, _ in indexed] != list(range(len(indexed))):
-            raise OntologyError(f"{self.source}: lesanetIndex annotations are not 0..{len(indexed) - 1} without gaps or repeats")
+            raise OntologyError(
+                f"{self.source}: lesanetIndex annotations are not 0..{len(indexed) - 1} without gaps or repeats"
+            )
         return [n for _, n in indexed]
 
     # ------------------------------------------------------------------ hierarchy
@@ -455,6 +483,7 @@ class Ontology:
 
     def sort_specific_first(self, names: Iterable[str]) -> list[str]:
         """Most specific (most ancestors) first; ties in official label order, then by name."""
+
         def key(name: str) -> tuple[int, int, str]:
             index = self.terms[name].lesanet_index
             return (-len(self._ancestors[name]), index if index is not None else 10**6, name)
@@ -540,7 +569,7 @@ class Ontology:
                     }
                 )
             return json.dumps({"version": self.version, "terms": terms, "lesanet171": self.label_set()}, indent=1)
-        raise ValueError(f"unknown export format {fmt!r}; use owl, ttl or json")
+        raise OntologyError(f"unknown export format {fmt!r}; use owl, ttl or json")
 
 
 _CACHE: dict[tuple, Ontology] = {}

@@ -14,6 +14,7 @@ The hierarchy is a ``networkx.DiGraph`` with an edge ``child -> parent`` for eve
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 import networkx as nx
 
@@ -35,9 +36,7 @@ def self_and_ancestors(graph: nx.DiGraph, name: str) -> set[str]:
     return nx.descendants(graph, name) | {name}
 
 
-def infer_composite_edges(
-    graph: nx.DiGraph, composites: Mapping[str, Sequence[str]]
-) -> list[Pair]:
+def infer_composite_edges(graph: nx.DiGraph, composites: Mapping[str, Sequence[str]]) -> list[Pair]:
     """Add ``term -> composite`` edges wherever a term has all parts of a composite above it.
 
     Returns the added (child, composite) edges. Runs to a fixpoint, because a new edge can
@@ -59,9 +58,7 @@ def infer_composite_edges(
     return added
 
 
-def inherited_exclusions(
-    graph: nx.DiGraph, stated: Iterable[Pair]
-) -> dict[str, set[str]]:
+def inherited_exclusions(graph: nx.DiGraph, stated: Iterable[Pair]) -> dict[str, set[str]]:
     """Every term's exclusive terms after inheritance (symmetric; may contain the term itself
     when it is unsatisfiable)."""
     exclusive: dict[str, set[str]] = {name: set() for name in graph.nodes}
@@ -164,12 +161,7 @@ def reduced_pairs_within(graph: nx.DiGraph, subset: Iterable[str]) -> list[Pair]
     return sorted(reduced.edges)
 
 
-def exclusive_pairs_within(exclusive: Mapping[str, set[str]], subset: Iterable[str]) -> set[Pair]:
+def exclusive_pairs_within(exclusive: Mapping[str, AbstractSet[str]], subset: Iterable[str]) -> set[Pair]:
     """Unordered exclusive pairs with both members in ``subset``."""
     members = set(subset)
-    return {
-        ordered_pair(a, b)
-        for a in members
-        for b in exclusive.get(a, ())
-        if b in members and a != b
-    }
+    return {ordered_pair(a, b) for a in members for b in exclusive.get(a, ()) if b in members and a != b}

@@ -20,12 +20,14 @@ import xml.parsers.expat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ontology.errors import LesanetError
+
 MAX_ENTITY_VALUE = 512  # characters: a namespace IRI, not a document
 MAX_ENTITIES = 256
 MAX_EXPANSION = 4  # expanded entity text may add at most this many times the file's size
 
 
-class UnsafeXMLError(ValueError):
+class UnsafeXMLError(LesanetError, ValueError):
     """XML that declares what could expand or reach outside the file."""
 
 
@@ -42,17 +44,23 @@ class _Doctype:
 
 def check_xml(data: bytes, source: str | Path) -> None:
     """Raise :class:`UnsafeXMLError` unless ``data`` holds no DTD, or only plain internal entities."""
-    if b"<!DOCTYPE" not in data[:1 << 20] and b"<!ENTITY" not in data:
+    if b"<!DOCTYPE" not in data[: 1 << 20] and b"<!ENTITY" not in data:
         return  # no DTD: nothing can expand (a DTD comes before the root element)
     doctype = _read_doctype(data)
     if doctype.problem:
-        raise UnsafeXMLError(f"{source}: {doctype.problem}; an ontology file needs no DTD — save it again "
-                             "as RDF/XML or OWL/XML (Protégé: File → Save as)")
-    expanded = sum(len(value) * len(re.findall(rb"&" + re.escape(name.encode()) + rb";", data))
-                   for name, value in doctype.entities.items())
+        raise UnsafeXMLError(
+            f"{source}: {doctype.problem}; an ontology file needs no DTD — save it again "
+            "as RDF/XML or OWL/XML (Protégé: File → Save as)"
+        )
+    expanded = sum(
+        len(value) * len(re.findall(rb"&" + re.escape(name.encode()) + rb";", data))
+        for name, value in doctype.entities.items()
+    )
     if expanded > MAX_EXPANSION * len(data):
-        raise UnsafeXMLError(f"{source}: its entities would expand to {expanded:,} characters, over {MAX_EXPANSION}× "
-                             "the file; refused (an entity-expansion attack?)")
+        raise UnsafeXMLError(
+            f"{source}: its entities would expand to {expanded:,} characters, over {MAX_EXPANSION}× "
+            "the file; refused (an entity-expansion attack?)"
+        )
 
 
 def _read_doctype(data: bytes) -> _Doctype:

@@ -32,8 +32,14 @@ SEMAPV = Namespace("https://w3id.org/semapv/vocab/")
 #: The mapping predicates the toolkit attaches (the two that say "the same finding").
 PREDICATES = {"exactMatch": SKOS.exactMatch, "closeMatch": SKOS.closeMatch}
 #: Annotation properties that provenance uses; OWL 2 DL needs them declared.
-PROVENANCE_PROPERTIES = (SSSOM.mapping_justification, SSSOM.confidence, SSSOM.mapping_set_id, SSSOM.object_id,
-                         SKOS.prefLabel, DCTERMS.creator)
+PROVENANCE_PROPERTIES = (
+    SSSOM.mapping_justification,
+    SSSOM.confidence,
+    SSSOM.mapping_set_id,
+    SSSOM.object_id,
+    SKOS.prefLabel,
+    DCTERMS.creator,
+)
 REQUIRED_COLUMNS = ("subject_id", "predicate_id", "object_id", "mapping_justification")
 BUILTIN_PREFIXES = {
     "skos": str(SKOS),
@@ -95,7 +101,9 @@ def read_sssom(path: str | Path, subjects: set[str] | None = None) -> tuple[dict
     except yaml.YAMLError as exc:
         raise OntologyError(f"{file}: the '#' YAML header is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(meta, dict):
-        raise OntologyError(f"{file}: the '#' YAML header must be a mapping of keys (mapping_set_id, license, curie_map)")
+        raise OntologyError(
+            f"{file}: the '#' YAML header must be a mapping of keys (mapping_set_id, license, curie_map)"
+        )
     for key in ("mapping_set_id", "license"):
         if not meta.get(key):
             raise OntologyError(f"{file}: header lacks {key!r}, which SSSOM requires of every mapping set")
@@ -115,7 +123,9 @@ def read_sssom(path: str | Path, subjects: set[str] | None = None) -> tuple[dict
         predicate = _expand(row["predicate_id"], prefixes, where, "predicate_id")
         name = next((k for k, v in PREDICATES.items() if str(v) == predicate), None)
         if name is None:
-            raise OntologyError(f"{where}: predicate {row['predicate_id']!r} is not attached; use skos:exactMatch or skos:closeMatch")
+            raise OntologyError(
+                f"{where}: predicate {row['predicate_id']!r} is not attached; use skos:exactMatch or skos:closeMatch"
+            )
         confidence = None
         if (row.get("confidence") or "").strip():
             try:
@@ -127,17 +137,19 @@ def read_sssom(path: str | Path, subjects: set[str] | None = None) -> tuple[dict
         subject = _expand(row["subject_id"], prefixes, where, "subject_id")
         if subjects is not None and subject not in subjects:
             raise OntologyError(f"{where}: subject {row['subject_id']!r} ({subject}) is not a term of the ontology")
-        mappings.append(Mapping(
-            subject=subject,
-            predicate=name,
-            object_iri=_expand(row["object_id"], prefixes, where, "object_id"),
-            object_id=row["object_id"].strip(),
-            object_label=(row.get("object_label") or "").strip(),
-            justification=row["mapping_justification"].strip(),
-            mapping_set=str(meta["mapping_set_id"]),
-            author=(row.get("author_id") or str(meta.get("creator_id") or "")).strip(),
-            confidence=confidence,
-        ))
+        mappings.append(
+            Mapping(
+                subject=subject,
+                predicate=name,
+                object_iri=_expand(row["object_id"], prefixes, where, "object_id"),
+                object_id=row["object_id"].strip(),
+                object_label=(row.get("object_label") or "").strip(),
+                justification=row["mapping_justification"].strip(),
+                mapping_set=str(meta["mapping_set_id"]),
+                author=(row.get("author_id") or str(meta.get("creator_id") or "")).strip(),
+                confidence=confidence,
+            )
+        )
     return meta, mappings
 
 
@@ -168,7 +180,9 @@ def mappings_in_graph(graph: Graph, subjects: set[str]) -> dict[str, list[Mappin
     """Mappings asserted on the given class IRIs, with provenance where an axiom annotation has it."""
     provenance: dict[tuple[str, str, str], dict] = {}
     for axiom in graph.subjects(RDF.type, OWL.Axiom):
-        key = tuple(str(graph.value(axiom, p)) for p in (OWL.annotatedSource, OWL.annotatedProperty, OWL.annotatedTarget))
+        key = tuple(
+            str(graph.value(axiom, p)) for p in (OWL.annotatedSource, OWL.annotatedProperty, OWL.annotatedTarget)
+        )
         provenance[key] = {  # type: ignore[index]
             "mapping_set": graph.value(axiom, SSSOM.mapping_set_id),
             "object_id": graph.value(axiom, SSSOM.object_id),
@@ -184,12 +198,17 @@ def mappings_in_graph(graph: Graph, subjects: set[str]) -> dict[str, list[Mappin
                 continue
             extra = provenance.get((str(subject), str(prop), str(target)), {})
             confidence = extra.get("confidence")
-            found.setdefault(str(subject), []).append(Mapping(
-                subject=str(subject), predicate=name, object_iri=str(target), object_id=str(extra.get("object_id") or target),
-                object_label=str(extra.get("object_label") or ""),
-                justification=str(extra.get("justification") or ""),
-                mapping_set=str(extra.get("mapping_set") or ""),
-                author=str(extra.get("author") or ""),
-                confidence=float(confidence) if confidence is not None else None,
-            ))
+            found.setdefault(str(subject), []).append(
+                Mapping(
+                    subject=str(subject),
+                    predicate=name,
+                    object_iri=str(target),
+                    object_id=str(extra.get("object_id") or target),
+                    object_label=str(extra.get("object_label") or ""),
+                    justification=str(extra.get("justification") or ""),
+                    mapping_set=str(extra.get("mapping_set") or ""),
+                    author=str(extra.get("author") or ""),
+                    confidence=float(confidence) if confidence is not None else None,
+                )
+            )
     return {s: sorted(v, key=lambda m: (m.predicate, m.object_iri)) for s, v in found.items()}

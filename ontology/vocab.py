@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-
 from urllib.parse import quote
 
 from rdflib import Namespace, URIRef
 from rdflib.namespace import DCTERMS, OWL, RDF, RDFS, SKOS
+
+from ontology.errors import OntologyError
 
 #: Project namespace. Classes are "a lesion with this label", e.g. ``LESION.kidney_cyst``.
 LESION = Namespace("https://w3id.org/lesanet/lesion#")
@@ -69,7 +70,7 @@ def iri_for_name(name: str) -> URIRef:
     """
     local = re.sub(r"[^a-z0-9\-]+", "_", name.strip().lower()).strip("_")
     if not local:
-        raise ValueError(f"cannot make an IRI from the empty term name {name!r}")
+        raise OntologyError(f"cannot make an IRI from the empty term name {name!r}")
     return LESION[local]
 
 

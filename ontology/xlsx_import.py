@@ -224,7 +224,9 @@ def _resolve_names(
             category = rule["define"]
             terms[name] = SheetTerm(name, category, [name], 0, None, None, note=rule["why"])
             mapping[name] = name
-            defects.append(Defect("undefined name", name, f"defined as a {category} term: {rule['why']} (used in {where})"))
+            defects.append(
+                Defect("undefined name", name, f"defined as a {category} term: {rule['why']} (used in {where})")
+            )
     return mapping
 
 
@@ -317,9 +319,7 @@ def _find_composites(
     return composites
 
 
-def _narrow_exclusions(
-    graph: nx.DiGraph, stated: set[Pair], defects: list[Defect]
-) -> set[Pair]:
+def _narrow_exclusions(graph: nx.DiGraph, stated: set[Pair], defects: list[Defect]) -> set[Pair]:
     result = set(stated)
     # Narrowing one exclusion can leave a term below both sides of another: repeat.
     while unsatisfiable := unsatisfiable_terms(graph, result):
@@ -450,8 +450,10 @@ def _render_header(result: ImportResult, source: str, version_iri: str) -> list[
             out.append(f"    <dcterms:{key}>{escape(' '.join(str(info[key]).split()))}</dcterms:{key}>")
     if info.get("license"):
         out.append(f"    <dcterms:license rdf:resource={quoteattr(str(info['license']))}/>")
-    for cited in [f"{source} (the LesaNet release, github.com/rsummers11/CADLab, LesaNet/program_data)",
-                  *info.get("sources", [])]:
+    for cited in [
+        f"{source} (the LesaNet release, github.com/rsummers11/CADLab, LesaNet/program_data)",
+        *info.get("sources", []),
+    ]:
         out.append(f"    <dcterms:source>{escape(str(cited))}</dcterms:source>")
     return out + ["  </owl:Ontology>"]
 
@@ -476,8 +478,11 @@ def _render_body(result: ImportResult) -> list[str]:
     out += [
         f"  <owl:Class rdf:about={quoteattr(str(LESION_ROOT))}>",
         "    <rdfs:label>Lesion</rdfs:label>",
-        *([f"    <skos:definition>{escape(str(result.header['root_definition']))}</skos:definition>"]
-          if result.header.get("root_definition") else []),
+        *(
+            [f"    <skos:definition>{escape(str(result.header['root_definition']))}</skos:definition>"]
+            if result.header.get("root_definition")
+            else []
+        ),
         "    <rdfs:comment>Root of the lesion classes; every term is below it.</rdfs:comment>",
         "  </owl:Class>",
     ]
@@ -499,13 +504,18 @@ def _render_body(result: ImportResult) -> list[str]:
         out.append(f"    <{_local(CATEGORY)}>{term.category}</{_local(CATEGORY)}>")
         out.append(f'    <{_local(OCCURRENCES)} rdf:datatype="{_XSD_INTEGER}">{term.count}</{_local(OCCURRENCES)}>')
         if name in index:
-            out.append(f'    <{_local(LESANET_INDEX)} rdf:datatype="{_XSD_INTEGER}">{index[name]}</{_local(LESANET_INDEX)}>')
+            out.append(
+                f'    <{_local(LESANET_INDEX)} rdf:datatype="{_XSD_INTEGER}">{index[name]}</{_local(LESANET_INDEX)}>'
+            )
         if term.source_id is not None:
             out.append(f'    <{_local(SOURCE_ID)} rdf:datatype="{_XSD_INTEGER}">{term.source_id}</{_local(SOURCE_ID)}>')
         if term.note:
-            out.append(f"    <rdfs:comment>Not a row of the spreadsheet; defined on import: {escape(term.note)}</rdfs:comment>")
-        for parent in sorted(parents.get(name, [])) or [None]:
-            target = LESION_ROOT if parent is None else iri_for_name(parent)
+            out.append(
+                f"    <rdfs:comment>Not a row of the spreadsheet; defined on import: {escape(term.note)}</rdfs:comment>"
+            )
+        above: list[str | None] = [*sorted(parents.get(name, []))] or [None]
+        for parent_name in above:
+            target = LESION_ROOT if parent_name is None else iri_for_name(parent_name)
             out.append(f"    <rdfs:subClassOf rdf:resource={quoteattr(str(target))}/>")
         if name in result.composites:
             out += [

@@ -50,8 +50,10 @@ def require_program(program: str, debian_package: str) -> str:
     path = shutil.which(program)
     if path:
         return path
-    how = (f"`{program}` not found: install Debian's {debian_package} "
-           f"(sudo apt-get install {debian_package}, or list it in .ci/debian-packages.txt)")
+    how = (
+        f"`{program}` not found: install Debian's {debian_package} "
+        f"(sudo apt-get install {debian_package}, or list it in .ci/debian-packages.txt)"
+    )
     if os.environ.get("CI"):
         pytest.fail(f"missing in CI: {how}")
     pytest.skip(how)
@@ -69,8 +71,13 @@ def owlapi_classpath() -> list[str]:
 
     def package_jars(package: str) -> list[str]:
         listing = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
-        return [f for f in listing.stdout.split() if f.startswith("/usr/share/java/") and f.endswith(".jar")
-                and ("slf4j" not in Path(f).name or Path(f).name in _SLF4J_KEEP)]
+        return [
+            f
+            for f in listing.stdout.split()
+            if f.startswith("/usr/share/java/")
+            and f.endswith(".jar")
+            and ("slf4j" not in Path(f).name or Path(f).name in _SLF4J_KEEP)
+        ]
 
     import shutil
 
@@ -99,13 +106,21 @@ def owl_tool(tmp_path_factory):
         pytest.skip(how)
     classes = tmp_path_factory.mktemp("owlapi")
     classpath = ":".join(jars)
-    subprocess.run([javac, "-d", str(classes), "-cp", classpath, str(ROOT / "tests" / "owlapi" / "OwlTool.java")],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [javac, "-d", str(classes), "-cp", classpath, str(ROOT / "tests" / "owlapi" / "OwlTool.java")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     java = str(Path(javac).with_name("java"))
 
     def run(*args: object) -> str:
-        done = subprocess.run([java, "-cp", f"{classes}:{classpath}", "OwlTool", *map(str, args)],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [java, "-cp", f"{classes}:{classpath}", "OwlTool", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 

@@ -100,8 +100,10 @@ def _seed_record(seed: int, margin: float, rng: np.random.Generator) -> dict:
         shift = 0.0 if variant.name == "LesaNet" else -margin
         sets = {}
         for truth in ("text-mined", "complete"):
-            labels = {name: {m: float(v + shift + rng.normal(0, 0.01)) for m, v in zip(METRIC_KEYS, values)}
-                      for name, values in base.items()}
+            labels = {
+                name: {m: float(v + shift + rng.normal(0, 0.01)) for m, v in zip(METRIC_KEYS, values)}
+                for name, values in base.items()
+            }
             averages = {m: float(np.mean([labels[n][m] for n in LABELS])) for m in METRIC_KEYS}
             sets[truth] = {"name": truth, "averages": averages, "n_labels": len(LABELS), "labels": labels}
         ablation[variant.name] = sets
@@ -109,22 +111,33 @@ def _seed_record(seed: int, margin: float, rng: np.random.Generator) -> dict:
     label_f1 = {"> 100": {n: 0.6 for n in frequent}, "> 0": {n: 0.6 + margin for n in LABELS}}
     queries = rng.uniform(0.2, 0.6, size=30)
     return {
-        "format": reproduction.SEED_FORMAT, "seed": seed,
+        "format": reproduction.SEED_FORMAT,
+        "seed": seed,
         "settings": {"config": "synthetic", "epochs": 8, "label_subsets": [100, 0]},
-        "ablation": ablation, "variants": {v.name: list(v.overrides) for v in reproduction.VARIANTS},
-        "subsets": {"subsets": {"> 100": frequent, "> 0": LABELS},
-                    "f1": {"> 100": {"> 100": 0.6}, "> 0": {"> 100": 0.6 + margin, "> 0": 0.4}},
-                    "label_f1": label_f1},
-        "retrieval": {"LesaNet": {"embedding": (queries + margin).tolist(), "score vector": queries.tolist()},
-                      "w/o triplet loss": {"embedding": queries.tolist(), "score vector": queries.tolist()}},
+        "ablation": ablation,
+        "variants": {v.name: list(v.overrides) for v in reproduction.VARIANTS},
+        "subsets": {
+            "subsets": {"> 100": frequent, "> 0": LABELS},
+            "f1": {"> 100": {"> 100": 0.6}, "> 0": {"> 100": 0.6 + margin, "> 0": 0.4}},
+            "label_f1": label_f1,
+        },
+        "retrieval": {
+            "LesaNet": {"embedding": (queries + margin).tolist(), "score vector": queries.tolist()},
+            "w/o triplet loss": {"embedding": queries.tolist(), "score vector": queries.tolist()},
+        },
     }
 
 
 METRIC_KEYS = reproduction.METRICS
 COMMANDS = reproduction.Commands(ablate="lesanet ablate --config c.yaml --seeds 3 -o OUT", data=["lesanet synth ..."])
-ONTOLOGY = {"labels": 171, "body-part labels": 115, "type labels": 27, "attribute labels": 29,
-            "parent-child pairs among the labels (transitively reduced)": 137,
-            "mutually exclusive label pairs after inheritance": 4706}
+ONTOLOGY = {
+    "labels": 171,
+    "body-part labels": 115,
+    "type labels": 27,
+    "attribute labels": 29,
+    "parent-child pairs among the labels (transitively reduced)": 137,
+    "mutually exclusive label pairs after inheritance": 4706,
+}
 
 
 def _verdict_lines(doc: str) -> list[str]:
@@ -168,8 +181,26 @@ def test_seeds_command_runs_resumes_and_writes_the_page(tmp_path: Path, capsys: 
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     out, doc = tmp_path / "out", tmp_path / "docs" / "reproduction.md"
-    argv = ["ablate", "--config", str(config), "--seeds", "1", "--lesions", "50", "--label-subsets", "8,0",
-            "--workers", "1", "--threads", "1", "--quiet", "-o", str(out), "--doc", str(doc)]
+    argv = [
+        "ablate",
+        "--config",
+        str(config),
+        "--seeds",
+        "1",
+        "--lesions",
+        "50",
+        "--label-subsets",
+        "8,0",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "-o",
+        str(out),
+        "--doc",
+        str(doc),
+    ]
     assert main(argv) == 0, capsys.readouterr().err[-3000:]
     seed = out / "seed-0"
     record = json.loads((seed / "seed.json").read_text())
@@ -192,8 +223,22 @@ def test_seeds_command_runs_resumes_and_writes_the_page(tmp_path: Path, capsys: 
     assert "exists, reused" in capsys.readouterr().err and (seed / "seed.json").is_file()
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == stamps
 
-    summary_only = ["ablate", "--config", str(config), "--seeds", "3", "--lesions", "50", "--label-subsets", "8,0",
-                    "-o", str(out), "--doc", str(doc), "--summary-only"]
+    summary_only = [
+        "ablate",
+        "--config",
+        str(config),
+        "--seeds",
+        "3",
+        "--lesions",
+        "50",
+        "--label-subsets",
+        "8,0",
+        "-o",
+        str(out),
+        "--doc",
+        str(doc),
+        "--summary-only",
+    ]
     assert main(summary_only) == 0
     assert "**Seeds covered: 1** (0) of the 3 requested" in doc.read_text()
     assert not (out / "seed-1").exists()
@@ -213,7 +258,15 @@ def test_demo_plan_adds_the_ablation_only_when_asked(tmp_path: Path) -> None:
     assert [s.key for s in demo.data_steps(demo.DemoConfig(out_dir=tmp_path))] == list(demo.DATA_STEPS)
     assert demo._ablation_html(tmp_path) == ""
     (tmp_path / "ablation").mkdir()
-    (tmp_path / "ablation" / "table1.json").write_text(json.dumps(
-        {"table1": [{"method": "LesaNet", "test (text-mined) AUC": 0.9}, {"method": "baseline", "test (text-mined) AUC": 0.8}]}))
+    (tmp_path / "ablation" / "table1.json").write_text(
+        json.dumps(
+            {
+                "table1": [
+                    {"method": "LesaNet", "test (text-mined) AUC": 0.9},
+                    {"method": "baseline", "test (text-mined) AUC": 0.8},
+                ]
+            }
+        )
+    )
     html = demo._ablation_html(tmp_path)
     assert "LesaNet" in html and "0.900" in html and "reproduction" in html

@@ -35,8 +35,14 @@ def test_dry_run_through_the_fallback_environment(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if k not in ("LESANET_PYTHON", "PYTHONPATH")}
     env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", "bench/gpu.sh", "--dry-run", str(out), "--labels", "none"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        ["bash", "bench/gpu.sh", "--dry-run", str(out), "--labels", "none"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "using the machine's python3" in proc.stderr
     report = json.loads((out / "gpu.json").read_text(encoding="utf-8"))
@@ -56,7 +62,9 @@ def test_dry_run_through_the_fallback_environment(tmp_path: Path):
     assert m["compile"]["figures"]["compiled"]["lesions_per_s"] > 0
     rows = report["derived"]["rows"]
     epochs, lesions = step["epochs"], step["train_lesions"]
-    assert rows["float32"]["schedule_s"] == pytest.approx(epochs * lesions / step["float32"]["lesions_per_s"], rel=0.01, abs=0.05)  # reported to 0.1 s
+    assert rows["float32"]["schedule_s"] == pytest.approx(
+        epochs * lesions / step["float32"]["lesions_per_s"], rel=0.01, abs=0.05
+    )  # reported to 0.1 s
     md = (out / "gpu.md").read_text(encoding="utf-8")
     assert "## torchrun: ok" in md and "| bf16_channels_last |" in md
     assert (out / "gpu-log.txt").stat().st_size > 0
@@ -76,8 +84,9 @@ def test_synthetic_labels_are_plausible_and_the_cache_trains(tmp_path: Path, shi
     # frequent labels are drawn often, as in DeepLesion (lymph node is its most frequent label)
     bodyparts = [n for r in records for n in r["relevant"] if shipped_ontology.category(n) == "bodypart"]
     assert max(set(bodyparts), key=bodyparts.count) == "lymph node"
-    cache = gpu.write_synthetic_cache(tmp_path / "cache", gpu.take(records, 20, 5),
-                                      shipped_ontology.label_set("lesanet171"), shipped_ontology.version)
+    cache = gpu.write_synthetic_cache(
+        tmp_path / "cache", gpu.take(records, 20, 5), shipped_ontology.label_set("lesanet171"), shipped_ontology.version
+    )
     opened = PatchCache(cache)
     assert opened.patches.shape == (25, 3, 120, 120) and len(opened) == 25
     boxes = np.array([lesion.box for lesion in opened.lesions])

@@ -23,11 +23,12 @@ hd = pytest.importorskip("highdicom")
 pydicom = pytest.importorskip("pydicom")
 pytest.importorskip("fhir.resources")
 
+from test_volume_inputs import _file_lesion, _reference, _write_dicom  # noqa: E402  (issue 10's volume)
+
 from cli import main as cli_main  # noqa: E402
 from conftest import require_program  # noqa: E402
 from kg.clinical import DESIGNATOR, local_name, short_version  # noqa: E402
 from kg.dicom_sr import read_source_instances  # noqa: E402
-from test_volume_inputs import _file_lesion, _reference, _write_dicom  # noqa: E402  (issue 10's volume)
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "tests" / "data" / "example-mappings.sssom.tsv"
@@ -50,11 +51,13 @@ def run_dir(tmp_path_factory, onto) -> Path:
 
     from vision.checkpoint import save_checkpoint
     from vision.config import apply_overrides, load_config
-    from vision.evaluate import THRESHOLDS_FILE, thresholds_document
     from vision.model import LesaNet
+    from vision.thresholds import THRESHOLDS_FILE, thresholds_document
 
-    config = apply_overrides(load_config(ROOT / "configs" / "cpu-small.yaml"),
-                             ["model.widths=[4, 8, 8, 16, 16]", "model.roi_fc=16", "model.embed_dim=16"])
+    config = apply_overrides(
+        load_config(ROOT / "configs" / "cpu-small.yaml"),
+        ["model.widths=[4, 8, 8, 16, 16]", "model.roi_fc=16", "model.embed_dim=16"],
+    )
     torch.manual_seed(0)
     terms = onto.label_set("lesanet171")
     run = tmp_path_factory.mktemp("clinical") / "run"
@@ -75,15 +78,30 @@ def series(tmp_path_factory) -> tuple[Path, list[str], int, tuple[float, ...]]:
 
 
 def _predict(run: Path, out: Path, *image_args: str) -> dict:
-    argv = ["predict", str(run), *image_args, "--json", "-o", str(out / "rec.json"), "--sr", str(out / "sr.dcm"),
-            "--fhir", str(out / "bundle.json"), "--mappings", str(MAPPINGS)]
+    argv = [
+        "predict",
+        str(run),
+        *image_args,
+        "--json",
+        "-o",
+        str(out / "rec.json"),
+        "--sr",
+        str(out / "sr.dcm"),
+        "--fhir",
+        str(out / "bundle.json"),
+        "--mappings",
+        str(MAPPINGS),
+    ]
     assert cli_main(argv) == 0
     return json.loads((out / "rec.json").read_text())
 
 
 def _children(item, name: str) -> list[float]:
-    return [float(c.MeasuredValueSequence[0].NumericValue) for c in item.ContentSequence
-            if c.ValueType == "NUM" and c.ConceptNameCodeSequence[0].CodeMeaning == name]
+    return [
+        float(c.MeasuredValueSequence[0].NumericValue)
+        for c in item.ContentSequence
+        if c.ValueType == "NUM" and c.ConceptNameCodeSequence[0].CodeMeaning == name
+    ]
 
 
 def _check_sr(path: Path, record: dict, onto) -> None:
@@ -117,7 +135,9 @@ def _check_sr(path: Path, record: dict, onto) -> None:
 
     def check(item, name: str) -> None:
         concept = item.ConceptCodeSequence[0]
-        assert concept.CodingSchemeDesignator == DESIGNATOR and concept.CodeValue[:16] == local_name(onto.iri(name))[:16]
+        assert (
+            concept.CodingSchemeDesignator == DESIGNATOR and concept.CodeValue[:16] == local_name(onto.iri(name))[:16]
+        )
         assert _children(item, "Label score") == pytest.approx([decided[name]["score"]], abs=1e-6)
         assert _children(item, "Threshold Value") == pytest.approx([decided[name]["threshold"]])
         equivalent = [c.CodeValue for c in getattr(concept, "EquivalentCodeSequence", [])]
@@ -126,8 +146,11 @@ def _check_sr(path: Path, record: dict, onto) -> None:
 
     by_meaning = lambda items: {i.ConceptCodeSequence[0].CodeMeaning: i for i in items}  # noqa: E731
     types = [n for n in onto.sort_specific_first(list(decided)) if onto.category(n) == "type"]
-    finding = next(i for i in group[0].ContentSequence if i.ValueType == "CODE"
-                   and i.ConceptNameCodeSequence[0].CodeMeaning == "Finding")
+    finding = next(
+        i
+        for i in group[0].ContentSequence
+        if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeMeaning == "Finding"
+    )
     assert finding.ConceptCodeSequence[0].CodeMeaning == types[0]
     check(finding, types[0])
     sites = by_meaning(group.finding_sites)
@@ -136,14 +159,20 @@ def _check_sr(path: Path, record: dict, onto) -> None:
         check(item, name)
     evaluations = {q.value.meaning: q.name.meaning for q in group.get_qualitative_evaluations()}
     assert set(evaluations) == set(types[1:]) | {n for n in decided if onto.category(n) == "attribute"}
-    items = by_meaning(i for i in group[0].ContentSequence if i.ValueType == "CODE"
-                       and i.ConceptNameCodeSequence[0].CodeMeaning in ("Lesion type", "Lesion attribute"))
+    items = by_meaning(
+        i
+        for i in group[0].ContentSequence
+        if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeMeaning in ("Lesion type", "Lesion attribute")
+    )
     assert set(items) == set(evaluations)
     for name, evaluation_name in evaluations.items():
         assert evaluation_name == ("Lesion type" if onto.category(name) == "type" else "Lesion attribute")
         check(items[name], name)
-    params = [i.TextValue for i in group[0].ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning
-              == "Algorithm Parameters"]
+    params = [
+        i.TextValue
+        for i in group[0].ContentSequence
+        if i.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Parameters"
+    ]
     assert f"checkpoint_sha256={record['model']['checkpoint_sha256']}" in params
     library = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning == "Image Library"][0]
     text = str(library)
@@ -200,8 +229,9 @@ def _check_fhir(path: Path, records: list[dict], study_uid: str | None) -> dict:
 
 def test_sr_and_fhir_for_a_synthetic_dicom_series(run_dir, series, onto, tmp_path):
     folder, uids, k, box = series
-    record = _predict(run_dir, tmp_path, "--image", str(folder), "--slice", str(k),
-                      "--box", ",".join(f"{v:.3f}" for v in box))
+    record = _predict(
+        run_dir, tmp_path, "--image", str(folder), "--slice", str(k), "--box", ",".join(f"{v:.3f}" for v in box)
+    )
     assert record["source"]["sop_instance_uid"] == uids[k]
     _check_sr(tmp_path / "sr.dcm", record, onto)
     _check_validators(tmp_path / "sr.dcm")
@@ -228,45 +258,162 @@ def test_sr_for_pydicom_ct_small(run_dir, onto, tmp_path):
 def test_sr_for_a_nifti_input_says_it_needs_dicom(run_dir, tmp_path, capsys):
     path = tmp_path / "ct.nii.gz"
     sitk.WriteImage(_reference(), str(path))
-    assert cli_main(["predict", str(run_dir), "--image", str(path), "--slice", "8", "--box", "20,15,40,35",
-                     "--sr", str(tmp_path / "sr.dcm")]) == 1
+    assert (
+        cli_main(
+            [
+                "predict",
+                str(run_dir),
+                "--image",
+                str(path),
+                "--slice",
+                "8",
+                "--box",
+                "20,15,40,35",
+                "--sr",
+                str(tmp_path / "sr.dcm"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "DICOM SR needs a DICOM source" in err and "nifti" in err
     assert not (tmp_path / "sr.dcm").exists()
     # FHIR needs no DICOM: no ImagingStudy, no Patient (nothing to copy them from)
-    assert cli_main(["predict", str(run_dir), "--image", str(path), "--slice", "8", "--box", "20,15,40,35",
-                     "--json", "-o", str(tmp_path / "rec.json"), "--fhir", str(tmp_path / "b.json")]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                str(run_dir),
+                "--image",
+                str(path),
+                "--slice",
+                "8",
+                "--box",
+                "20,15,40,35",
+                "--json",
+                "-o",
+                str(tmp_path / "rec.json"),
+                "--fhir",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     data = _check_fhir(tmp_path / "b.json", [json.loads((tmp_path / "rec.json").read_text())], None)
     assert not {"ImagingStudy", "Patient"} & {e["resource"]["resourceType"] for e in data["entry"]}
 
 
 def test_kg_export_from_a_store_equals_predict(run_dir, series, onto, tmp_path, capsys):
     folder, uids, k, box = series
-    record = _predict(run_dir, tmp_path, "--image", str(folder), "--slice", str(k),
-                      "--box", ",".join(f"{v:.3f}" for v in box))
+    record = _predict(
+        run_dir, tmp_path, "--image", str(folder), "--slice", str(k), "--box", ",".join(f"{v:.3f}" for v in box)
+    )
     store = tmp_path / "store"
     (tmp_path / "records.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
-    assert cli_main(["kg", "load", str(tmp_path / "records.jsonl"), "--store", str(store),
-                     "--mappings", str(MAPPINGS)]) == 0
+    assert (
+        cli_main(["kg", "load", str(tmp_path / "records.jsonl"), "--store", str(store), "--mappings", str(MAPPINGS)])
+        == 0
+    )
     out = tmp_path / "export"
-    assert cli_main(["kg", "export", "--format", "sr", "--lesion", record["lesion_id"], "--store", str(store),
-                     "-o", str(out / "sr.dcm"), "--mappings", str(MAPPINGS)]) == 0
+    assert (
+        cli_main(
+            [
+                "kg",
+                "export",
+                "--format",
+                "sr",
+                "--lesion",
+                record["lesion_id"],
+                "--store",
+                str(store),
+                "-o",
+                str(out / "sr.dcm"),
+                "--mappings",
+                str(MAPPINGS),
+            ]
+        )
+        == 0
+    )
     _check_sr(out / "sr.dcm", record, onto)  # the store holds what the SR needs, UIDs included
     moved = tmp_path / "moved"
     folder.rename(moved)
     try:
-        assert cli_main(["kg", "export", "--format", "sr", "--lesion", record["lesion_id"], "--store", str(store),
-                         "-o", str(out / "sr2.dcm")]) == 1
+        assert (
+            cli_main(
+                [
+                    "kg",
+                    "export",
+                    "--format",
+                    "sr",
+                    "--lesion",
+                    record["lesion_id"],
+                    "--store",
+                    str(store),
+                    "-o",
+                    str(out / "sr2.dcm"),
+                ]
+            )
+            == 1
+        )
         assert "no such DICOM file or folder" in capsys.readouterr().err
-        assert cli_main(["kg", "export", "--format", "sr", "--lesion", record["lesion_id"], "--store", str(store),
-                         "-o", str(out / "sr2.dcm"), "--dicom", str(moved)]) == 0
+        assert (
+            cli_main(
+                [
+                    "kg",
+                    "export",
+                    "--format",
+                    "sr",
+                    "--lesion",
+                    record["lesion_id"],
+                    "--store",
+                    str(store),
+                    "-o",
+                    str(out / "sr2.dcm"),
+                    "--dicom",
+                    str(moved),
+                ]
+            )
+            == 0
+        )
     finally:
         moved.rename(folder)
-    assert cli_main(["kg", "export", "--format", "fhir", "--lesion", record["lesion_id"], "--store", str(store),
-                     "-o", str(out / "b.json"), "--mappings", str(MAPPINGS)]) == 0
+    assert (
+        cli_main(
+            [
+                "kg",
+                "export",
+                "--format",
+                "fhir",
+                "--lesion",
+                record["lesion_id"],
+                "--store",
+                str(store),
+                "-o",
+                str(out / "b.json"),
+                "--mappings",
+                str(MAPPINGS),
+            ]
+        )
+        == 0
+    )
     _check_fhir(out / "b.json", [record], record["source"]["study_instance_uid"])
-    assert cli_main(["kg", "export", "--format", "fhir", "--lesion", "dicom/none/0/0", "--store", str(store),
-                     "-o", str(out / "none.json")]) == 1
+    assert (
+        cli_main(
+            [
+                "kg",
+                "export",
+                "--format",
+                "fhir",
+                "--lesion",
+                "dicom/none/0/0",
+                "--store",
+                str(store),
+                "-o",
+                str(out / "none.json"),
+            ]
+        )
+        == 1
+    )
     assert "is not in the store" in capsys.readouterr().err
 
 
@@ -274,8 +421,9 @@ def test_bad_dicom_uid_in_a_record_is_a_record_error(run_dir, series, onto, tmp_
     from kg.rdf import prediction_ntriples
 
     folder, uids, k, box = series
-    record = _predict(run_dir, tmp_path, "--image", str(folder), "--slice", str(k),
-                      "--box", ",".join(f"{v:.3f}" for v in box))
+    record = _predict(
+        run_dir, tmp_path, "--image", str(folder), "--slice", str(k), "--box", ",".join(f"{v:.3f}" for v in box)
+    )
     bad = json.loads(json.dumps(record))
     bad["source"]["sop_instance_uid"] = '1.2.3> <x> "'
     errors: list[str] = []
@@ -290,13 +438,32 @@ def test_manifest_writes_one_sr_per_study_and_notes_non_dicom_rows(run_dir, seri
     sitk.WriteImage(_reference(), str(nifti))
     box_text = ",".join(f"{v:.3f}" for v in box)
     manifest = tmp_path / "lesions.csv"
-    manifest.write_text("image,lesion_id,slice,box\n"
-                        f"{folder},big,{k},\"{box_text}\"\n"
-                        f"{folder},big-again,{k},\"{box_text}\"\n"
-                        f"{nifti},nifti-one,8,\"20,15,40,35\"\n", encoding="utf-8")
+    manifest.write_text(
+        "image,lesion_id,slice,box\n"
+        f'{folder},big,{k},"{box_text}"\n'
+        f'{folder},big-again,{k},"{box_text}"\n'
+        f'{nifti},nifti-one,8,"20,15,40,35"\n',
+        encoding="utf-8",
+    )
     out = tmp_path / "sr"
-    assert cli_main(["predict", str(run_dir), "--manifest", str(manifest), "--jsonl", "-o", str(tmp_path / "p.jsonl"),
-                     "--sr", str(out), "--fhir", str(tmp_path / "b.json")]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                str(run_dir),
+                "--manifest",
+                str(manifest),
+                "--jsonl",
+                "-o",
+                str(tmp_path / "p.jsonl"),
+                "--sr",
+                str(out),
+                "--fhir",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "no SR for" in err and "nifti-one" in err and "DICOM SR needs a DICOM source" in err
     records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -308,4 +475,5 @@ def test_manifest_writes_one_sr_per_study_and_notes_non_dicom_rows(run_dir, seri
     data = _check_fhir(tmp_path / "b.json", records, None)
     reports = [e["resource"] for e in data["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
     assert len(reports) == 2 and sum(len(r["result"]) for r in reports) == sum(
-        item["decision"] for record in records for item in record["labels"])
+        item["decision"] for record in records for item in record["labels"]
+    )

@@ -62,6 +62,7 @@ def _set_field(ds: Path, lesion_idx: int, column: str, value: str) -> None:
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG that claims ``width`` × ``height`` 16-bit grey pixels (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -77,26 +78,40 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def _cache_argv(ds: Path, out: Path) -> list[str]:
-    return ["data", "cache", "--deeplesion", str(ds), "--labels", str(ds / "labels.json"), "-o", str(out),
-            "--workers", "1", "--no-progress"]
+    return [
+        "data",
+        "cache",
+        "--deeplesion",
+        str(ds),
+        "--labels",
+        str(ds / "labels.json"),
+        "-o",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
 
 
-@pytest.mark.parametrize(("column", "value", "reason"), [
-    ("Patient_index", "1e300", "Patient_index '1e300' is outside"),
-    ("Study_index", "123456", "Study_index '123456' is outside"),
-    ("Key_slice_index", "-3", "Key_slice_index '-3' is outside"),
-    ("Image_size", "20000, 20000", "over the 4096-pixel limit"),
-    ("Spacing_mm_px_", "1e300, 1e300, 1", "not a CT spacing"),
-    ("Patient_age", "1e300", "Patient_age '1e300' is outside"),
-    ("Possibly_noisy", "7", "Possibly_noisy '7' is not 0 or 1"),
-    ("Bounding_boxes", "9000, 9000, 9001, 9001", "centre outside"),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("Patient_index", "1e300", "Patient_index '1e300' is outside"),
+        ("Study_index", "123456", "Study_index '123456' is outside"),
+        ("Key_slice_index", "-3", "Key_slice_index '-3' is outside"),
+        ("Image_size", "20000, 20000", "over the 4096-pixel limit"),
+        ("Spacing_mm_px_", "1e300, 1e300, 1", "not a CT spacing"),
+        ("Patient_age", "1e300", "Patient_age '1e300' is outside"),
+        ("Possibly_noisy", "7", "Possibly_noisy '7' is not 0 or 1"),
+        ("Bounding_boxes", "9000, 9000, 9001, 9001", "centre outside"),
+    ],
+)
 def test_check_refuses_the_rows_cache_skips(ds, tmp_path, capsys, column, value, reason):
     _set_field(ds, 1, column, value)
     code, err = _cli(["data", "check", "--deeplesion", str(ds), "--labels", str(ds / "labels.json")], capsys)
     assert code == 3 and "DL_info.csv:3: lesion 1: " in err and reason in err
     code, err = _cli(_cache_argv(ds, tmp_path / "c"), capsys)
-    assert code == 3 and f"lesion 1: " in err and reason in err and "Traceback" not in err
+    assert code == 3 and "lesion 1: " in err and reason in err and "Traceback" not in err
     assert 1 not in {e.lesion_idx for e in PatchCache(tmp_path / "c").lesions}
     assert len(PatchCache(tmp_path / "c")) == N - 1
 
@@ -110,15 +125,25 @@ def test_oversized_png_slice_is_refused_unread_and_named(ds, tmp_path, capsys, s
     with pytest.raises(DataError, match=rf"{key}: a .*PNG.* over the {MAX_IMAGE_SIDE}-pixel limit"):
         read_slice_hu(key)
     code, err = _cli(_cache_argv(ds, tmp_path / "c"), capsys)
-    sharing = [l.lesion_idx for l in info.lesions.values() if (l.series_dir, l.key_slice) == (lesion.series_dir, lesion.key_slice)]
+    sharing = [
+        l.lesion_idx
+        for l in info.lesions.values()
+        if (l.series_dir, l.key_slice) == (lesion.series_dir, lesion.key_slice)
+    ]
     assert code == 3 and str(key) in err
     assert len(PatchCache(tmp_path / "c")) == N - len(sharing)
 
 
 def test_bad_sentence_lines_are_named_and_the_rest_kept(ds, tmp_path, capsys):
     lines = (ds / "sentences.jsonl").read_bytes().splitlines()
-    hostile = [b"{torn", b'{"lesion_idx": 0, "text": "\\ud800"}', b"[" * 20_000 + b"]" * 20_000,
-               b'{"lesion_idx": ' + b"9" * 5_000 + b', "text": "x"}', b'{"lesion_idx": true, "text": "x"}', b"\xff\xfe"]
+    hostile = [
+        b"{torn",
+        b'{"lesion_idx": 0, "text": "\\ud800"}',
+        b"[" * 20_000 + b"]" * 20_000,
+        b'{"lesion_idx": ' + b"9" * 5_000 + b', "text": "x"}',
+        b'{"lesion_idx": true, "text": "x"}',
+        b"\xff\xfe",
+    ]
     (ds / "sentences.jsonl").write_bytes(b"\n".join(lines[:1] + hostile + lines[1:]) + b"\n")
     code, err = _cli(_cache_argv(ds, tmp_path / "c"), capsys)
     assert code == 3 and "Traceback" not in err
@@ -181,8 +206,10 @@ cache.build_cache(sys.argv[3], sys.argv[4], sys.argv[5], workers=1, progress=Fal
 """
 
 
-@pytest.mark.parametrize(("where", "when"), [("patches.npy", "before"), ("patches.npy", "after"),
-                                             ("report.json", "after"), ("index.json", "before")])
+@pytest.mark.parametrize(
+    ("where", "when"),
+    [("patches.npy", "before"), ("patches.npy", "after"), ("report.json", "after"), ("index.json", "before")],
+)
 def test_kill_9_in_the_commit_window_never_leaves_new_patches_under_an_old_index(ds, tmp_path, where, when):
     labels = json.loads((ds / "labels.json").read_text())
     fewer = {k: v[2:] if k.startswith("train_") else v for k, v in labels.items()}  # two lesions fewer
@@ -191,8 +218,12 @@ def test_kill_9_in_the_commit_window_never_leaves_new_patches_under_an_old_index
     old = build_cache(ds, tmp_path / "fewer.json", out, workers=1, progress=False)  # the cache being replaced
     build_cache(ds, ds / "labels.json", reference, workers=1, progress=False)
     assert old.n_lesions < N
-    proc = subprocess.run([sys.executable, "-c", _KILLER, where, when, str(ds), str(ds / "labels.json"), str(out)],
-                          cwd=ROOT, capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLER, where, when, str(ds), str(ds / "labels.json"), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     with pytest.raises(DataError, match="no index.json, so no complete cache"):
         PatchCache(out)  # neither the old cache nor the new one: refused, never mixed
@@ -255,9 +286,11 @@ def test_killed_jobs_leave_no_live_workers(phantom, tmp_path, job):
         (tmp_path / "slow").mkdir()
         (tmp_path / "slow" / "sitecustomize.py").write_text(_SLOW_PNG)
         env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "slow"), str(ROOT)])
-        code = ("from vision.cache import build_cache\n"
-                f"build_cache({str(phantom)!r}, {str(phantom / 'labels.json')!r}, {str(tmp_path / 'c')!r}, workers=2, "
-                "progress=False, chunk_lesions=1)\n")
+        code = (
+            "from vision.cache import build_cache\n"
+            f"build_cache({str(phantom)!r}, {str(phantom / 'labels.json')!r}, {str(tmp_path / 'c')!r}, workers=2, "
+            "progress=False, chunk_lesions=1)\n"
+        )
     else:
         code = f"from vision.phantom import synthesize\nsynthesize({str(tmp_path / 'ph')!r}, 3000, workers=2)\n"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
@@ -289,10 +322,16 @@ def test_killed_jobs_leave_no_live_workers(phantom, tmp_path, job):
 
 # ---------------------------------------------------------------------------- properties
 
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(column=st.sampled_from(list(INDEX_RANGES) + ["Image_size", "Spacing_mm_px_", "Patient_age"]),
-       value=st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers().map(str),
-                       st.text(st.characters(blacklist_characters="\r\n"), max_size=10)))
+@given(
+    column=st.sampled_from(list(INDEX_RANGES) + ["Image_size", "Spacing_mm_px_", "Patient_age"]),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.integers().map(str),
+        st.text(st.characters(blacklist_characters="\r\n"), max_size=10),
+    ),
+)
 def test_any_numeric_value_is_in_range_or_named(phantom, tmp_path_factory, column, value):
     ds = tmp_path_factory.mktemp("prop")
     shutil.copy(phantom / "DL_info.csv", ds / "DL_info.csv")
@@ -303,8 +342,12 @@ def test_any_numeric_value_is_in_range_or_named(phantom, tmp_path_factory, colum
     assert len(info.lesions) + len(info.errors) == N
     if 0 in info.lesions:
         lesion = info.lesions[0]
-        for name, got in (("Patient_index", lesion.patient), ("Study_index", lesion.study),
-                          ("Series_ID", lesion.series), ("Key_slice_index", lesion.key_slice)):
+        for name, got in (
+            ("Patient_index", lesion.patient),
+            ("Study_index", lesion.study),
+            ("Series_ID", lesion.series),
+            ("Key_slice_index", lesion.key_slice),
+        ):
             lo, hi = INDEX_RANGES[name]
             assert lo <= got <= hi
         assert max(lesion.image_size) <= MAX_IMAGE_SIDE and lesion.age is None or 0 <= lesion.age <= 150
@@ -328,7 +371,7 @@ def test_any_bytes_as_a_png_slice_give_hu_or_a_named_error(tmp_path_factory, dat
 
 
 def test_synth_and_cache_outputs_have_ordinary_modes(phantom, tmp_path):
-    from vision.deeplesion import default_file_mode
+    from ontology.files import default_file_mode
 
     file_mode = default_file_mode()
     assert phantom.stat().st_mode & 0o777 == file_mode | (file_mode & 0o444) >> 2  # not mkdtemp's 0700

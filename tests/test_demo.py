@@ -18,7 +18,11 @@ def test_tiny_demo_runs_end_to_end_inside_its_folder(tmp_path):
     env.pop("MPLCONFIGDIR", None)
     result = subprocess.run(
         [sys.executable, "-m", "cli", "demo", "-o", str(out), "--lesions", "80", "--epochs", "1"],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(tmp_path.iterdir()) - before == {out}  # nothing beside the output folder

@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 
 from vision.evaluate import (
-    EvaluationError,
     complete_truth,
     evaluate_scores,
     mined_truth,
-    read_thresholds,
     read_truth_file,
     table1_csv,
     table1_markdown,
-    thresholds_document,
 )
 from vision.metrics import calibrate_thresholds
+from vision.thresholds import EvaluationError, read_thresholds, thresholds_document
 
 TERMS = ["abdomen", "kidney", "cyst", "kidney cyst", "liver", "lung"]
 
@@ -43,9 +41,7 @@ def test_complete_truth_reports_unknown_names(shipped_ontology) -> None:
 
 
 def _result(shipped_ontology, **kwargs):
-    scores = np.array(
-        [[0.9, 0.8, 0.7, 0.6, 0.1, 0.2], [0.7, 0.2, 0.6, 0.1, 0.8, 0.1], [0.2, 0.1, 0.1, 0.1, 0.2, 0.9]]
-    )
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.1, 0.2], [0.7, 0.2, 0.6, 0.1, 0.8, 0.1], [0.2, 0.1, 0.1, 0.1, 0.2, 0.9]])
     truth = complete_truth([["kidney cyst"], ["liver"], ["lung"]], TERMS, shipped_ontology)
     return evaluate_scores(
         "hand (complete truth)",

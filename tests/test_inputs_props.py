@@ -11,10 +11,15 @@ from hypothesis import strategies as st
 
 from vision.inputs import PredictError, parse_box, parse_spacing, read_boxes
 
-numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-10**6, 10**6).map(str),
-                    st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=6))
-lines = st.one_of(st.lists(numbers, min_size=0, max_size=7).map(", ".join),
-                  st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=40))
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-(10**6), 10**6).map(str),
+    st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=6),
+)
+lines = st.one_of(
+    st.lists(numbers, min_size=0, max_size=7).map(", ".join),
+    st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=40),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -28,8 +33,10 @@ def test_any_boxes_file_gives_valid_boxes_and_one_message_per_bad_line(tmp_path_
     except PredictError as exc:
         assert not meaningful and "no boxes" in str(exc)
         return
-    assert sorted([line for line, _, _ in boxes] + [int(e[len(str(path)) + 1:].split(":")[0]) for e in errors]) \
+    assert (
+        sorted([line for line, _, _ in boxes] + [int(e[len(str(path)) + 1 :].split(":")[0]) for e in errors])
         == meaningful
+    )
     for _, slice_number, (x1, y1, x2, y2) in boxes:
         assert slice_number >= 0 and 0 <= x1 < x2 and 0 <= y1 < y2 and all(map(math.isfinite, (x1, y1, x2, y2)))
     assert all(e.startswith(f"{path}:") for e in errors)

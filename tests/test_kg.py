@@ -11,17 +11,17 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import cli
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import rdflib
 import rdflib.compare
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rdflib.namespace import RDF
 
+import cli
 from kg import rdf, vocab
-from kg.canned import CANNED, run_canned
 from kg.binding import bind_values
+from kg.canned import CANNED, run_canned
 from kg.records import RecordError
 from kg.store import LesionStore, RdflibStore
 from kg.validate import validate_graph
@@ -45,7 +45,9 @@ def make_predictions(onto, n: int = N_LESIONS, seed: int = 0) -> list[dict]:
         labels = []
         for name in label_set:
             score = round(rng.uniform(0.6, 0.99) if name in positives else rng.uniform(0.0, 0.4), 6)
-            labels.append({"label": name, "iri": onto.iri(name), "score": score, "threshold": 0.5, "decision": score >= 0.5})
+            labels.append(
+                {"label": name, "iri": onto.iri(name), "score": score, "threshold": 0.5, "decision": score >= 0.5}
+            )
         records.append(
             {
                 "lesion_id": f"deeplesion/{i}",
@@ -61,7 +63,8 @@ def make_predictions(onto, n: int = N_LESIONS, seed: int = 0) -> list[dict]:
                 "model": MODEL,
                 "ontology_version": onto.version,
                 "neighbors": [
-                    {"lesion_id": f"deeplesion/{(i + k) % n}", "distance": round(0.1 * k + 0.01 * i, 4)} for k in (1, 2, 3)
+                    {"lesion_id": f"deeplesion/{(i + k) % n}", "distance": round(0.1 * k + 0.01 * i, 4)}
+                    for k in (1, 2, 3)
                 ],
             }
         )
@@ -79,10 +82,26 @@ def make_sentences() -> list[dict]:
         for name in relevant + uncertain:
             start = text.find(name)
             if start >= 0:
-                mentions.append({"start": start, "end": start + len(name), "text": name, "label": name,
-                                 "relation": "relevant" if name in relevant else "uncertain"})
-        records.append({"id": str(idx), "lesion_idx": idx, "text": text, "mentions": mentions,
-                        "relevant": relevant, "uncertain": uncertain, "irrelevant": ["kidney"]})
+                mentions.append(
+                    {
+                        "start": start,
+                        "end": start + len(name),
+                        "text": name,
+                        "label": name,
+                        "relation": "relevant" if name in relevant else "uncertain",
+                    }
+                )
+        records.append(
+            {
+                "id": str(idx),
+                "lesion_idx": idx,
+                "text": text,
+                "mentions": mentions,
+                "relevant": relevant,
+                "uncertain": uncertain,
+                "irrelevant": ["kidney"],
+            }
+        )
     return records
 
 
@@ -238,11 +257,7 @@ def test_lesion_ids_cannot_form_iri_syntax(shipped_ontology, predictions):
 
 def _oracle_lesions_with(onto, predictions, label: str) -> set[str]:
     wanted = onto.term(label).name
-    return {
-        r["lesion_id"]
-        for r in predictions
-        if any(wanted == n or wanted in onto.ancestors(n) for n in decided(r))
-    }
+    return {r["lesion_id"] for r in predictions if any(wanted == n or wanted in onto.ancestors(n) for n in decided(r))}
 
 
 @pytest.mark.parametrize("backend", ["pyoxigraph", "rdflib"])
@@ -270,7 +285,9 @@ def test_canned_queries_agree_with_the_json(request, backend, shipped_ontology, 
     pairs = {(r["nameA"], r["nameB"]): r["lesions"] for r in run_canned(store, "label-cooccurrence").values()}
     assert sum(pairs.values()) == sum(len(decided(r)) * (len(decided(r)) - 1) // 2 for r in predictions)
 
-    violations = {(r["lesionId"], frozenset((r["a"], r["b"]))) for r in run_canned(store, "exclusion-violations").values()}
+    violations = {
+        (r["lesionId"], frozenset((r["a"], r["b"]))) for r in run_canned(store, "exclusion-violations").values()
+    }
     oracle = {
         (r["lesion_id"], frozenset((onto.iri(a), onto.iri(b))))
         for r in predictions
@@ -290,10 +307,15 @@ def test_materialised_exclusions_hold_the_closure_of_the_stated_axioms(shipped_o
     store = LesionStore()  # in memory: property paths over all axioms are quick there
     store.load_ontology(shipped_ontology)
     prefix = "PREFIX owl: <http://www.w3.org/2002/07/owl#> PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#> "
-    closure = store.query(prefix + f"""SELECT DISTINCT ?a ?b WHERE {{
+    closure = store.query(
+        prefix
+        + f"""SELECT DISTINCT ?a ?b WHERE {{
         GRAPH <{vocab.GRAPH_ONTOLOGY}> {{ ?x owl:disjointWith ?y }}
-        ?a rdfs:subClassOf* ?x . ?b rdfs:subClassOf* ?y }}""")
-    stored = store.query(prefix + f"SELECT ?a ?b WHERE {{ GRAPH <{vocab.GRAPH_ONTOLOGY_INFERRED}> {{ ?a owl:disjointWith ?b }} }}")
+        ?a rdfs:subClassOf* ?x . ?b rdfs:subClassOf* ?y }}"""
+    )
+    stored = store.query(
+        prefix + f"SELECT ?a ?b WHERE {{ GRAPH <{vocab.GRAPH_ONTOLOGY_INFERRED}> {{ ?a owl:disjointWith ?b }} }}"
+    )
     pairs = lambda result: {frozenset((r["a"], r["b"])) for r in result.values()}  # noqa: E731
     # The ontology's exclusions: the closure of the stated axioms under rdfs:subClassOf*,
     # plus those its composite definitions entail (docs/ontology.md).
@@ -306,8 +328,11 @@ def test_training_labels_keep_their_sentence(disk_store, rdflib_store, sentences
     for store in (disk_store, rdflib_store):
         rows = run_canned(store, "training-labels-of-lesion", lesion="deeplesion/3").values()
         assert {(r["relation"], r["name"]) for r in rows} == {
-            ("relevant", "lung nodule"), ("relevant", "right lung"), ("relevant", "tiny"),
-            ("uncertain", "cyst"), ("irrelevant", "kidney"),
+            ("relevant", "lung nodule"),
+            ("relevant", "right lung"),
+            ("relevant", "tiny"),
+            ("uncertain", "cyst"),
+            ("irrelevant", "kidney"),
         }
         assert {r["text"] for r in rows} == {sentences[0]["text"]}
         assert {r["name"]: r["evidence"] for r in rows}["right lung"] == "right lung"
@@ -323,7 +348,7 @@ def test_every_canned_query_has_a_file_and_runs_on_both_engines(disk_store, rdfl
 
 def test_parameters_are_bound_not_pasted(disk_store, shipped_ontology):
     size = disk_store.count()
-    hostile = 'deeplesion/1> } ; DROP ALL ; SELECT * { <x'
+    hostile = "deeplesion/1> } ; DROP ALL ; SELECT * { <x"
     assert run_canned(disk_store, "labels-of-lesion", lesion=hostile).rows == []
     assert disk_store.count() == size
     with pytest.raises(LookupError):
@@ -392,8 +417,15 @@ def cli_folder(tmp_path_factory, predictions) -> Path:
 
 def test_cli_load_rdf_validate_query_and_find(capsys, cli_folder, predictions):
     store = str(cli_folder / "store")
-    code, _, err = lesanet(capsys, "kg", "load", str(cli_folder / "predictions.json"),
-                           str(cli_folder / "sentences.jsonl"), "--store", store)
+    code, _, err = lesanet(
+        capsys,
+        "kg",
+        "load",
+        str(cli_folder / "predictions.json"),
+        str(cli_folder / "sentences.jsonl"),
+        "--store",
+        store,
+    )
     assert code == 0 and "loading ontology" in err and "predictions.json" in err, err
 
     out = cli_folder / "preds.ttl"
@@ -402,7 +434,9 @@ def test_cli_load_rdf_validate_query_and_find(capsys, cli_folder, predictions):
     code, stdout, err = lesanet(capsys, "kg", "validate", str(out), "--with-ontology")
     assert code == 0 and "conforms" in stdout, stdout + err
 
-    code, stdout, err = lesanet(capsys, "kg", "find", "--label", "pulmonary nodule", "--store", store, "--format", "json")
+    code, stdout, err = lesanet(
+        capsys, "kg", "find", "--label", "pulmonary nodule", "--store", store, "--format", "json"
+    )
     assert code == 0, err
     ids = {b["lesionId"]["value"] for b in json.loads(stdout)["results"]["bindings"]}
     expected = {r["lesion_id"] for r in predictions[:8] if "lung nodule" in decided(r)}
@@ -434,6 +468,8 @@ def test_cli_errors_are_one_line(capsys, cli_folder, tmp_path):
     assert code == 1 and "kg load" in err
     assert lesanet(capsys, "kg", "find", "--store", store)[0] == 2
     bad = tmp_path / "bad.json"
-    bad.write_text('[{"lesion_id": "a/1", "labels": [], "model": {"name": "m"}, "ontology_version": "v"}, {"lesion_id": 3}]')
+    bad.write_text(
+        '[{"lesion_id": "a/1", "labels": [], "model": {"name": "m"}, "ontology_version": "v"}, {"lesion_id": 3}]'
+    )
     code, _, err = lesanet(capsys, "kg", "rdf", str(bad), "-o", str(tmp_path / "bad.nt"))
     assert code == 1 and "record 2" in err and (tmp_path / "bad.nt").exists()

@@ -24,16 +24,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_program
 from test_kg import make_predictions, make_sentences
 
+from conftest import require_program
 from kg.store import LesionStore
 
 ROOT = Path(__file__).resolve().parents[1]
 N_LESIONS = 8
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--window-size=1200,1000",
 )
 DOC_WIDTH = 900  # docs/browser-*.png are scaled to this width
@@ -59,16 +65,48 @@ def site(tmp_path_factory, shipped_ontology) -> dict:
     for i in range(N_LESIONS):
         radius = 8 + 2 * i
         patches[i][:, (xx - 60) ** 2 + (yy - 60) ** 2 < radius**2] = 160
-        lesions.append({"row": i, "lesion_idx": i, "split": "test", "box": [60 - radius, 60 - radius, 60 + radius, 60 + radius],
-                        "relevant": [], "uncertain": [], "irrelevant": [], "truth": None, "sentence": None})
+        lesions.append(
+            {
+                "row": i,
+                "lesion_idx": i,
+                "split": "test",
+                "box": [60 - radius, 60 - radius, 60 + radius, 60 + radius],
+                "relevant": [],
+                "uncertain": [],
+                "irrelevant": [],
+                "truth": None,
+                "sentence": None,
+            }
+        )
     np.save(cache / "patches.npy", patches)
-    (cache / "index.json").write_text(json.dumps({
-        "format": "lesanet-patch-cache", "version": 1, "term_list": shipped_ontology.label_set("lesanet171"),
-        "ontology_version": shipped_ontology.version, "patch_size": 120, "lesions": lesions}))
+    (cache / "index.json").write_text(
+        json.dumps(
+            {
+                "format": "lesanet-patch-cache",
+                "version": 1,
+                "term_list": shipped_ontology.label_set("lesanet171"),
+                "ontology_version": shipped_ontology.version,
+                "patch_size": 120,
+                "lesions": lesions,
+            }
+        )
+    )
     evaluation = root / "eval.json"
-    evaluation.write_text(json.dumps({"sets": [{"name": "test", "labels": [
-        {"label": name, "auc": 0.9, "f1": 0.75, "precision": 0.7, "recall": 0.8, "threshold": 0.45}
-        for name in shipped_ontology.label_set("lesanet171")]}]}))
+    evaluation.write_text(
+        json.dumps(
+            {
+                "sets": [
+                    {
+                        "name": "test",
+                        "labels": [
+                            {"label": name, "auc": 0.9, "f1": 0.75, "precision": 0.7, "recall": 0.8, "threshold": 0.45}
+                            for name in shipped_ontology.label_set("lesanet171")
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     return {"root": root, "store": root / "store", "cache": cache, "evaluation": evaluation, "records": records}
 
 
@@ -77,9 +115,27 @@ def server(site):
     log = site["root"] / "serve.log"
     with log.open("w") as handle:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "cli.py"), "kg", "serve", "--store", str(site["store"]), "--port", "0",
-             "--cache", str(site["cache"]), "--evaluation", str(site["evaluation"]), "--timeout", "10", "--max-rows", "5000"],
-            stdout=subprocess.PIPE, stderr=handle, text=True,
+            [
+                sys.executable,
+                str(ROOT / "cli.py"),
+                "kg",
+                "serve",
+                "--store",
+                str(site["store"]),
+                "--port",
+                "0",
+                "--cache",
+                str(site["cache"]),
+                "--evaluation",
+                str(site["evaluation"]),
+                "--timeout",
+                "10",
+                "--max-rows",
+                "5000",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            text=True,
         )
     try:
         first = process.stdout.readline()
@@ -140,8 +196,7 @@ def screenshot(driver, name: str, folder: Path) -> Path:
 
 def test_browse_lesion_label_search_and_sparql(server, browser, site, shipped_ontology, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     onto = shipped_ontology
     records = {r["lesion_id"]: r for r in site["records"]}
@@ -156,7 +211,10 @@ def test_browse_lesion_label_search_and_sparql(server, browser, site, shipped_on
     assert shown == decided(records[lesion_id])
     rows = browser.find_elements(By.CSS_SELECTOR, "#decided tbody tr")
     assert len(rows) == len(decided(records[lesion_id]))
-    assert "BOOKMARK a tiny lung nodule in the right lung." in browser.find_element(By.CSS_SELECTOR, "blockquote.sentence").text
+    assert (
+        "BOOKMARK a tiny lung nodule in the right lung."
+        in browser.find_element(By.CSS_SELECTOR, "blockquote.sentence").text
+    )
     neighbours = browser.find_elements(By.CSS_SELECTOR, "#similar img.thumb")
     assert len(neighbours) == 3 and all(image_width(browser, img) == 240 for img in neighbours)
     screenshot(browser, "lesion", tmp_path)
@@ -184,8 +242,9 @@ def test_browse_lesion_label_search_and_sparql(server, browser, site, shipped_on
     assert "kidney" in understood and "cyst" in understood
     required = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#query-labels a")]
     assert set(required) >= {"kidney", "cyst"}
-    expected = {lid for lid, r in records.items()
-                if all(decided(r) & ({name} | onto.descendants(name)) for name in required)}
+    expected = {
+        lid for lid, r in records.items() if all(decided(r) & ({name} | onto.descendants(name)) for name in required)
+    }
     found = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#lesions .id")}
     assert found == expected and expected, (required, found)
     screenshot(browser, "search", tmp_path)
@@ -199,8 +258,9 @@ def test_browse_lesion_label_search_and_sparql(server, browser, site, shipped_on
     area.send_keys("SELECT DISTINCT ?lesion ?id WHERE { ?lesion kg:keyRegion ?r ; kg:lesionId ?id } ORDER BY ?id")
     browser.find_element(By.ID, "run").click()
     # the result page comes after the query ran in a worker: wait for it on a busy machine
-    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.ID, "row-count")
-                                     or "error" in b.find_element(By.TAG_NAME, "body").text.lower())
+    WebDriverWait(browser, 60).until(
+        lambda b: b.find_elements(By.ID, "row-count") or "error" in b.find_element(By.TAG_NAME, "body").text.lower()
+    )
     table_rows = browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")
     assert len(table_rows) == N_LESIONS, browser.find_element(By.TAG_NAME, "body").text[:2000]
     assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in table_rows] == sorted(records)
@@ -288,6 +348,21 @@ def test_a_malformed_cache_or_evaluation_is_refused_at_start_up(tmp_path):
     (tmp_path / "eval.json").write_text('{"averages": {}}')
     with pytest.raises(EvaluationError, match="no sets\\[0\\].labels"):
         load_evaluation(evaluation_file=tmp_path / "eval.json")
-    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "kg", "serve", "--store", str(tmp_path), "--port", "0",
-                           "--cache", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "kg",
+            "serve",
+            "--store",
+            str(tmp_path),
+            "--port",
+            "0",
+            "--cache",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "not a patch cache index" in done.stderr and "Traceback" not in done.stderr

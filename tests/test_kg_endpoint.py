@@ -42,7 +42,9 @@ def _wait_until_up(url: str, process: subprocess.Popen, seconds: float = 30) -> 
     probe = url + "?query=ASK%7B%7D"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}")
+            raise RuntimeError(
+                f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
+            )
         try:
             with urllib.request.urlopen(probe, timeout=2):
                 return
@@ -120,7 +122,7 @@ def test_canned_queries_on_oxigraph_server_match_the_embedded_store(oxigraph_ser
     counts = {r["name"]: r["lesions"] for r in run_canned(endpoint, "label-counts").values()}
     assert sum(counts.values()) == sum(len(decided(r)) for r in predictions)
 
-    hostile = 'deeplesion/1> } ; DROP ALL ; SELECT * { <x'
+    hostile = "deeplesion/1> } ; DROP ALL ; SELECT * { <x"
     assert run_canned(endpoint, "labels-of-lesion", lesion=hostile).rows == []
     assert run_canned(endpoint, "label-counts").values()  # nothing was dropped
 
@@ -131,7 +133,9 @@ def test_cli_load_and_find_through_an_endpoint(capsys, oxigraph_server, data, tm
     path.write_text("\n".join(json.dumps(r) for r in predictions))
     code, _, err = lesanet(capsys, "kg", "load", str(path), "--endpoint", oxigraph_server)
     assert code == 0, err
-    code, out, err = lesanet(capsys, "kg", "find", "--label", "lung nodule", "--endpoint", oxigraph_server, "--format", "csv")
+    code, out, err = lesanet(
+        capsys, "kg", "find", "--label", "lung nodule", "--endpoint", oxigraph_server, "--format", "csv"
+    )
     assert code == 0, err
     ids = {line.split(",")[2] for line in out.strip().splitlines()[1:]}
     assert ids == {r["lesion_id"] for r in predictions if "lung nodule" in decided(r)}

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from kg.guard import QueryLimits, QueryRejected, check_sparql, scan_sparql
 
+
 @st.composite
 def nested_groups(draw) -> tuple[str, int]:
     """A well-formed SELECT whose WHERE nests groups and FILTER parentheses; its depth."""
@@ -33,7 +34,9 @@ def test_depth_is_the_nesting_the_engine_parses(case):
 
 
 @settings(max_examples=200, deadline=None)
-@given(noise=st.text(alphabet="{}()[]#<>\"' SERVICEservice", max_size=60), quote=st.sampled_from(['"', "'", '"""', "'''"]))
+@given(
+    noise=st.text(alphabet="{}()[]#<>\"' SERVICEservice", max_size=60), quote=st.sampled_from(['"', "'", '"""', "'''"])
+)
 def test_brackets_and_keywords_in_strings_and_comments_do_not_count(noise, quote):
     inner = noise.replace("\\", "").replace('"', "").replace("'", "")
     literal = f"{quote}{inner}{quote}"
@@ -55,12 +58,15 @@ def test_service_in_any_case_is_refused_unless_allowed(flips, space):
     assert check_sparql(text, QueryLimits(allow_service=True)).service
 
 
-@pytest.mark.parametrize("text", [
-    "SELECT ?service WHERE { ?s <http://x/SERVICE> ?service }",
-    "PREFIX ex: <http://x/> SELECT * WHERE { ?s ex:SERVICE ?o }",
-    'SELECT * WHERE { ?s ?p "SERVICE <http://x/> { }" }',
-    "SELECT * WHERE { ?s ?p ?o } # SERVICE <http://x/> {}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT ?service WHERE { ?s <http://x/SERVICE> ?service }",
+        "PREFIX ex: <http://x/> SELECT * WHERE { ?s ex:SERVICE ?o }",
+        'SELECT * WHERE { ?s ?p "SERVICE <http://x/> { }" }',
+        "SELECT * WHERE { ?s ?p ?o } # SERVICE <http://x/> {}",
+    ],
+)
 def test_service_as_a_name_string_or_comment_is_not_the_keyword(text):
     assert not check_sparql(text).service
 
@@ -88,7 +94,9 @@ def test_any_text_is_scanned_without_error(text):
 
 
 def test_size_limit_names_the_option():
-    with pytest.raises(QueryRejected, match=r"the query is 101 characters, over the limit of 100 \(--max-query-chars\)") as too_long:
+    with pytest.raises(
+        QueryRejected, match=r"the query is 101 characters, over the limit of 100 \(--max-query-chars\)"
+    ) as too_long:
         check_sparql("#" + "x" * 100, QueryLimits(max_chars=100))
     assert too_long.value.status == 413
     with pytest.raises(ValueError, match="max_rows must be >= 1"):

@@ -17,10 +17,17 @@ from kg.records import BadRecords, RecordError, iter_json_records
 from kg.store import LesionStore, classify_json
 
 _SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**12, 10**12),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
 )
-_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 _RECORDS = st.dictionaries(st.text(max_size=8), _VALUES, min_size=1, max_size=5)
 
 # Ways a line goes bad; each must be reported with its line number, never parsed.
@@ -67,14 +74,28 @@ def test_json_lists_stream_to_the_same_records_as_json_loads(tmp_path_factory, r
 
 def test_json_list_steps_over_unusable_elements_and_stops_at_a_syntax_error(tmp_path):
     good = [{"i": i} for i in range(6)]
-    text = "[\n" + ",\n".join([json.dumps(good[0]), "[" * 20_000 + "]" * 20_000, json.dumps(good[1]),
-                              '{"i": ' + "9" * 5000 + "}", *map(json.dumps, good[2:])]) + "\n]\n"
+    text = (
+        "[\n"
+        + ",\n".join(
+            [
+                json.dumps(good[0]),
+                "[" * 20_000 + "]" * 20_000,
+                json.dumps(good[1]),
+                '{"i": ' + "9" * 5000 + "}",
+                *map(json.dumps, good[2:]),
+            ]
+        )
+        + "\n]\n"
+    )
     path = tmp_path / "records.json"
     path.write_text(text)
     errors: list[str] = []
     got = list(iter_json_records(path, errors))
     assert [g.value for g in got] == good
-    assert errors == ["record 2 (line 3): JSON nested too deep", "record 4 (line 5): a number of more than 4,300 digits"]
+    assert errors == [
+        "record 2 (line 3): JSON nested too deep",
+        "record 4 (line 5): a number of more than 4,300 digits",
+    ]
     path.write_text(text.replace('{"i": 4}', '{"i": 4,,}'))
     errors = []
     got = list(iter_json_records(path, errors))
@@ -102,7 +123,9 @@ def test_a_torn_jsonl_file_is_never_taken_for_json_ld(tmp_path, shipped_ontology
 def test_bad_records_keep_the_first_messages_and_count_all():
     errors = BadRecords(keep=3)
     errors.extend(f"line {i}: bad" for i in range(1, 1001))
-    assert list(errors) == ["line 1: bad", "line 2: bad", "line 3: bad"] and errors.total == 1000 and errors.hidden == 997
+    assert (
+        list(errors) == ["line 1: bad", "line 2: bad", "line 3: bad"] and errors.total == 1000 and errors.hidden == 997
+    )
 
 
 def _lesions(store_dir: Path) -> set[str]:
@@ -122,7 +145,7 @@ def test_cli_load_reports_each_bad_line_and_follows_the_exit_rule(capsys, tmp_pa
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_bytes(("\n".join(lines) + "\n").encode("utf-8") + b"\xff\xfe not text\n")
     bad_ttl = tmp_path / "bad.ttl"
-    bad_ttl.write_text("@prefix x: <http://x/> .\nx:a x:b x:c .\nx:a x:b \"open .\n")
+    bad_ttl.write_text('@prefix x: <http://x/> .\nx:a x:b x:c .\nx:a x:b "open .\n')
     store = tmp_path / "store"
 
     code, _, err = lesanet(capsys, "kg", "load", str(mixed), str(bad_ttl), "--store", str(store), "--max-messages", "3")

@@ -45,7 +45,9 @@ class Server:
 
     def query(self, text: str, timeout: float = 30) -> tuple[int, str]:
         data = urllib.parse.urlencode({"query": text}).encode()
-        request = urllib.request.Request(self.url, data=data, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        request = urllib.request.Request(
+            self.url, data=data, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read().decode()
@@ -113,7 +115,11 @@ def server(store_dir, tmp_path_factory):
 def test_hostile_queries_are_refused_with_the_limit_they_hit(server):
     expected = server.count()
     cases = {
-        "deep": ("SELECT * WHERE " + "{" * 5000 + "}" * 5000, 400, "nests brackets 5000 deep, over the limit of 100 (--max-depth)"),
+        "deep": (
+            "SELECT * WHERE " + "{" * 5000 + "}" * 5000,
+            400,
+            "nests brackets 5000 deep, over the limit of 100 (--max-depth)",
+        ),
         "service": ("SELECT * WHERE { SERVICE <http://127.0.0.1:9/sparql> { ?s ?p ?o } }", 403, "SERVICE is refused"),
         "service-lowercase": ("select * { service <http://example.org/> { ?s ?p ?o } }", 403, "--allow-service"),
         "huge": ("ASK { " + "?s ?p ?o . " * 30_000 + "}", 413, "(--max-query-chars)"),
@@ -142,7 +148,10 @@ def test_a_service_clause_inside_strings_comments_or_names_is_not_refused(server
 MALFORMED: dict[str, tuple[bytes, int]] = {
     "length-abc": (b"POST /query HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n", 400),
     "length-negative": (b"POST /query HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\nx", 400),
-    "length-two-values": (b"POST /query HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+    "length-two-values": (
+        b"POST /query HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+    ),
     "length-huge": (b"POST /query HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999\r\n\r\n", 413),
     "chunked": (b"POST /query HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411),
     "body-not-utf8": (
@@ -156,9 +165,15 @@ MALFORMED: dict[str, tuple[bytes, int]] = {
     "url-not-utf8": (b"GET /query?query=%ff%fe HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     "two-queries": (b"GET /query?query=ASK%7B%7D&query=ASK%7B%7D HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     "no-query": (b"GET /query HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    "unknown-type": (b"POST /query HTTP/1.1\r\nHost: h\r\nContent-Type: image/png\r\nContent-Length: 3\r\n\r\nabc", 415),
+    "unknown-type": (
+        b"POST /query HTTP/1.1\r\nHost: h\r\nContent-Type: image/png\r\nContent-Length: 3\r\n\r\nabc",
+        415,
+    ),
     "bad-graph": (b"GET /query?query=ASK%7B%7D&default-graph-uri=not%20an%20iri HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    "too-many-fields": (b"GET /query?" + b"&".join(b"a%d=1" % i for i in range(100)) + b" HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "too-many-fields": (
+        b"GET /query?" + b"&".join(b"a%d=1" % i for i in range(100)) + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+        400,
+    ),
     "wrong-method": (b"GET /update?update=CLEAR%20ALL HTTP/1.1\r\nHost: h\r\n\r\n", 405),
     "update-refused-before-body": (b"POST /update HTTP/1.1\r\nHost: h\r\nContent-Length: 60000000\r\n\r\n", 403),
     "unknown-path": (b"GET /../../etc/passwd HTTP/1.1\r\nHost: h\r\n\r\n", 404),
@@ -233,25 +248,64 @@ def test_kg_query_cli_turns_a_crash_into_a_clear_error(store_dir):
 # ----------------------------------------------------------------- fuzz
 
 _METHODS = st.sampled_from([b"GET", b"POST", b"PUT", b"HEAD", b"OPTIONS", b"DELETE", b"G\xffT", b""])
-_PATHS = st.sampled_from([b"/query", b"/update", b"/", b"/query?query=ASK%7B%7D", b"/query?query=%", b"*", b"/%00", b"//query"])
+_PATHS = st.sampled_from(
+    [b"/query", b"/update", b"/", b"/query?query=ASK%7B%7D", b"/query?query=%", b"*", b"/%00", b"//query"]
+)
 _HEADER_NAMES = st.sampled_from(
-    [b"Content-Length", b"Content-Type", b"Transfer-Encoding", b"Accept", b"Authorization", b"Expect", b"Connection", b"X"]
+    [
+        b"Content-Length",
+        b"Content-Type",
+        b"Transfer-Encoding",
+        b"Accept",
+        b"Authorization",
+        b"Expect",
+        b"Connection",
+        b"X",
+    ]
 )
 _HEADER_VALUES = st.one_of(
-    st.sampled_from([b"0", b"-1", b"abc", b"1e9", b"18446744073709551617", b" 5", b"chunked", b"application/sparql-query",
-                     b"application/x-www-form-urlencoded", b"text/csv", b"Bearer x", b"100-continue", b"close"]),
+    st.sampled_from(
+        [
+            b"0",
+            b"-1",
+            b"abc",
+            b"1e9",
+            b"18446744073709551617",
+            b" 5",
+            b"chunked",
+            b"application/sparql-query",
+            b"application/x-www-form-urlencoded",
+            b"text/csv",
+            b"Bearer x",
+            b"100-continue",
+            b"close",
+        ]
+    ),
     st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
 )
-_QUERY_BODIES = st.sampled_from([
-    b"query=ASK%7B%7D", b"query=SELECT+*+%7B%3Fs+%3Fp+%3Fo%7D", b"ASK {", b"\xff\xfe", b"query=" + b"%7B" * 3000,
-    "query=SELECT * { SERVICE <http://127.0.0.1:1/> {} }".encode(), b"update=CLEAR+ALL", b"query=%E2%82", b"",
-])
+_QUERY_BODIES = st.sampled_from(
+    [
+        b"query=ASK%7B%7D",
+        b"query=SELECT+*+%7B%3Fs+%3Fp+%3Fo%7D",
+        b"ASK {",
+        b"\xff\xfe",
+        b"query=" + b"%7B" * 3000,
+        b"query=SELECT * { SERVICE <http://127.0.0.1:1/> {} }",
+        b"update=CLEAR+ALL",
+        b"query=%E2%82",
+        b"",
+    ]
+)
 
 
 @st.composite
 def hostile_requests(draw) -> bytes:
-    line = draw(_METHODS) + b" " + draw(_PATHS) + b" " + draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b""]))
-    headers = b"".join(draw(_HEADER_NAMES) + b": " + draw(_HEADER_VALUES) + b"\r\n" for _ in range(draw(st.integers(0, 5))))
+    line = (
+        draw(_METHODS) + b" " + draw(_PATHS) + b" " + draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b""]))
+    )
+    headers = b"".join(
+        draw(_HEADER_NAMES) + b": " + draw(_HEADER_VALUES) + b"\r\n" for _ in range(draw(st.integers(0, 5)))
+    )
     body = draw(st.one_of(_QUERY_BODIES, st.binary(max_size=200)))
     request = line + b"\r\n" + headers + b"\r\n" + body
     if draw(st.booleans()):  # flip some bytes anywhere

@@ -96,8 +96,13 @@ def _check_triplets(positive: torch.Tensor, theta: float, count: int, seed: int)
     assert torch.all(sim[a, c] < sim[a, b])
     # every triplet that exists can be found: no anchor with a valid (B, C) is left out
     n = positive.shape[0]
-    possible = {i for i in range(n) for j in range(n) for k in range(n)
-                if j != i and sim[i, j] >= theta and sim[i, k] < sim[i, j]}
+    possible = {
+        i
+        for i in range(n)
+        for j in range(n)
+        for k in range(n)
+        if j != i and sim[i, j] >= theta and sim[i, k] < sim[i, j]
+    }
     if possible:
         assert a.numel() == count
         assert set(a.tolist()) <= possible
@@ -106,8 +111,9 @@ def _check_triplets(positive: torch.Tensor, theta: float, count: int, seed: int)
 
 
 def test_triplets_honour_the_similarity_rules():
-    positive = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 0], [1, 1, 1, 0]],
-                            dtype=torch.bool)
+    positive = torch.tensor(
+        [[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 0], [1, 1, 1, 0]], dtype=torch.bool
+    )
     _check_triplets(positive, 1.0, 500, 0)
     t = sample_triplets(positive, 3000, 1.0, torch.Generator().manual_seed(3))
     sim = label_similarity(positive)
@@ -115,8 +121,13 @@ def test_triplets_honour_the_similarity_rules():
     anchors = {i for i in range(6) if any(sim[i, j] >= 1 and j != i and (sim[i] < sim[i, j]).any() for j in range(6))}
     assert set(t.anchor.tolist()) == anchors
     # ... and every valid (A, B, C) shows up: B and C are drawn from all their candidates
-    valid = {(i, j, k) for i in range(6) for j in range(6) for k in range(6)
-             if j != i and sim[i, j] >= 1 and sim[i, k] < sim[i, j]}
+    valid = {
+        (i, j, k)
+        for i in range(6)
+        for j in range(6)
+        for k in range(6)
+        if j != i and sim[i, j] >= 1 and sim[i, k] < sim[i, j]
+    }
     assert set(zip(t.anchor.tolist(), t.positive.tolist(), t.negative.tolist())) == valid
 
 
@@ -168,8 +179,7 @@ def test_warp_ranks_fine_positive_above_its_coarse_ancestor():
 def test_lesanet_loss_sums_parts_with_lambda_and_switches():
     torch.manual_seed(0)
     n, c = 8, 4
-    out = ModelOutput(torch.randn(n, c), torch.randn(n, c),
-                      torch.nn.functional.normalize(torch.randn(n, 3), dim=1))
+    out = ModelOutput(torch.randn(n, c), torch.randn(n, c), torch.nn.functional.normalize(torch.randn(n, 3), dim=1))
     positive = torch.rand(n, c) < 0.5
     weight, reliable = torch.ones(n, c), positive.clone()
     betas = class_weights(positive, weight)

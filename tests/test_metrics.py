@@ -28,9 +28,7 @@ SCORES = np.array(
         [0.2, 0.55, 0.1],
     ]
 )
-POSITIVE = np.array(
-    [[1, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=bool
-)
+POSITIVE = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=bool)
 MASK = np.ones_like(POSITIVE)
 MASK[5, 1] = False
 

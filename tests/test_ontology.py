@@ -231,15 +231,23 @@ def test_version_digest_ignores_header_and_follows_content(tmp_path):
     header_only = load_ontology(_edited_copy(tmp_path, lambda g: g.set((ONTOLOGY_IRI, RDFS.comment, Literal("x")))))
     assert header_only.version == shipped.version
     (tmp_path / "b").mkdir()
-    synonym = load_ontology(_edited_copy(tmp_path / "b", lambda g: g.add((LESION.kidney, SKOS.altLabel, Literal("nephros")))))
+    synonym = load_ontology(
+        _edited_copy(tmp_path / "b", lambda g: g.add((LESION.kidney, SKOS.altLabel, Literal("nephros"))))
+    )
     assert synonym.version != shipped.version
     assert synonym.declared_version_iri == shipped.version_iri != synonym.version_iri  # stale header
 
 
-@pytest.mark.parametrize(("text", "syntax"), [
-    ("Prefix(:=<https://w3id.org/lesanet/lesion#>)\nOntology(<https://w3id.org/lesanet/lesion>)\n", "Functional"),
-    ("Prefix: lesion: <https://w3id.org/lesanet/lesion#>\nOntology: <https://w3id.org/lesanet/lesion>\n", "Manchester"),
-])
+@pytest.mark.parametrize(
+    ("text", "syntax"),
+    [
+        ("Prefix(:=<https://w3id.org/lesanet/lesion#>)\nOntology(<https://w3id.org/lesanet/lesion>)\n", "Functional"),
+        (
+            "Prefix: lesion: <https://w3id.org/lesanet/lesion#>\nOntology: <https://w3id.org/lesanet/lesion>\n",
+            "Manchester",
+        ),
+    ],
+)
 def test_functional_and_manchester_syntax_are_refused_in_one_line(tmp_path, text, syntax):
     path = tmp_path / "lesion.ofn"
     path.write_text(text)

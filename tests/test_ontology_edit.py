@@ -24,14 +24,21 @@ from ontology import LESION
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "ontology" / "lesion.owl"
 NEW = {"label": "biloma", "synonym": "bile collection", "category": "type", "parent": "fluid"}
-TINY = ["model.widths=[4, 8, 8, 16, 16]", "model.roi_fc=16", "model.embed_dim=16",
-        "loss.rhem_samples=500", "loss.triplet_count=200", "train.batch_size=16"]
+TINY = [
+    "model.widths=[4, 8, 8, 16, 16]",
+    "model.roi_fc=16",
+    "model.embed_dim=16",
+    "loss.rhem_samples=500",
+    "loss.triplet_count=200",
+    "train.batch_size=16",
+]
 
 
 def lesanet(*args: object) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    result = subprocess.run([sys.executable, "-m", "cli", *map(str, args)], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
+    )
     return result
 
 
@@ -45,8 +52,17 @@ def ok(*args: object) -> subprocess.CompletedProcess[str]:
 def edits(owl_tool, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("edits")
     good, bad = folder / "good.owl", folder / "bad.owl"
-    owl_tool("add-class", SHIPPED, good, LESION[NEW["label"]], NEW["label"], NEW["synonym"], NEW["category"],
-             LESION[NEW["parent"]], 171)
+    owl_tool(
+        "add-class",
+        SHIPPED,
+        good,
+        LESION[NEW["label"]],
+        NEW["label"],
+        NEW["synonym"],
+        NEW["category"],
+        LESION[NEW["parent"]],
+        171,
+    )
     owl_tool("add-disjoint", SHIPPED, bad, LESION.kidney, LESION.cyst)  # kidney cyst is below both
     return {"good": good, "bad": bad}
 
@@ -65,7 +81,8 @@ def test_report_and_diff_describe_the_good_edit(edits):
     report = json.loads(ok("ontology", "report", "--ontology", edits["good"], "--format", "json").stdout)
     assert report["counts"]["ERROR"] == 0
     assert {"rule": "label_without_count", "subject": "biloma"}.items() <= next(
-        p for p in report["problems"] if p["subject"] == "biloma").items()
+        p for p in report["problems"] if p["subject"] == "biloma"
+    ).items()
     diff = json.loads(ok("ontology", "diff", SHIPPED, edits["good"], "--json").stdout)
     assert diff["added"] == ["biloma"] and not diff["removed"] and not diff["changed"]
 
@@ -81,19 +98,66 @@ def chain(edits, tmp_path_factory) -> dict[str, Path]:
     with (out / "sentences.jsonl").open("w") as handle:
         for i, record in enumerate(records):
             if i % 3 == 0:  # a report sentence that uses the new term's synonym for the bookmarked lesion
-                record = {"id": record["id"], "lesion_idx": record["lesion_idx"],
-                          "text": record["text"].replace("BOOKMARK", f"{NEW['synonym']} BOOKMARK", 1)}
+                record = {
+                    "id": record["id"],
+                    "lesion_idx": record["lesion_idx"],
+                    "text": record["text"].replace("BOOKMARK", f"{NEW['synonym']} BOOKMARK", 1),
+                }
             handle.write(json.dumps(record) + "\n")
     ok("textmine", "run", out / "sentences.jsonl", "-o", out / "mined.jsonl", *onto)
-    ok("textmine", "build-split", out / "mined.jsonl", "--reference", phantom / "labels.json",
-       "-o", out / "labels.json", *onto)
-    ok("data", "cache", "--deeplesion", phantom, "--labels", out / "labels.json", "-o", out / "cache",
-       "--workers", 1, *onto)
+    ok(
+        "textmine",
+        "build-split",
+        out / "mined.jsonl",
+        "--reference",
+        phantom / "labels.json",
+        "-o",
+        out / "labels.json",
+        *onto,
+    )
+    ok(
+        "data",
+        "cache",
+        "--deeplesion",
+        phantom,
+        "--labels",
+        out / "labels.json",
+        "-o",
+        out / "cache",
+        "--workers",
+        1,
+        *onto,
+    )
     sets = [arg for override in TINY for arg in ("--set", override)]
-    ok("train", "--config", ROOT / "configs" / "cpu-small.yaml", "--data", out / "cache", "-o", out / "run",
-       "--epochs", 1, "--quiet", "--no-calibrate", "--threads", 1, *sets, *onto)
-    predicted = ok("predict", out / "run", "--data", out / "cache", "--split", "test", "--json",
-                   "-o", out / "predictions.json", *onto)
+    ok(
+        "train",
+        "--config",
+        ROOT / "configs" / "cpu-small.yaml",
+        "--data",
+        out / "cache",
+        "-o",
+        out / "run",
+        "--epochs",
+        1,
+        "--quiet",
+        "--no-calibrate",
+        "--threads",
+        1,
+        *sets,
+        *onto,
+    )
+    predicted = ok(
+        "predict",
+        out / "run",
+        "--data",
+        out / "cache",
+        "--split",
+        "test",
+        "--json",
+        "-o",
+        out / "predictions.json",
+        *onto,
+    )
     (out / "predict.stderr").write_text(predicted.stderr)
     return {"out": out, "phantom": phantom}
 
@@ -131,7 +195,17 @@ def test_another_ontology_version_is_warned_and_the_run_is_stale(chain, edits, t
     warning = next(line for line in result.stderr.splitlines() if "made with ontology" in line)
     run_version = json.loads((out / "run" / "run.json").read_text())["ontology_version"]
     assert run_version in warning and "sha256:" in warning.split(" is ")[-1]
-    diff = ok("ontology", "diff", edits["good"], later, "--labels", out / "labels.json",
-              "--cache", out / "cache", "--run", out / "run").stdout
+    diff = ok(
+        "ontology",
+        "diff",
+        edits["good"],
+        later,
+        "--labels",
+        out / "labels.json",
+        "--cache",
+        out / "cache",
+        "--run",
+        out / "run",
+    ).stdout
     assert "changed: biloma: synonyms added: bile leak" in diff
     assert f"run {out / 'run'}: stale: built with OLD" in diff

@@ -27,21 +27,34 @@ def _with_dtd(subset: str, body_edit=lambda text: text) -> str:
 
 def _laughs(levels: int = 10) -> str:
     subset = '<!ENTITY lol0 "lol">\n' + "\n".join(
-        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, levels))
-    return _with_dtd(subset, lambda body: body.replace("<rdfs:label>LesaNet lesion ontology</rdfs:label>",
-                                                       f"<rdfs:label>&lol{levels - 1};</rdfs:label>", 1))
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, levels)
+    )
+    return _with_dtd(
+        subset,
+        lambda body: body.replace(
+            "<rdfs:label>LesaNet lesion ontology</rdfs:label>", f"<rdfs:label>&lol{levels - 1};</rdfs:label>", 1
+        ),
+    )
 
 
 HOSTILE = {
     "billion laughs": (_laughs(), "defined from other entities"),
     "external entity": (_with_dtd('<!ENTITY passwd SYSTEM "file:///etc/passwd">'), "external entity &passwd;"),
-    "parameter entity": (_with_dtd('<!ENTITY % p "<!ENTITY x \'y\'>"> %p;'), "parameter entity %p"),
-    "external DTD": (SHIPPED[:RDF_START] + '<!DOCTYPE rdf:RDF SYSTEM "http://127.0.0.1:9/x.dtd">\n'
-                     + SHIPPED[RDF_START:], "external DTD"),
+    "parameter entity": (_with_dtd("<!ENTITY % p \"<!ENTITY x 'y'>\"> %p;"), "parameter entity %p"),
+    "external DTD": (
+        SHIPPED[:RDF_START] + '<!DOCTYPE rdf:RDF SYSTEM "http://127.0.0.1:9/x.dtd">\n' + SHIPPED[RDF_START:],
+        "external DTD",
+    ),
     "element declaration": (_with_dtd("<!ELEMENT rdf:RDF ANY>"), "declares element"),
-    "quadratic blowup": (_with_dtd(f'<!ENTITY a "{"x" * 500}">', lambda body: body.replace(
-        "<rdfs:label>LesaNet lesion ontology</rdfs:label>", f"<rdfs:label>{'&a;' * 20_000}</rdfs:label>", 1)),
-        "would expand"),
+    "quadratic blowup": (
+        _with_dtd(
+            f'<!ENTITY a "{"x" * 500}">',
+            lambda body: body.replace(
+                "<rdfs:label>LesaNet lesion ontology</rdfs:label>", f"<rdfs:label>{'&a;' * 20_000}</rdfs:label>", 1
+            ),
+        ),
+        "would expand",
+    ),
 }
 
 
@@ -68,16 +81,19 @@ def test_billion_laughs_through_the_cli_is_one_line_and_exit_1(tmp_path, capsys)
 
 def test_namespace_entities_as_old_protege_wrote_them_still_load(tmp_path, shipped_ontology):
     xsd = "http://www.w3.org/2001/XMLSchema#"
-    text = _with_dtd(f'<!ENTITY owl "http://www.w3.org/2002/07/owl#">\n<!ENTITY xsd "{xsd}">',
-                     lambda body: body.replace(f'rdf:datatype="{xsd}integer"', 'rdf:datatype="&xsd;integer"'))
+    text = _with_dtd(
+        f'<!ENTITY owl "http://www.w3.org/2002/07/owl#">\n<!ENTITY xsd "{xsd}">',
+        lambda body: body.replace(f'rdf:datatype="{xsd}integer"', 'rdf:datatype="&xsd;integer"'),
+    )
     assert text.count("&xsd;integer") > 300
     path = tmp_path / "protege4.owl"
     path.write_text(text, encoding="utf-8")
     assert load_ontology(path).version == shipped_ontology.version
 
 
-@pytest.mark.parametrize(("prop", "value"), [("lesanetIndex", "3x3"), ("deeplesionOccurrences", "1e5"),
-                                             ("lesanetIndex", "9" * 40)])
+@pytest.mark.parametrize(
+    ("prop", "value"), [("lesanetIndex", "3x3"), ("deeplesionOccurrences", "1e5"), ("lesanetIndex", "9" * 40)]
+)
 def test_a_bad_integer_literal_names_file_and_class(tmp_path, capsys, prop, value):
     from cli import main
 
@@ -103,11 +119,14 @@ def dangling(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("argv", [
-    ["ontology", "expand", "renal cyst"],
-    ["ontology", "exclusive", "lung"],
-    ["textmine", "derivations", "--grep", "renal"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ontology", "expand", "renal cyst"],
+        ["ontology", "exclusive", "lung"],
+        ["textmine", "derivations", "--grep", "renal"],
+    ],
+)
 def test_tools_refuse_an_ontology_that_check_rejects_unless_unchecked(dangling, capsys, argv):
     from cli import main
 
@@ -132,13 +151,15 @@ entity_values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_ch
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True), entity_values), max_size=6),
-       st.lists(st.integers(0, 5), max_size=30))
+@given(
+    st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True), entity_values), max_size=6),
+    st.lists(st.integers(0, 5), max_size=30),
+)
 def test_any_internal_subset_is_accepted_safely_or_refused(entities, references):
     subset = "\n".join(f'<!ENTITY {name} "{value}">' for name, value in entities)
     names = [name for name, _ in entities]
     body = "".join(f"&{names[i % len(names)]};" for i in references) if names else ""
-    doc = f'<?xml version="1.0"?>\n<!DOCTYPE r [\n{subset}\n]>\n<r>{body}</r>\n'.encode("utf-8")
+    doc = f'<?xml version="1.0"?>\n<!DOCTYPE r [\n{subset}\n]>\n<r>{body}</r>\n'.encode()
     try:
         check_xml(doc, "doc.xml")
     except UnsafeXMLError as exc:

@@ -39,20 +39,33 @@ def test_mappings_survive_a_save_in_turtle(tmp_path):
 
 
 def _sssom(tmp_path: Path, rows: list[str], header: str | None = None) -> Path:
-    head = header if header is not None else (
-        "#mapping_set_id: https://example.org/m\n#license: https://example.org/l\n"
-        "#curie_map:\n#  EX: https://example.org/code/\n")
+    head = (
+        header
+        if header is not None
+        else (
+            "#mapping_set_id: https://example.org/m\n#license: https://example.org/l\n"
+            "#curie_map:\n#  EX: https://example.org/code/\n"
+        )
+    )
     path = tmp_path / "m.sssom.tsv"
-    path.write_text(head + "subject_id\tpredicate_id\tobject_id\tmapping_justification\n" + "".join(r + "\n" for r in rows))
+    path.write_text(
+        head + "subject_id\tpredicate_id\tobject_id\tmapping_justification\n" + "".join(r + "\n" for r in rows)
+    )
     return path
 
 
-@pytest.mark.parametrize(("row", "message"), [
-    ("lesion:no_such_term\tskos:exactMatch\tEX:1\tsemapv:ManualMappingCuration", "line 6: subject 'lesion:no_such_term'"),
-    ("lesion:kidney\tskos:broadMatch\tEX:1\tsemapv:ManualMappingCuration", "line 6: predicate 'skos:broadMatch'"),
-    ("lesion:kidney\tskos:exactMatch\tNOPE:1\tsemapv:ManualMappingCuration", "line 6: object_id 'NOPE:1'"),
-    ("lesion:kidney\tskos:exactMatch\tEX:1\t", "line 6: empty mapping_justification"),
-])
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            "lesion:no_such_term\tskos:exactMatch\tEX:1\tsemapv:ManualMappingCuration",
+            "line 6: subject 'lesion:no_such_term'",
+        ),
+        ("lesion:kidney\tskos:broadMatch\tEX:1\tsemapv:ManualMappingCuration", "line 6: predicate 'skos:broadMatch'"),
+        ("lesion:kidney\tskos:exactMatch\tNOPE:1\tsemapv:ManualMappingCuration", "line 6: object_id 'NOPE:1'"),
+        ("lesion:kidney\tskos:exactMatch\tEX:1\t", "line 6: empty mapping_justification"),
+    ],
+)
 def test_bad_rows_name_the_file_and_line(tmp_path, row, message):
     path = _sssom(tmp_path, [row])
     with pytest.raises(OntologyError, match=message):
@@ -66,8 +79,12 @@ def test_header_must_identify_and_license_the_set(tmp_path):
 
 
 def test_cli_stats_counts_mapped_terms():
-    result = subprocess.run([sys.executable, "-m", "cli", "ontology", "stats", "--json", "--mappings", str(EXAMPLE)],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "ontology", "stats", "--json", "--mappings", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert '"mapped_terms": 3' in result.stdout
 
@@ -82,8 +99,14 @@ def test_rdf_predictions_carry_the_mapped_codes():
     labels = ["kidney", "lung nodule", "liver"]
     record = {
         "lesion_id": "phantom/1",
-        "source": {"dataset": "phantom", "lesion_idx": 1, "file": "Images_png/000001_01_01/045.png", "slice": 45,
-                   "box_px": [10, 10, 20, 20], "spacing_mm": [0.8, 0.8, 2.0]},
+        "source": {
+            "dataset": "phantom",
+            "lesion_idx": 1,
+            "file": "Images_png/000001_01_01/045.png",
+            "slice": 45,
+            "box_px": [10, 10, 20, 20],
+            "spacing_mm": [0.8, 0.8, 2.0],
+        },
         "labels": [{"label": n, "iri": onto.iri(n), "score": 0.9, "threshold": 0.5, "decision": True} for n in labels],
         "model": {"name": "LesaNet", "version": "0.1.0", "checkpoint_sha256": "0" * 64, "config": "cpu-small"},
         "ontology_version": onto.version,

@@ -48,7 +48,11 @@ def test_formats_the_toolkit_reads_give_identical_content(saved_formats, name):
 def test_functional_and_manchester_are_refused_with_the_formats_to_use(saved_formats, name, syntax):
     with pytest.raises(OntologyError, match="save as RDF/XML or OWL/XML"):
         load_ontology(saved_formats / name)
-    result = subprocess.run([sys.executable, "-m", "cli", "ontology", "stats", "--ontology", str(saved_formats / name)],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "ontology", "stats", "--ontology", str(saved_formats / name)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1 and syntax in result.stderr

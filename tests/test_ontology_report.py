@@ -149,8 +149,9 @@ def test_diff_tells_a_stale_cache_and_run(tmp_path):
     (run / "run.json").write_text(json.dumps({"ontology_version": new.version}))
     assert staleness("cache", cache, old, new)["stale"]
     assert not staleness("run", run, old, new)["stale"]
-    result = run_cli("ontology", "diff", str(SHIPPED_OWL), str(tmp_path / "edited.ttl"),
-                     "--cache", str(cache), "--run", str(run))
+    result = run_cli(
+        "ontology", "diff", str(SHIPPED_OWL), str(tmp_path / "edited.ttl"), "--cache", str(cache), "--run", str(run)
+    )
     assert result.returncode == 0, result.stderr
     assert f"cache {cache}: stale: built with OLD {old.version}" in result.stdout
     assert f"run {run}: current" in result.stdout

@@ -146,7 +146,9 @@ def test_cache_shapes_boxes_and_labels(cache, phantom):
 def test_interrupted_build_resumes_to_identical_cache(cache, phantom, tmp_path):
     out = tmp_path / "resumed"
     with pytest.raises(BuildInterrupted):
-        build_cache(phantom, phantom / "labels.json", out, workers=1, progress=False, chunk_lesions=4, stop_after_units=3)
+        build_cache(
+            phantom, phantom / "labels.json", out, workers=1, progress=False, chunk_lesions=4, stop_after_units=3
+        )
     assert not (out / "index.json").exists()
     report = build_cache(phantom, phantom / "labels.json", out, workers=2, progress=False, chunk_lesions=4)
     assert 0 < report.resumed_lesions < N_LESIONS
@@ -167,7 +169,11 @@ def test_bad_lesions_are_reported_and_skipped(phantom, tmp_path):
     (ds / "DL_info.csv").write_text("\n".join(lines) + "\n")
     report = build_cache(ds, ds / "labels.json", tmp_path / "c", workers=1, progress=False)
     bad = {b["lesion_idx"]: b["reason"] for b in report.bad}
-    sharing = {l.lesion_idx for l in info.lesions.values() if (l.series_dir, l.key_slice) == (broken.series_dir, broken.key_slice)}
+    sharing = {
+        l.lesion_idx
+        for l in info.lesions.values()
+        if (l.series_dir, l.key_slice) == (broken.series_dir, broken.key_slice)
+    }
     assert sharing <= set(bad) and "unreadable PNG" in bad[0]
     assert 2 in bad and "Spacing" in bad[2]
     assert report.n_lesions == N_LESIONS - len(bad)
@@ -192,8 +198,24 @@ def test_cli_synth_cache_check_show(tmp_path, capsys):
     assert main(["synth", "-o", str(ds), "--lesions", "6", "--seed", "5", "--workers", "1"]) == 0
     assert main(["data", "check", "--deeplesion", str(ds), "--labels", str(ds / "labels.json")]) == 0
     assert "6 good rows" in capsys.readouterr().out
-    assert main(["data", "cache", "--deeplesion", str(ds), "--labels", str(ds / "labels.json"), "-o", str(out),
-                 "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "cache",
+                "--deeplesion",
+                str(ds),
+                "--labels",
+                str(ds / "labels.json"),
+                "-o",
+                str(out),
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(PatchCache(out)) == 6
     assert main(["data", "show", str(out), "-o", str(tmp_path / "p.png"), "-n", "4"]) == 0
     assert (tmp_path / "p.png").stat().st_size > 1000

@@ -31,10 +31,17 @@ def _tiny_config():
     """cpu-small shrunk further: these tests check wiring and formats, not accuracy."""
     from vision.config import apply_overrides
 
-    return apply_overrides(load_config(ROOT / "configs" / "cpu-small.yaml"), [
-        "model.widths=[4, 8, 8, 16, 16]", "model.roi_fc=16", "model.embed_dim=16",
-        "loss.rhem_samples=300", "loss.triplet_count=200", "train.batch_size=16",
-    ])
+    return apply_overrides(
+        load_config(ROOT / "configs" / "cpu-small.yaml"),
+        [
+            "model.widths=[4, 8, 8, 16, 16]",
+            "model.roi_fc=16",
+            "model.embed_dim=16",
+            "loss.rhem_samples=300",
+            "loss.triplet_count=200",
+            "train.batch_size=16",
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +52,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, shipped_ontology) -> Tiny
 
     root = tmp_path_factory.mktemp("tiny-run")
     phantom = synthesize(root / "phantom", 48, seed=5, workers=1, onto=shipped_ontology)
-    build_cache(phantom, phantom / "labels.json", root / "cache", workers=1, progress=False,
-                known_labels=set(shipped_ontology.terms), ontology_version=shipped_ontology.version)
+    build_cache(
+        phantom,
+        phantom / "labels.json",
+        root / "cache",
+        workers=1,
+        progress=False,
+        known_labels=set(shipped_ontology.terms),
+        ontology_version=shipped_ontology.version,
+    )
     train(_tiny_config(), root / "cache", root / "run", epochs=1, progress=False, onto=shipped_ontology)
     return TinyRun(phantom, root / "cache", root / "run")
 
@@ -69,7 +83,8 @@ def _cache_index(tiny_run: TinyRun) -> dict:
 
 
 def test_calibrated_thresholds_beat_fixed_half_on_validation(tiny_run: TinyRun, predictor) -> None:
-    from vision.evaluate import evaluate_run, read_thresholds
+    from vision.evaluate import evaluate_run
+    from vision.thresholds import read_thresholds
 
     stored = read_thresholds(tiny_run.run, predictor.term_list, predictor.info.checkpoint_sha256)
     assert stored is not None and np.allclose(stored, predictor.thresholds)
@@ -218,23 +233,56 @@ def test_cli_evaluate_predict_embed_retrieve(tiny_run: TinyRun, predictor, tmp_p
     emb = tmp_path / "emb"
     assert cli_main(["embed", run, "--data", cache, "-o", str(emb)]) == 0
     capsys.readouterr()
-    assert cli_main(["retrieve", run, "--embeddings", str(emb), "--deeplesion", str(tiny_run.phantom),
-                     "--lesion", "0", "-k", "2", "--panel", str(tmp_path / "hits.png")]) == 0
+    assert (
+        cli_main(
+            [
+                "retrieve",
+                run,
+                "--embeddings",
+                str(emb),
+                "--deeplesion",
+                str(tiny_run.phantom),
+                "--lesion",
+                "0",
+                "-k",
+                "2",
+                "--panel",
+                str(tmp_path / "hits.png"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "deeplesion/0" in text and "(the query itself)" in text and (tmp_path / "hits.png").is_file()
     assert cli_main(["retrieve", run, "--embeddings", str(emb), "--quality", "-k", "2"]) == 0
     assert "score vector" in capsys.readouterr().out
     first = json.loads((emb / "index.json").read_text())["lesions"][0]["lesion_idx"]
-    assert cli_main(["retrieve", run, "--embeddings", str(emb), "--query-idx", str(first), "--exclude-self",
-                     "-k", "3", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "retrieve",
+                run,
+                "--embeddings",
+                str(emb),
+                "--query-idx",
+                str(first),
+                "--exclude-self",
+                "-k",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert len(result["hits"]) == 3 and f"deeplesion/{first}" not in [h["lesion_id"] for h in result["hits"]]
 
 
 def test_cli_bad_input_is_one_line(tiny_run: TinyRun, capsys) -> None:
     png = next((tiny_run.phantom / "Images_png").glob("*/*.png"))
-    code = cli_main(["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5",
-                     "--box", "500,500,520,530"])
+    code = cli_main(
+        ["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5", "--box", "500,500,520,530"]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "outside" in err
     code = cli_main(["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5", "--box", "3,4"])
@@ -247,8 +295,16 @@ def test_ablation_reuses_finished_runs(tiny_run: TinyRun, predictor, tmp_path: P
     assert [v.name for v in VARIANTS][:2] == ["baseline", "LesaNet"]
     shutil.copytree(tiny_run.run, tmp_path / "lesanet")
     (tmp_path / "lesanet" / "thresholds.json").unlink(missing_ok=True)
-    outcome = run_ablation(_tiny_config(), tiny_run.cache, tmp_path, variants=["LesaNet"], epochs=1,
-                           onto=shipped_ontology, progress=False, resume=True)
+    outcome = run_ablation(
+        _tiny_config(),
+        tiny_run.cache,
+        tmp_path,
+        variants=["LesaNet"],
+        epochs=1,
+        onto=shipped_ontology,
+        progress=False,
+        resume=True,
+    )
     assert "| LesaNet |" in outcome.markdown
     assert (tmp_path / "table1.csv").is_file() and (tmp_path / "lesanet" / "thresholds.json").is_file()
 
@@ -326,8 +382,9 @@ def test_nifti_and_dicom_score_like_the_png_path(tiny_run: TinyRun, predictor, t
     assert by_nifti.records[0]["source"]["spacing_mm"] == pytest.approx(list(spacing), abs=1e-5)
     _write_dicom_series(tmp_path / "dicom", slices, spacing, "1.2.826.0.1.3680043.8.498.1")
     # ITK's series order runs along the slice normal (feet to head here): file slice = Z - 1 - display
-    by_dicom = predict_inputs(predictor, image_inputs(tmp_path / "dicom", [VoxelBox(len(slices) - 1 - key,
-                                                                                    lesion.box)]))
+    by_dicom = predict_inputs(
+        predictor, image_inputs(tmp_path / "dicom", [VoxelBox(len(slices) - 1 - key, lesion.box)])
+    )
     assert np.allclose(by_dicom.scored.probs, by_png.scored.probs, atol=1e-6)
     assert by_dicom.records[0]["source"]["sop_instance_uid"] == f"1.2.826.0.1.3680043.8.498.1.{key + 1}"
 
@@ -364,16 +421,31 @@ def test_volume_inputs_refuse_bad_input(tiny_run: TinyRun, tmp_path: Path) -> No
     assert len(dicom_inputs(tmp_path / "two", [(key, lesion.box)], series="1.2.3.2")) == 1
 
 
-def test_cli_predict_volume_with_boxes_file_and_patch_png(tiny_run: TinyRun, predictor, tmp_path: Path,
-                                                          capsys) -> None:
+def test_cli_predict_volume_with_boxes_file_and_patch_png(tiny_run: TinyRun, predictor, tmp_path: Path, capsys) -> None:
     slices, key, lesion = _phantom_series(tiny_run, 0)
     nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, tuple(float(v) for v in lesion.spacing_mm))
     file_slice, file_box = _ras_file_lesion(slices, key, lesion.box)
     boxes = tmp_path / "boxes.txt"
-    boxes.write_text("# slice, x1, y1, x2, y2\n" + f"{file_slice}, " + ", ".join(f"{v:g}" for v in file_box)
-                     + "\n" + f"{file_slice}, 100, 100, 120, 118\n")
-    code = cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes), "--jsonl",
-                     "--patch-png", str(tmp_path / "patches.png")])
+    boxes.write_text(
+        "# slice, x1, y1, x2, y2\n"
+        + f"{file_slice}, "
+        + ", ".join(f"{v:g}" for v in file_box)
+        + "\n"
+        + f"{file_slice}, 100, 100, 120, 118\n"
+    )
+    code = cli_main(
+        [
+            "predict",
+            str(tiny_run.run),
+            "--nifti",
+            str(nifti),
+            "--boxes",
+            str(boxes),
+            "--jsonl",
+            "--patch-png",
+            str(tmp_path / "patches.png"),
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert code == 0 and len(lines) == 2 and (tmp_path / "patches.png").is_file()
     assert json.loads(lines[1])["source"]["box_px"] == [100.0, 100.0, 120.0, 118.0]
@@ -386,8 +458,7 @@ def test_cli_predict_volume_with_boxes_file_and_patch_png(tiny_run: TinyRun, pre
     assert "w/o RHEM" in capsys.readouterr().out
 
 
-def test_stale_thresholds_are_refused_until_recalibrated(tiny_run: TinyRun, predictor, tmp_path: Path,
-                                                         capsys) -> None:
+def test_stale_thresholds_are_refused_until_recalibrated(tiny_run: TinyRun, predictor, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run.run, run)
     doc = json.loads((run / "thresholds.json").read_text())
@@ -404,8 +475,9 @@ def test_stale_thresholds_are_refused_until_recalibrated(tiny_run: TinyRun, pred
 # --------------------------------------------------------------------------- one bad lesion never sinks the others
 
 
-def test_cli_predict_several_lesions_one_bad_the_others_predicted(tiny_run: TinyRun, predictor, tmp_path: Path,
-                                                                 capsys) -> None:
+def test_cli_predict_several_lesions_one_bad_the_others_predicted(
+    tiny_run: TinyRun, predictor, tmp_path: Path, capsys
+) -> None:
     run, phantom = str(tiny_run.run), str(tiny_run.phantom)
     code = cli_main(["predict", run, "--deeplesion", phantom, "--lesion", "0", "1", "100000", "2", "3", "--jsonl"])
     captured = capsys.readouterr()
@@ -421,8 +493,15 @@ def test_cli_predict_boxes_file_with_bad_lines(tiny_run: TinyRun, predictor, tmp
     nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, tuple(float(v) for v in lesion.spacing_mm))
     file_slice, file_box = _ras_file_lesion(slices, key, lesion.box)
     good = f"{file_slice}, " + ", ".join(f"{v:g}" for v in file_box)
-    bad_lines = [f"{file_slice}, 1, 2, 3", "x, 1, 2, 3, 4", f"{file_slice}, nan, 1, 5, 5", f"{file_slice}, -5, 1, 5, 5",
-                 f"{file_slice}, 9000, 9000, 9010, 9010", "100000, 1, 1, 5, 5", "1" * 5000 + ", 1, 1, 5, 5"]
+    bad_lines = [
+        f"{file_slice}, 1, 2, 3",
+        "x, 1, 2, 3, 4",
+        f"{file_slice}, nan, 1, 5, 5",
+        f"{file_slice}, -5, 1, 5, 5",
+        f"{file_slice}, 9000, 9000, 9010, 9010",
+        "100000, 1, 1, 5, 5",
+        "1" * 5000 + ", 1, 1, 5, 5",
+    ]
     boxes = tmp_path / "boxes.txt"
     boxes.write_text("\n".join([good, *bad_lines, good]) + "\n")
     code = cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes), "--jsonl"])
@@ -430,16 +509,20 @@ def test_cli_predict_boxes_file_with_bad_lines(tiny_run: TinyRun, predictor, tmp
     assert code == 3 and len(captured.out.splitlines()) == 2
     for number in range(2, 2 + len(bad_lines)):
         assert f"boxes.txt:{number}:" in captured.err
-    assert "Traceback" not in captured.err and f"{len(bad_lines)} of {len(bad_lines) + 2} lesions failed" in captured.err
-    code = cli_main(["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes), "--jsonl",
-                     "--max-messages", "2"])
+    assert (
+        "Traceback" not in captured.err and f"{len(bad_lines)} of {len(bad_lines) + 2} lesions failed" in captured.err
+    )
+    code = cli_main(
+        ["predict", str(tiny_run.run), "--nifti", str(nifti), "--boxes", str(boxes), "--jsonl", "--max-messages", "2"]
+    )
     captured = capsys.readouterr()
     assert code == 3 and captured.err.count("boxes.txt:") == 2
     assert f"and {len(bad_lines) - 2} more failed lesions or rows" in captured.err
     png = next((tiny_run.phantom / "Images_png").glob("*/*.png"))
     boxes.write_text("3, 10, 10, 30, 30\n3, 500, 500, 520, 530\n")
-    code = cli_main(["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5", "--boxes", str(boxes),
-                     "--json"])
+    code = cli_main(
+        ["predict", str(tiny_run.run), "--png", str(png), "--spacing", "1,1,2.5", "--boxes", str(boxes), "--json"]
+    )
     captured = capsys.readouterr()
     assert code == 3 and len(json.loads(captured.out)) == 1 and "box 2" in captured.err and "outside" in captured.err
 

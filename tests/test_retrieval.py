@@ -62,7 +62,10 @@ def test_precision_at_k_hand_example_and_self_exclusion() -> None:
 def test_embeddings_file_roundtrip_and_clear_errors(tmp_path) -> None:
     vectors = np.eye(3, dtype=np.float32)
     scores = np.full((3, 2), 0.5, dtype=np.float32)
-    lesions = [{"lesion_id": f"phantom/{i}", "lesion_idx": i, "split": "test", "labels": ["a"], "sentence": None} for i in range(3)]
+    lesions = [
+        {"lesion_id": f"phantom/{i}", "lesion_idx": i, "split": "test", "labels": ["a"], "sentence": None}
+        for i in range(3)
+    ]
     path = write_embeddings(tmp_path / "emb", vectors, scores, {"term_list": ["a", "b"], "lesions": lesions})
     write_embeddings(path, vectors, scores, {"term_list": ["a", "b"], "lesions": lesions})  # replace in place
     emb = load_embeddings(path)

@@ -85,8 +85,7 @@ def test_composites_come_from_the_ontology(miner, shipped_ontology):
 
 
 def test_paper_example(miner):
-    text = ("Unchanged large nodule bilaterally for example right lower lobe OTHER_BMK and right middle "
-            "lobe BOOKMARK.")
+    text = "Unchanged large nodule bilaterally for example right lower lobe OTHER_BMK and right middle lobe BOOKMARK."
     result = mined(miner, text)
     assert set(result.relevant) == {"large", "nodule", "right mid lung"}
     assert result.irrelevant == ["right lower lobe"]
@@ -97,23 +96,38 @@ def test_paper_example(miner):
     "text, expected",
     [
         # other lesion
-        ("Left adrenal mass OTHER_BMK and right renal cyst BOOKMARK.",
-         {"left adrenal gland": "irrelevant", "right kidney": "relevant", "kidney cyst": "relevant"}),
-        ("Liver lesions BOOKMARK, OTHER_BMK consistent with metastases.",
-         {"liver": "relevant", "metastasis": "relevant"}),
-        ("Nodules in the left lower lobe OTHER_BMK and lingula BOOKMARK.",
-         {"nodule": "relevant", "left lower lobe": "irrelevant", "lingula": "relevant"}),
-        ("Enlarged lymph nodes: subcarinal OTHER_BMK and right hilar BOOKMARK.",
-         {"enlargement": "relevant", "lymph node": "relevant", "hilum": "relevant"}),
+        (
+            "Left adrenal mass OTHER_BMK and right renal cyst BOOKMARK.",
+            {"left adrenal gland": "irrelevant", "right kidney": "relevant", "kidney cyst": "relevant"},
+        ),
+        (
+            "Liver lesions BOOKMARK, OTHER_BMK consistent with metastases.",
+            {"liver": "relevant", "metastasis": "relevant"},
+        ),
+        (
+            "Nodules in the left lower lobe OTHER_BMK and lingula BOOKMARK.",
+            {"nodule": "relevant", "left lower lobe": "irrelevant", "lingula": "relevant"},
+        ),
+        (
+            "Enlarged lymph nodes: subcarinal OTHER_BMK and right hilar BOOKMARK.",
+            {"enlargement": "relevant", "lymph node": "relevant", "hilum": "relevant"},
+        ),
         # negation
         ("Spleen lesion BOOKMARK without pleural effusion.", {"spleen": "relevant", "pleural effusion": "irrelevant"}),
         ("No new nodules. Liver mass BOOKMARK.", {"nodule": "irrelevant", "liver mass": "relevant"}),
-        ("Adrenal nodule BOOKMARK, no lymphadenopathy.", {"adrenal gland": "relevant", "lymphadenopathy": "irrelevant"}),
+        (
+            "Adrenal nodule BOOKMARK, no lymphadenopathy.",
+            {"adrenal gland": "relevant", "lymphadenopathy": "irrelevant"},
+        ),
         # history
-        ("Previously solid lung nodule BOOKMARK now cavitary.",
-         {"solid": "irrelevant", "lung nodule": "relevant", "cavitary": "relevant"}),
-        ("The pleural effusion has resolved; mesenteric mass BOOKMARK.",
-         {"pleural effusion": "irrelevant", "mass": "relevant"}),
+        (
+            "Previously solid lung nodule BOOKMARK now cavitary.",
+            {"solid": "irrelevant", "lung nodule": "relevant", "cavitary": "relevant"},
+        ),
+        (
+            "The pleural effusion has resolved; mesenteric mass BOOKMARK.",
+            {"pleural effusion": "irrelevant", "mass": "relevant"},
+        ),
         # hedging
         ("Pancreatic lesion BOOKMARK, possibly a cyst.", {"pancreas": "relevant", "cyst": "uncertain"}),
         ("Renal mass BOOKMARK, probably an angiomyolipoma.", {"angiomyolipoma": "uncertain"}),
@@ -122,13 +136,17 @@ def test_paper_example(miner):
         ("Lung nodule BOOKMARK suspicious for metastasis.", {"metastasis": "uncertain"}),
         ("Omental nodule BOOKMARK concerning for implant.", {"implant": "uncertain", "omentum": "relevant"}),
         ("Mediastinal mass BOOKMARK; cannot exclude lymphadenopathy.", {"lymphadenopathy": "uncertain"}),
-        ("Pleural thickening BOOKMARK, mesothelioma not excluded.",
-         {"mesothelioma": "uncertain", "thickening": "relevant"}),
+        (
+            "Pleural thickening BOOKMARK, mesothelioma not excluded.",
+            {"mesothelioma": "uncertain", "thickening": "relevant"},
+        ),
         ("Questionable hepatic lesion BOOKMARK.", {"liver": "uncertain"}),
         ("Adrenal mass BOOKMARK, differential includes adenoma.", {"adenoma": "uncertain"}),
         ("Groin mass BOOKMARK versus hernia.", {"hernia": "uncertain"}),
-        ("Right lower lobe opacity BOOKMARK, atelectasis or consolidation.",
-         {"atelectasis": "uncertain", "consolidation": "uncertain", "opacity": "relevant"}),
+        (
+            "Right lower lobe opacity BOOKMARK, atelectasis or consolidation.",
+            {"atelectasis": "uncertain", "consolidation": "uncertain", "opacity": "relevant"},
+        ),
         # assertions and comparisons are not hedges
         ("Fat-containing renal mass BOOKMARK consistent with angiomyolipoma.", {"angiomyolipoma": "relevant"}),
         ("Uterine mass BOOKMARK compatible with fibroid.", {"leiomyoma": "relevant"}),
@@ -176,7 +194,9 @@ def test_expand_lists(miner, shipped_ontology):
 def test_bad_records(miner, raw, message):
     from textmine.records import read_jsonl
 
-    stream = io.BytesIO(b'{"id": "a", "text": "liver mass BOOKMARK"}\n' + raw + b'\n{"id": "b", "text": "renal cyst"}\n')
+    stream = io.BytesIO(
+        b'{"id": "a", "text": "liver mass BOOKMARK"}\n' + raw + b'\n{"id": "b", "text": "renal cyst"}\n'
+    )
     out = list(miner.mine_records(read_jsonl(stream)))
     assert len(out) == 3
     assert out[0].error is None and out[2].error is None and "kidney cyst" in out[2].relevant
@@ -267,10 +287,19 @@ def test_cli_build_split(tmp_path, capsys, shipped_ontology):
     assert names(data["train_relevant_labels"][0]) == {"kidney", "cyst", "mass"}
     assert data["train_uncertain_labels"][0] == []
     assert names(data["train_irrelevant_labels"][0]) == {"liver"}
-    assert set(data) == {"term_list", "train_lesion_idxs", "val_lesion_idxs", "test_lesion_idxs",
-                         "train_relevant_labels", "val_relevant_labels", "test_relevant_labels",
-                         "train_uncertain_labels", "val_uncertain_labels", "test_uncertain_labels",
-                         "train_irrelevant_labels"}
+    assert set(data) == {
+        "term_list",
+        "train_lesion_idxs",
+        "val_lesion_idxs",
+        "test_lesion_idxs",
+        "train_relevant_labels",
+        "val_relevant_labels",
+        "test_relevant_labels",
+        "train_uncertain_labels",
+        "val_uncertain_labels",
+        "test_uncertain_labels",
+        "train_irrelevant_labels",
+    }
 
 
 # ---------------------------------------------------------------------------- dev set

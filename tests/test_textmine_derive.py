@@ -31,20 +31,20 @@ def mined(miner: LabelMiner, text: str, expand: bool = False):
 @pytest.mark.parametrize(
     "phrase, labels",
     [
-        ("perifissural", ("fissure",)),          # beside a sheet: on it
+        ("perifissural", ("fissure",)),  # beside a sheet: on it
         ("subdiaphragmatic", ("diaphragm",)),
-        ("perihepatic", ()),                      # beside an organ: not in it (next_to_organ: neither)
-        ("perinephric", ()),                      # combining form of kidney
-        ("intrahepatic", ("liver",)),             # within
-        ("epicardial", ("cardiac",)),             # upon
-        ("diffusely", ("diffuse",)),              # adverb
-        ("enhanced", ("enhancing",)),             # participle
+        ("perihepatic", ()),  # beside an organ: not in it (next_to_organ: neither)
+        ("perinephric", ()),  # combining form of kidney
+        ("intrahepatic", ("liver",)),  # within
+        ("epicardial", ("cardiac",)),  # upon
+        ("diffusely", ("diffuse",)),  # adverb
+        ("enhanced", ("enhancing",)),  # participle
         ("stenotic", ("stenosis",)),
-        ("hyperenhanced", ("hyperattenuation",)), # the finer term the ontology names
-        ("isoenhancing", ("enhancing",)),         # no finer term: the base attribute
-        ("isodense", ()),                         # "dense" is hyperattenuation: iso- denies it
-        ("splenic artery", ("artery",)),          # a vessel beside the spleen, not the spleen
-        ("femoral vein", ("vein",)),              # not the femur
+        ("hyperenhanced", ("hyperattenuation",)),  # the finer term the ontology names
+        ("isoenhancing", ("enhancing",)),  # no finer term: the base attribute
+        ("isodense", ()),  # "dense" is hyperattenuation: iso- denies it
+        ("splenic artery", ("artery",)),  # a vessel beside the spleen, not the spleen
+        ("femoral vein", ("vein",)),  # not the femur
     ],
 )
 def test_derived_forms(derived, phrase, labels):
@@ -137,8 +137,18 @@ def test_cli_cv_and_derivations(tmp_path, capsys):
     import cli
 
     gold = [
-        {"text": "Right renal cyst", "expanded_terms": ["right kidney", "kidney", "kidney cyst", "cyst", "abdomen",
-                                                       "retroperitoneum", "upper abdomen"]},
+        {
+            "text": "Right renal cyst",
+            "expanded_terms": [
+                "right kidney",
+                "kidney",
+                "kidney cyst",
+                "cyst",
+                "abdomen",
+                "retroperitoneum",
+                "upper abdomen",
+            ],
+        },
         {"text": "perihepatic fluid", "expanded_terms": ["fluid"]},
         {"text": "left hilar adenopathy", "expanded_terms": ["lymphadenopathy", "lymph node"]},  # misses hilum etc.
         {"text": "hypodense liver lesion", "expanded_terms": ["hypoattenuation", "liver", "upper abdomen", "abdomen"]},

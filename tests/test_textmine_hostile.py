@@ -73,10 +73,17 @@ def test_nothing_mined_is_exit_1(tmp_path, capsys):
 def test_train_relations_skips_hostile_lines(tmp_path, capsys):
     from cli import main
 
-    good = json.dumps({"id": 1, "text": "Liver mass BOOKMARK", "mentions": [{"start": 0, "end": 5, "relation": "relevant"}]})
+    good = json.dumps(
+        {"id": 1, "text": "Liver mass BOOKMARK", "mentions": [{"start": 0, "end": 5, "relation": "relevant"}]}
+    )
     src = tmp_path / "train.jsonl"
-    src.write_bytes(good.encode() + b"\n" + b"\n".join(line for line, _ in HOSTILE[:4]) + b"\n"
-                    + b'{"id": 9, "text": "Liver mass", "mentions": [{"start": [], "end": {}, "relation": []}]}\n')
+    src.write_bytes(
+        good.encode()
+        + b"\n"
+        + b"\n".join(line for line, _ in HOSTILE[:4])
+        + b"\n"
+        + b'{"id": 9, "text": "Liver mass", "mentions": [{"start": [], "end": {}, "relation": []}]}\n'
+    )
     code = main(["textmine", "train-relations", str(src), "-o", str(tmp_path / "m.safetensors"), "--epochs", "1"])
     err = capsys.readouterr().err
     assert code == EXIT_SOME_FAILED and (tmp_path / "m.safetensors").is_file()
@@ -136,7 +143,7 @@ def test_parse_line_never_raises_on_any_bytes(raw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(st.text(), st.integers(min_value=-10**100, max_value=10**100)), st.text(min_size=1), json_values)
+@given(st.one_of(st.text(), st.integers(min_value=-(10**100), max_value=10**100)), st.text(min_size=1), json_values)
 def test_parse_line_keeps_any_good_record(rid, text, extra):
     raw = json.dumps({"id": rid, "text": text, "extra": extra}).encode()
     record = parse_line(raw, 1)

@@ -81,7 +81,9 @@ def test_bad_training_records_are_reported(tmp_path, capsys):
 
     bad = tmp_path / "train.jsonl"
     bad.write_text(
-        json.dumps({"id": 1, "text": "Liver mass BOOKMARK", "mentions": [{"start": 0, "end": 5, "relation": "relevant"}]})
+        json.dumps(
+            {"id": 1, "text": "Liver mass BOOKMARK", "mentions": [{"start": 0, "end": 5, "relation": "relevant"}]}
+        )
         + "\nnot json\n"
         + json.dumps({"id": 3, "text": "Liver mass", "mentions": [{"start": 0, "end": 5, "relation": "maybe"}]})
         + "\n"

@@ -15,8 +15,35 @@ from textmine.records import parse_line, read_jsonl
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 words = st.sampled_from(
-    ["BOOKMARK", "OTHER_BMK", "no", "possibly", "or", "versus", "renal", "cyst", "mass", "left", "lower", "lobe",
-     "nodule", ",", ";", ".", "(", ")", "-", "/", "2.3", "cm", "previously", "the", "medial", "to", "spleen"]
+    [
+        "BOOKMARK",
+        "OTHER_BMK",
+        "no",
+        "possibly",
+        "or",
+        "versus",
+        "renal",
+        "cyst",
+        "mass",
+        "left",
+        "lower",
+        "lobe",
+        "nodule",
+        ",",
+        ";",
+        ".",
+        "(",
+        ")",
+        "-",
+        "/",
+        "2.3",
+        "cm",
+        "previously",
+        "the",
+        "medial",
+        "to",
+        "spleen",
+    ]
 )
 texts = st.one_of(st.text(max_size=200), st.lists(words, max_size=30).map(" ".join))
 

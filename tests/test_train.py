@@ -38,14 +38,31 @@ def write_phantom_cache(folder: Path, n: int, seed: int, terms: list[str] = TERM
         patches[i][:, disk] = 200 if bright else 20
         relevant = ["liver" if left else "lung", "mass" if bright else "cyst"] + (["nodule"] if s < 18 else [])
         split = "train" if i < int(0.8 * n) else "val"
-        lesions.append({"row": i, "lesion_idx": i, "split": split, "box": [x1, y1, x1 + s, y1 + s],
-                        "relevant": relevant, "uncertain": [], "irrelevant": [], "truth": None, "sentence": None})
+        lesions.append(
+            {
+                "row": i,
+                "lesion_idx": i,
+                "split": split,
+                "box": [x1, y1, x1 + s, y1 + s],
+                "relevant": relevant,
+                "uncertain": [],
+                "irrelevant": [],
+                "truth": None,
+                "sentence": None,
+            }
+        )
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "patches.npy", patches)
     from ontology import load_ontology
 
-    index = {"format": "lesanet-patch-cache", "version": 1, "term_list": terms,
-             "ontology_version": load_ontology().version, "patch_size": 120, "lesions": lesions}
+    index = {
+        "format": "lesanet-patch-cache",
+        "version": 1,
+        "term_list": terms,
+        "ontology_version": load_ontology().version,
+        "patch_size": 120,
+        "lesions": lesions,
+    }
     (folder / "index.json").write_text(json.dumps(index))
     (folder / "report.json").write_text(json.dumps({"bad": []}))
     return folder
@@ -53,11 +70,19 @@ def write_phantom_cache(folder: Path, n: int, seed: int, terms: list[str] = TERM
 
 def tiny_config(epochs: int = 3) -> Config:
     base = load_config(ROOT / "configs" / "cpu-small.yaml")
-    return apply_overrides(base, [
-        "model.widths=[4, 8, 8, 16, 16]", "model.roi_fc=16", "model.embed_dim=16",
-        "loss.rhem_samples=500", "loss.triplet_count=200",
-        f"train.epochs={epochs}", f"train.lr_step_epoch={epochs - 1}", "train.batch_size=16",
-    ])
+    return apply_overrides(
+        base,
+        [
+            "model.widths=[4, 8, 8, 16, 16]",
+            "model.roi_fc=16",
+            "model.embed_dim=16",
+            "loss.rhem_samples=500",
+            "loss.triplet_count=200",
+            f"train.epochs={epochs}",
+            f"train.lr_step_epoch={epochs - 1}",
+            "train.batch_size=16",
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -105,8 +130,15 @@ def test_resume_after_a_kill_gives_the_same_weights(full_run: Path, phantom_cach
 
 
 def _ddp_worker(rank: int, port: int, config: Config, data: TrainingData, run_dir: str) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+        }
+    )
     torch.set_num_threads(1)
     fit(config, data, run_dir, progress=False, device="cpu")
     # Skip interpreter teardown: with torch loaded it costs seconds per child on a busy
@@ -195,16 +227,21 @@ def test_cli_model_summary_reports_24_7_million(capsys):
 
 def test_cli_train_writes_a_run_and_reports_bad_config(phantom_cache: Path, tmp_path: Path, capsys):
     config = tmp_path / "tiny.yaml"
-    config.write_text("name: tiny\nmodel:\n  widths: [4, 4, 4, 8, 8]\n  roi_fc: 8\n  embed_dim: 8\n"
-                      "train:\n  batch_size: 16\n  epochs: 10\n")
+    config.write_text(
+        "name: tiny\nmodel:\n  widths: [4, 4, 4, 8, 8]\n  roi_fc: 8\n  embed_dim: 8\n"
+        "train:\n  batch_size: 16\n  epochs: 10\n"
+    )
     run = tmp_path / "run"
-    code = cli.main(["train", "--config", str(config), "--data", str(phantom_cache), "-o", str(run),
-                     "--epochs", "1", "--quiet"])
+    code = cli.main(
+        ["train", "--config", str(config), "--data", str(phantom_cache), "-o", str(run), "--epochs", "1", "--quiet"]
+    )
     assert code == 0
     assert read_run_info(run).config.train.epochs == 1
     # train ends by calibrating thresholds on val, so predict decides with them straight away
     thresholds = json.loads((run / "thresholds.json").read_text())
-    assert thresholds["calibrated_on"] == "val" and thresholds["checkpoint_sha256"] == read_run_info(run).checkpoint_sha256
+    assert (
+        thresholds["calibrated_on"] == "val" and thresholds["checkpoint_sha256"] == read_run_info(run).checkpoint_sha256
+    )
     assert "calibrated 7 thresholds on val" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  batch_size: 16\n  learning_rate: 0.1\n")
@@ -213,12 +250,15 @@ def test_cli_train_writes_a_run_and_reports_bad_config(phantom_cache: Path, tmp_
     assert len(err) == 1 and "bad.yaml:3" in err[0] and "train.learning_rate" in err[0]
 
 
-@pytest.mark.parametrize("overrides, parts", [
-    # the paper's baseline: multiscale multilabel CNN, all four components off
-    (["model.spl=false", "loss.rhem=false", "loss.triplet=false", "labels.expand=false"], {"wce"}),
-    # its WARP variant, fine-grained positives ranked above their ancestors
-    (["model.spl=false", "loss.rhem=false", "loss.triplet=false", "loss.classification=warp"], {"warp"}),
-])
+@pytest.mark.parametrize(
+    "overrides, parts",
+    [
+        # the paper's baseline: multiscale multilabel CNN, all four components off
+        (["model.spl=false", "loss.rhem=false", "loss.triplet=false", "labels.expand=false"], {"wce"}),
+        # its WARP variant, fine-grained positives ranked above their ancestors
+        (["model.spl=false", "loss.rhem=false", "loss.triplet=false", "loss.classification=warp"], {"warp"}),
+    ],
+)
 def test_ablation_variants_train(phantom_cache: Path, tmp_path: Path, overrides: list[str], parts: set[str]):
     config = apply_overrides(tiny_config(epochs=1), overrides)
     run = train(config, phantom_cache, tmp_path / "run", progress=False)
@@ -229,8 +269,9 @@ def test_ablation_variants_train(phantom_cache: Path, tmp_path: Path, overrides:
     assert model.spl is None and info.config.loss.classification == config.loss.classification
 
 
-def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(full_run: Path, phantom_cache: Path, tmp_path: Path,
-                                                             capsys):
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(
+    full_run: Path, phantom_cache: Path, tmp_path: Path, capsys
+):
     torch.set_num_threads(1)
     run = tmp_path / "killed-early"
     run.mkdir()  # what a kill during epoch 1 leaves: the folder, no finished epoch

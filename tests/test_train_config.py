@@ -35,14 +35,17 @@ def test_unknown_key_names_file_line_and_known_keys(tmp_path: Path):
         load_config(path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("train:\n  epochs: ten\n", "train.epochs must be an integer"),
-    ("model:\n  widths: [1, 2]\n", "model.widths must be a list of 5"),
-    ("loss:\n  classification: hinge\n", "must be one of wce, warp"),
-    ("labels:\n  positives: X\n", "must be one of RU, RUI"),
-    ("train:\n  batch_size: 1\n", "batch_size must be >= 2"),
-    ("train: [1\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  epochs: ten\n", "train.epochs must be an integer"),
+        ("model:\n  widths: [1, 2]\n", "model.widths must be a list of 5"),
+        ("loss:\n  classification: hinge\n", "must be one of wce, warp"),
+        ("labels:\n  positives: X\n", "must be one of RU, RUI"),
+        ("train:\n  batch_size: 1\n", "batch_size must be >= 2"),
+        ("train: [1\n", "not valid YAML"),
+    ],
+)
 def test_bad_values_are_one_clear_error(tmp_path: Path, text: str, message: str):
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -51,8 +54,10 @@ def test_bad_values_are_one_clear_error(tmp_path: Path, text: str, message: str)
 
 
 def test_overrides_switch_components_for_ablations():
-    cfg = apply_overrides(Config(), ["loss.rhem=false", "loss.triplet=false", "model.spl=false",
-                                     "labels.expand=false", "labels.positives=RUI"])
+    cfg = apply_overrides(
+        Config(),
+        ["loss.rhem=false", "loss.triplet=false", "model.spl=false", "labels.expand=false", "labels.positives=RUI"],
+    )
     assert not (cfg.loss.rhem or cfg.loss.triplet or cfg.model.spl or cfg.labels.expand)
     assert cfg.labels.positives == "RUI"
     with pytest.raises(ConfigError, match="unknown key 'loss.rhm'"):

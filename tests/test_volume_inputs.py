@@ -39,7 +39,7 @@ SMALL = ((48, 12, 4), 3.5, 700)
 WINDOW_300 = round((300 + 1024) * 255 / 4095)  # the sphere's grey level in the patch
 
 
-def _reference() -> "sitk.Image":
+def _reference() -> sitk.Image:
     image = sitk.Image(list(SIZE), sitk.sitkInt16)
     image.SetSpacing(SPACING)
     image.SetOrigin(ORIGIN)
@@ -51,7 +51,7 @@ def _reference() -> "sitk.Image":
     hu = np.where(body, 40, -1000).astype(np.int16)
     for voxel, radius, value in (BIG, SMALL):
         c = _world_of(voxel)
-        hu[(world[0] - c[0]) ** 2 + (world[1] - c[1]) ** 2 + (world[2] - c[2]) ** 2 <= radius ** 2] = value
+        hu[(world[0] - c[0]) ** 2 + (world[1] - c[1]) ** 2 + (world[2] - c[2]) ** 2 <= radius**2] = value
     out = sitk.GetImageFromArray(hu)
     out.CopyInformation(image)
     return out
@@ -62,7 +62,7 @@ def _world_of(voxel) -> np.ndarray:
     return np.array([ORIGIN[0] + x * SPACING[0], ORIGIN[1] + y * SPACING[1], ORIGIN[2] - z * SPACING[2]])
 
 
-def _labels(reference: "sitk.Image") -> "sitk.Image":
+def _labels(reference: sitk.Image) -> sitk.Image:
     hu = sitk.GetArrayFromImage(reference)
     labels = np.zeros(hu.shape, np.uint8)
     labels[hu == BIG[2]] = 1
@@ -82,7 +82,7 @@ def reference_patch() -> np.ndarray:
     return patch
 
 
-def _write_dicom(image: "sitk.Image", folder: Path, uid: str, slices=None, modality: str = "CT") -> list[str]:
+def _write_dicom(image: sitk.Image, folder: Path, uid: str, slices=None, modality: str = "CT") -> list[str]:
     """A DICOM CT series through SimpleITK's GDCM writer, one file a slice (HU = stored - 1024)."""
     folder.mkdir(parents=True, exist_ok=True)
     direction = np.array(image.GetDirection()).reshape(3, 3)
@@ -104,11 +104,20 @@ def _write_dicom_slices(image, folder, uid, slices, modality, iop, writer, uids)
     for k in slices if slices is not None else range(image.GetDepth()):
         plane = image[:, :, k]
         sop = f"{uid}.{k + 1}"
-        for tag, value in (("0008|0060", modality), ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"), ("0008|0018", sop),
-                           ("0020|000d", f"{uid}.0"), ("0020|000e", uid), ("0020|0052", f"{uid}.9"),
-                           ("0010|0020", "PHANTOM-1"), ("0020|0037", iop), ("0020|0013", str(k + 1)),
-                           ("0020|0032", "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k)))),
-                           ("0028|1052", "-1024"), ("0028|1053", "1")):
+        for tag, value in (
+            ("0008|0060", modality),
+            ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"),
+            ("0008|0018", sop),
+            ("0020|000d", f"{uid}.0"),
+            ("0020|000e", uid),
+            ("0020|0052", f"{uid}.9"),
+            ("0010|0020", "PHANTOM-1"),
+            ("0020|0037", iop),
+            ("0020|0013", str(k + 1)),
+            ("0020|0032", "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k)))),
+            ("0028|1052", "-1024"),
+            ("0028|1053", "1"),
+        ):
             plane.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{(k * 7) % 100:03d}-{k}.dcm"))  # names not in slice order
         writer.Execute(plane)
@@ -118,7 +127,7 @@ def _write_dicom_slices(image, folder, uid, slices, modality, iop, writer, uids)
 @dataclass(frozen=True)
 class Writing:
     path: Path
-    image: "sitk.Image"  # the written geometry (file index = this image's index)
+    image: sitk.Image  # the written geometry (file index = this image's index)
     mask: Path | None
     uids: list[str] | None = None
 
@@ -126,8 +135,11 @@ class Writing:
 # ITK orientation codes: the direction each file axis runs to (i, j, k)
 FILE_ORDERS = {"LPS": "LPS", "RAS": "RAS", "LAS": "LAS", "superior-first": "LPI", "decubitus": "ALS"}
 DICOM_ORDERS = {"LPS": "LPS", "prone": "RAS", "decubitus": "ALS"}  # prone: IOP [-1,0,0,0,-1,0]
-WRITINGS = ([(fmt, order) for fmt in ("nii.gz", "nrrd", "mha") for order in FILE_ORDERS]
-            + [("dicom", order) for order in DICOM_ORDERS] + [("dcm", "LPS"), ("dcm", "prone")])
+WRITINGS = (
+    [(fmt, order) for fmt in ("nii.gz", "nrrd", "mha") for order in FILE_ORDERS]
+    + [("dicom", order) for order in DICOM_ORDERS]
+    + [("dcm", "LPS"), ("dcm", "prone")]
+)
 
 
 def _write(tmp: Path, fmt: str, order: str) -> Writing:
@@ -150,7 +162,7 @@ def _write(tmp: Path, fmt: str, order: str) -> Writing:
     return Writing(path, image, tmp / f"mask.{fmt}")
 
 
-def _file_lesion(image: "sitk.Image") -> tuple[int, tuple[float, float, float, float]]:
+def _file_lesion(image: sitk.Image) -> tuple[int, tuple[float, float, float, float]]:
     """The big sphere's key slice and box in the written file's own voxel indices."""
     i, j, k = image.TransformPhysicalPointToContinuousIndex(tuple(_world_of(BIG[0])))
     ri, rj = BIG[1] / image.GetSpacing()[0], BIG[1] / image.GetSpacing()[1]
@@ -227,8 +239,9 @@ def test_oblique_volume_is_resampled_to_axial(tmp_path, reference_patch):
     sitk.WriteImage(oblique, str(tmp_path / "oblique.nii.gz"))
     warnings: list[str] = []
     centre = _world_of(BIG[0])
-    inputs = image_inputs(tmp_path / "oblique.nii.gz", [WorldBox(tuple(centre - 7), tuple(centre + 7))],
-                          warn=warnings.append)
+    inputs = image_inputs(
+        tmp_path / "oblique.nii.gz", [WorldBox(tuple(centre - 7), tuple(centre + 7))], warn=warnings.append
+    )
     assert any("oblique (12.0°" in w and "resampled to axial" in w for w in warnings)
     assert inputs[0].source["resampled_axial"]["oblique_degrees"] == pytest.approx(12.0, abs=0.01)
     patches, _ = input_patches(inputs, warnings.append)
@@ -280,7 +293,9 @@ def test_values_that_are_not_hu_are_refused(tmp_path):
 
 def test_missing_spacing_and_bad_dicom_series_are_refused(tmp_path):
     ct = sitk.GetArrayFromImage(_reference()).astype(np.int16)
-    header = f"NRRD0004\ntype: short\ndimension: 3\nsizes: {SIZE[0]} {SIZE[1]} {SIZE[2]}\nendian: little\nencoding: raw\n\n"
+    header = (
+        f"NRRD0004\ntype: short\ndimension: 3\nsizes: {SIZE[0]} {SIZE[1]} {SIZE[2]}\nendian: little\nencoding: raw\n\n"
+    )
     (tmp_path / "nospacing.nrrd").write_bytes(header.encode() + ct.tobytes())
     with pytest.raises(DataError, match="nospacing.nrrd: the header has no voxel spacing"):
         read_volume(tmp_path / "nospacing.nrrd")
@@ -294,8 +309,11 @@ def test_missing_spacing_and_bad_dicom_series_are_refused(tmp_path):
 
     for path in folder.iterdir():
         ds = pydicom.dcmread(path)
-        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1] + 0.4 * ds.InstanceNumber,
-                                   ds.ImagePositionPatient[2]]
+        ds.ImagePositionPatient = [
+            ds.ImagePositionPatient[0],
+            ds.ImagePositionPatient[1] + 0.4 * ds.InstanceNumber,
+            ds.ImagePositionPatient[2],
+        ]
         ds.save_as(path)
     with pytest.raises(DataError, match="gantry tilt"):
         read_volume(folder)
@@ -360,8 +378,10 @@ def fresh_run(tmp_path_factory) -> Path:
     from vision.model import LesaNet
 
     onto = load_ontology()
-    config = apply_overrides(load_config(ROOT / "configs" / "cpu-small.yaml"),
-                             ["model.widths=[4, 8, 8, 16, 16]", "model.roi_fc=16", "model.embed_dim=16"])
+    config = apply_overrides(
+        load_config(ROOT / "configs" / "cpu-small.yaml"),
+        ["model.widths=[4, 8, 8, 16, 16]", "model.roi_fc=16", "model.embed_dim=16"],
+    )
     torch.manual_seed(0)
     terms = onto.label_set("lesanet171")
     run = tmp_path_factory.mktemp("fresh") / "run"
@@ -390,10 +410,15 @@ def test_cli_predict_volume_forms_and_top(fresh_run, volume_files, capsys):
     assert record["source"]["slice"] == k and record["source"]["location"]["form"] == "voxel"
     assert "deciding at 0.5" in captured.err  # a run without thresholds says so
     c = _world_of(BIG[0]) * [-1, -1, 1]  # RAS
-    assert cli_main(["predict", run, "--nifti", ct, "--world-point", *(f"{v:g}" for v in c), "--size", "14",
-                     "--ras", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["source"]["center_mm"] == pytest.approx(list(_world_of(BIG[0])),
-                                                                                     abs=1e-2)
+    assert (
+        cli_main(
+            ["predict", run, "--nifti", ct, "--world-point", *(f"{v:g}" for v in c), "--size", "14", "--ras", "--json"]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["source"]["center_mm"] == pytest.approx(
+        list(_world_of(BIG[0])), abs=1e-2
+    )
     assert cli_main(["predict", run, "--image", ct, "--mask", str(volume_files / "mask.nii.gz"), "--top", "3"]) == 0
     out = capsys.readouterr().out
     blocks = [b for b in out.strip().split("\n\n") if b.strip()]
@@ -405,18 +430,31 @@ def test_cli_predict_volume_forms_and_top(fresh_run, volume_files, capsys):
 
 def test_cli_refuses_non_ct_before_loading_the_model(fresh_run, volume_files, capsys):
     run = str(fresh_run)
-    assert cli_main(["predict", run, "--image", str(volume_files / "mr.nii.gz"), "--slice", "3",
-                     "--box", "10,10,20,20"]) == 1
+    assert (
+        cli_main(["predict", run, "--image", str(volume_files / "mr.nii.gz"), "--slice", "3", "--box", "10,10,20,20"])
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mr.nii.gz: values 0..1700 do not look like HU" in err
-    assert cli_main(["predict", run, "--image", str(volume_files / "mr-dicom"), "--world-point", "0", "0", "0",
-                     "--size", "5"]) == 1
+    assert (
+        cli_main(
+            ["predict", run, "--image", str(volume_files / "mr-dicom"), "--world-point", "0", "0", "0", "--size", "5"]
+        )
+        == 1
+    )
     assert "DICOM Modality is MR, not CT" in capsys.readouterr().err
     # argument and input errors never import torch (instant): checked in a fresh interpreter
-    code = ("import sys, cli; rc = cli.main(['predict', 'RUN', '--image', sys.argv[1], '--slice', '3', "
-            "'--box', '10,10,20,20']); print(rc, 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code, str(volume_files / "mr.nii.gz")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, cli; rc = cli.main(['predict', 'RUN', '--image', sys.argv[1], '--slice', '3', "
+        "'--box', '10,10,20,20']); print(rc, 'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(volume_files / "mr.nii.gz")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.stdout.split() == ["1", "False"], result.stderr
 
 
@@ -427,12 +465,13 @@ def test_cli_manifest_predicts_good_rows_and_reports_bad_ones(fresh_run, volume_
     ct = volume_files / "ct.nii.gz"
     manifest.write_text(
         "image,lesion_id,slice,box,world_box,world_point,size_mm,mask\n"
-        f"{ct},big,{k},\"{','.join(f'{v:.3f}' for v in box)}\",,,,\n"
+        f'{ct},big,{k},"{",".join(f"{v:.3f}" for v in box)}",,,,\n'
         f"{ct},,,,{' '.join(f'{v:g}' for v in [*(c - 7), *(c + 7)])},,,\n"
-        f"{ct},outside,3,\"500,10,520,20\",,,,\n"
-        f"{volume_files / 'missing.nii.gz'},,3,\"1,1,5,5\",,,,\n"
+        f'{ct},outside,3,"500,10,520,20",,,,\n'
+        f'{volume_files / "missing.nii.gz"},,3,"1,1,5,5",,,,\n'
         f"{ct},spheres,,,,,,{volume_files / 'mask.nii.gz'}\n"
-        f"{ct},,,,,{' '.join(f'{v:g}' for v in c)},14,\n")
+        f"{ct},,,,,{' '.join(f'{v:g}' for v in c)},14,\n"
+    )
     code = cli_main(["predict", str(fresh_run), "--manifest", str(manifest), "--jsonl"])
     captured = capsys.readouterr()
     assert code == 3  # some rows failed, the others predicted
@@ -449,9 +488,9 @@ def test_cli_manifest_predicts_good_rows_and_reports_bad_ones(fresh_run, volume_
     scores = [[e["score"] for e in sorted(by_row[n]["labels"], key=lambda e: e["label"])] for n in (2, 3, 7)]
     assert np.allclose(scores[0], scores[1], atol=1e-5) and np.allclose(scores[0], scores[2], atol=1e-5)
     bad = tmp_path / "bad.csv"
-    bad.write_text(f"image,slice,box\n{ct},99,\"1,1,5,5\"\n")
+    bad.write_text(f'image,slice,box\n{ct},99,"1,1,5,5"\n')
     assert cli_main(["predict", str(fresh_run), "--manifest", str(bad)]) == 1
     assert "none of its 1 rows could be predicted" in capsys.readouterr().err
-    bad.write_text("image,slcie,box\nct.nii.gz,3,\"1,1,5,5\"\n")
+    bad.write_text('image,slcie,box\nct.nii.gz,3,"1,1,5,5"\n')
     assert cli_main(["predict", str(fresh_run), "--manifest", str(bad)]) == 1
     assert "unknown column 'slcie'" in capsys.readouterr().err

@@ -22,9 +22,12 @@ negated / historical mentions irrelevant and hedged ones uncertain.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from ontology.errors import LesanetError
+from textmine.errors import TextmineError
 from textmine.lexicon import Mention, load_data_yaml, phrase_words
 from textmine.tokens import BOOKMARK, CLAUSE_BREAKS, OTHER_BMK, SKIPPED_WORDS, Piece
 
@@ -37,7 +40,7 @@ _REPEATED_PREPOSITIONS = frozenset({"from", "in", "within", "of", "at", "into"})
 _CATEGORY_RANK = {"negated": 4, "historical": 3, "landmark": 2, "uncertain": 1}
 
 
-class BookmarkError(ValueError):
+class BookmarkError(LesanetError, ValueError):
     """The text's bookmark tokens do not single out one lesion of interest."""
 
 
@@ -79,14 +82,14 @@ def build_cue_set(data: dict[str, Any], norm: Callable[[str], str]) -> CueSet:
     cues: dict[tuple[str, ...], Cue] = {}
     for i, row in enumerate(data["cues"]):
         if not (isinstance(row, list) and len(row) == 3):
-            raise ValueError(f"context_cues.yaml: cue {i + 1} must be [phrase, category, direction], got {row!r}")
+            raise TextmineError(f"context_cues.yaml: cue {i + 1} must be [phrase, category, direction], got {row!r}")
         if not all(isinstance(x, str) for x in row):
-            raise ValueError(f"context_cues.yaml: cue {i + 1} {row!r}: quote every field (YAML reads `no` as false)")
+            raise TextmineError(f"context_cues.yaml: cue {i + 1} {row!r}: quote every field (YAML reads `no` as false)")
         phrase, category, direction = row
         if category not in {"negated", "uncertain", "historical", "landmark", "pseudo", "terminate"}:
-            raise ValueError(f"context_cues.yaml: cue {phrase!r} has unknown category {category!r}")
+            raise TextmineError(f"context_cues.yaml: cue {phrase!r} has unknown category {category!r}")
         if direction not in {"forward", "backward", "bidirectional"}:
-            raise ValueError(f"context_cues.yaml: cue {phrase!r} has unknown direction {direction!r}")
+            raise TextmineError(f"context_cues.yaml: cue {phrase!r} has unknown direction {direction!r}")
         cues[_key(phrase, norm)] = Cue(phrase, category, direction)
     introducers = {_key(str(p), norm): str(p) for p in data.get("list_introducers", [])}
     alternatives = frozenset(str(a).lower() for a in data.get("alternatives", []))
@@ -151,7 +154,7 @@ class RuleRelations:
 
     # ------------------------------------------------------------------ ConText
     def cue_hits(self, pieces: Sequence[Piece], mentions: Sequence[Mention]) -> list[CueHit]:
-        covered = set()
+        covered: set[int] = set()
         for m in mentions:
             covered.update(range(m.first_piece, m.last_piece + 1))
         hits = []
@@ -200,7 +203,11 @@ class RuleRelations:
 
     @staticmethod
     def _scope(
-        pieces: Sequence[Piece], mentions: Sequence[Mention], stops: set[int], i: int, step: int,
+        pieces: Sequence[Piece],
+        mentions: Sequence[Mention],
+        stops: set[int],
+        i: int,
+        step: int,
         stop_at_comma: bool = False,
     ) -> list[Mention]:
         """Mentions reached from piece ``i`` walking by ``step`` until a scope boundary."""
@@ -227,7 +234,7 @@ class RuleRelations:
 
     # ------------------------------------------------------------------ alternatives
     def _apply_alternatives(self, pieces: Sequence[Piece], mentions: list[Mention]) -> None:
-        """"A or B", "A versus B", "A/B": both alternatives are uncertain."""
+        """ "A or B", "A versus B", "A/B": both alternatives are uncertain."""
         alternatives = self.cue_set.alternatives
         if len(mentions) < 2 or not any(p.norm in alternatives for p in pieces):
             return

@@ -21,10 +21,12 @@ from __future__ import annotations
 import random
 import statistics
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from textmine.context import IRRELEVANT
+from textmine.errors import TextmineError
 from textmine.evaluate import LabelScores, _canonical
 from textmine.pipeline import LabelMiner
 from textmine.records import InputRecord
@@ -33,7 +35,7 @@ from textmine.records import InputRecord
 def kfold_indices(n: int, k: int, seed: int = 0) -> list[list[int]]:
     """``k`` folds of ``range(n)`` after a seeded shuffle (sizes differ by at most one)."""
     if k < 2 or k > n:
-        raise ValueError(f"--folds must be between 2 and the number of texts ({n}), not {k}")
+        raise TextmineError(f"--folds must be between 2 and the number of texts ({n}), not {k}")
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return [sorted(order[i::k]) for i in range(k)]
@@ -68,10 +70,15 @@ class CVResult:
         micro, micro_sd = self.mean("micro")
         macro, macro_sd = self.mean("macro")
         return {
-            "folds": [{"texts": s.n_texts, "micro_f1": round(s.micro.f1, 4), "macro_f1": s.macro()["f1"]}
-                      for s in self.folds],
-            "cv_mean": {"micro_f1": round(micro, 4), "micro_sd": round(micro_sd, 4),
-                        "macro_f1": round(macro, 4), "macro_sd": round(macro_sd, 4)},
+            "folds": [
+                {"texts": s.n_texts, "micro_f1": round(s.micro.f1, 4), "macro_f1": s.macro()["f1"]} for s in self.folds
+            ],
+            "cv_mean": {
+                "micro_f1": round(micro, 4),
+                "micro_sd": round(micro_sd, 4),
+                "macro_f1": round(macro, 4),
+                "macro_sd": round(macro_sd, 4),
+            },
             "cv_pooled": {"micro": self.pooled.micro.as_dict(), "macro": self.pooled.macro()},
             "whole": {"micro": self.whole.micro.as_dict(), "macro": self.whole.macro()},
             "error_classes": dict(self.errors.most_common()),
@@ -122,7 +129,10 @@ def _score_items(
 
 
 def cross_validate(
-    miner: LabelMiner, items: Sequence[dict[str, Any]], k: int = 5, seed: int = 0,
+    miner: LabelMiner,
+    items: Sequence[dict[str, Any]],
+    k: int = 5,
+    seed: int = 0,
     label_set: Iterable[str] | None = None,
 ) -> CVResult:
     """Held-out-fold scores of ``miner`` on ``k`` folds of ``items``, pooled counts and error classes."""

@@ -25,11 +25,14 @@ name, synonym or ``lexicon.yaml`` entry already claims.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
+
+from textmine.errors import TextmineError
 
 DERIVATIONS_FILE = "derivations.yaml"
 _ATTRIBUTE_PREFIXES = ("hyper", "hypo")
@@ -137,22 +140,26 @@ def derivations(
             targets = target if isinstance(target, list) else [target]
             missing = [t for t in targets if t not in onto.terms]
             if missing:
-                raise ValueError(f"textmine/data/{DERIVATIONS_FILE}: {section} {phrase!r} -> {missing} "
-                                 "is not an ontology label; fix the entry")
+                raise TextmineError(
+                    f"textmine/data/{DERIVATIONS_FILE}: {section} {phrase!r} -> {missing} "
+                    "is not an ontology label; fix the entry"
+                )
             add(str(phrase), targets, f"{section}: listed with its reason in {DERIVATIONS_FILE}")
     return sorted(out.values(), key=lambda d: d.phrase)
 
 
 def _body_part_forms(onto: Any, rules: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(word, term, source) for every one-word name / synonym of a body part, and the combining forms."""
-    forms = []
+    forms: list[tuple[str, str, str]] = []
     for name, term in onto.terms.items():
         if term.category == "bodypart":
             forms.extend((w, name, "name or synonym") for w in _one_word_forms(term))
     for word, target in (rules.get("combining_forms") or {}).items():
         if target not in onto.terms:
-            raise ValueError(f"textmine/data/{DERIVATIONS_FILE}: combining form {word!r} -> {target!r} "
-                             "is not an ontology label; fix the entry")
+            raise TextmineError(
+                f"textmine/data/{DERIVATIONS_FILE}: combining form {word!r} -> {target!r} "
+                "is not an ontology label; fix the entry"
+            )
         forms.append((str(word).lower(), target, "combining form"))
     return forms
 
@@ -161,7 +168,9 @@ def _next_to(anatomy: Anatomy, rules: Mapping[str, Any], x: str) -> tuple[tuple[
     """What "next to organ x" implies, by the one `next_to_organ` rule, and why."""
     mode = rules.get("next_to_organ", "neither")
     if mode not in ("neither", "region"):
-        raise ValueError(f"textmine/data/{DERIVATIONS_FILE}: next_to_organ must be `neither` or `region`, not {mode!r}")
+        raise TextmineError(
+            f"textmine/data/{DERIVATIONS_FILE}: next_to_organ must be `neither` or `region`, not {mode!r}"
+        )
     region = anatomy.region_of(x) if mode == "region" else ()
     if region:
         return region, f"next to {x}, not in it: the region of {x}, {', '.join(region)}"
@@ -172,7 +181,9 @@ def _positional(onto: Any, anatomy: Anatomy, rules: Mapping[str, Any], add) -> N
     for word, x, source in _body_part_forms(onto, rules):
         for prefix, spec in (rules.get("prefixes") or {}).items():
             if spec["implies"] not in ("itself", "beside"):
-                raise ValueError(f"textmine/data/{DERIVATIONS_FILE}: prefix {prefix!r} implies must be `itself` or `beside`")
+                raise TextmineError(
+                    f"textmine/data/{DERIVATIONS_FILE}: prefix {prefix!r} implies must be `itself` or `beside`"
+                )
             head = f"{prefix}- ({spec['means']}) + {word!r} ({source} of {x})"
             if spec["implies"] == "itself":
                 add(prefix + word, (x,), f"{head}: within / upon {x}")
@@ -226,9 +237,17 @@ def _attribute_forms(onto: Any, rules: Mapping[str, Any], known: Mapping[str, st
                     continue  # one density prefix a word
                 derived = prefix + word
                 if finer:
-                    add(derived, sorted(finer), f"{prefix}- ({spec['means']}) + {word!r}: the finer term the ontology names")
+                    add(
+                        derived,
+                        sorted(finer),
+                        f"{prefix}- ({spec['means']}) + {word!r}: the finer term the ontology names",
+                    )
                 elif not label.lower().startswith(_ATTRIBUTE_PREFIXES):
-                    add(derived, (label,), f"{prefix}- ({spec['means']}) + {word!r}: no finer term, the base attribute {label}")
+                    add(
+                        derived,
+                        (label,),
+                        f"{prefix}- ({spec['means']}) + {word!r}: no finer term, the base attribute {label}",
+                    )
                 else:
                     add(derived, (), f"{prefix}- + {word!r}: {label} is itself a hyper-/hypo- term: no label")
 
@@ -237,14 +256,19 @@ def _vessel_phrases(onto: Any, anatomy: Anatomy, rules: Mapping[str, Any], add) 
     vessels = {str(k).lower(): str(v) for k, v in (rules.get("vessel_words") or {}).items()}
     for label in vessels.values():
         if label not in onto.terms:
-            raise ValueError(f"textmine/data/{DERIVATIONS_FILE}: vessel word label {label!r} is not an ontology label")
+            raise TextmineError(
+                f"textmine/data/{DERIVATIONS_FILE}: vessel word label {label!r} is not an ontology label"
+            )
     for word, x, source in _body_part_forms(onto, rules):
         if x in anatomy.regions or anatomy.is_sheet(x) or anatomy.is_vessel(x) or anatomy.holds_vessels(x):
             continue
         labels, why = _next_to(anatomy, rules, x)
         for vessel_word, vessel in vessels.items():
-            add(f"{word} {vessel_word}", (vessel, *labels),
-                f"{word!r} ({source} of {x}) + {vessel_word!r}: a vessel (the ontology puts none under {x}), {why}")
+            add(
+                f"{word} {vessel_word}",
+                (vessel, *labels),
+                f"{word!r} ({source} of {x}) + {vessel_word!r}: a vessel (the ontology puts none under {x}), {why}",
+            )
 
 
 def name_composites(onto: Any) -> list[NameComposite]:
@@ -273,7 +297,7 @@ def name_composites(onto: Any) -> list[NameComposite]:
                 continue
             if location is None:
                 if i == len(words) - 1 or head == "lymph node":  # "supraclavicular lymph node"
-                    if not modifier.split()[0] in _SIDES:
+                    if modifier.split()[0] not in _SIDES:
                         out.append(NameComposite(name, None, head, tuple(modifier.split())))
                 break
             if location != name and onto.terms[location].category == "bodypart" and location in ancestors:
@@ -298,7 +322,8 @@ class NameComposer:
             self.rules.append((c.term, c.location, modifier, frozenset({c.head, *onto.descendants(c.head)})))
         self.heads = frozenset().union(*(h for *_, h in self.rules)) if self.rules else frozenset()
         self.terms = frozenset(r[0] for r in self.rules) | frozenset(
-            n for n in onto.terms if any(n == f"{s} {r[0]}" for s in self.side_words for r in self.rules))
+            n for n in onto.terms if any(n == f"{s} {r[0]}" for s in self.side_words for r in self.rules)
+        )
 
     def infer(self, mentions: Sequence[Any], pieces: Sequence[Any] = ()) -> set[str]:
         labels = {m.label for m in mentions}
@@ -318,7 +343,9 @@ class NameComposer:
             else:
                 if not words.issuperset(modifier):
                     continue
-                starts = [i for i in range(len(norms) - len(modifier) + 1) if tuple(norms[i : i + len(modifier)]) == modifier]
+                starts = [
+                    i for i in range(len(norms) - len(modifier) + 1) if tuple(norms[i : i + len(modifier)]) == modifier
+                ]
                 if not starts:
                     continue
                 found.add(term)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from textmine.context import RELATIONS
+from textmine.errors import TextmineError
 from textmine.pipeline import LabelMiner
 from textmine.records import InputRecord, parse_line
 
@@ -52,8 +54,14 @@ class PRF:
         self.fn += len(gold - pred)
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"precision": round(self.precision, 4), "recall": round(self.recall, 4), "f1": round(self.f1, 4),
-                "tp": self.tp, "fp": self.fp, "fn": self.fn}
+        return {
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+        }
 
 
 @dataclass
@@ -89,7 +97,9 @@ class LabelScores:
             "texts": self.n_texts,
             "micro": self.micro.as_dict(),
             "macro": self.macro(),
-            "per_label": {k: v.as_dict() for k, v in sorted(self.per_label.items(), key=lambda kv: -(kv[1].tp + kv[1].fn))},
+            "per_label": {
+                k: v.as_dict() for k, v in sorted(self.per_label.items(), key=lambda kv: -(kv[1].tp + kv[1].fn))
+            },
             "errors": self.errors,
         }
 
@@ -99,12 +109,16 @@ def load_hand_labeled(path: str | Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+        raise TextmineError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of {{text, expanded_terms}} objects")
+        raise TextmineError(f"{path}: expected a JSON list of {{text, expanded_terms}} objects")
     for i, item in enumerate(data):
-        if not (isinstance(item, dict) and isinstance(item.get("text"), str) and isinstance(item.get("expanded_terms"), list)):
-            raise ValueError(f"{path}: item {i} lacks `text` (string) or `expanded_terms` (list)")
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("text"), str)
+            and isinstance(item.get("expanded_terms"), list)
+        ):
+            raise TextmineError(f"{path}: item {i} lacks `text` (string) or `expanded_terms` (list)")
     return data
 
 
@@ -157,8 +171,10 @@ class RelationScores:
             "texts": self.n_texts,
             "relevant": self.relevant.as_dict(),
             "uncertain": self.uncertain.as_dict(),
-            "confusion": {"rows_gold_cols_pred": classes,
-                          "matrix": [[self.confusion[(g, p)] for p in classes] for g in classes]},
+            "confusion": {
+                "rows_gold_cols_pred": classes,
+                "matrix": [[self.confusion[(g, p)] for p in classes] for g in classes],
+            },
             "errors": self.errors,
         }
 
@@ -203,7 +219,9 @@ def score_relations(miner: LabelMiner, path: str | Path) -> RelationScores:
             _confuse_mentions(scores.confusion, gold_mentions, mined.mentions)
         else:
             for label in g_rel | g_unc | g_irr | p_rel | p_unc | p_irr:
-                scores.confusion[(_relation_of(label, g_rel, g_unc, g_irr), _relation_of(label, p_rel, p_unc, p_irr))] += 1
+                scores.confusion[
+                    (_relation_of(label, g_rel, g_unc, g_irr), _relation_of(label, p_rel, p_unc, p_irr))
+                ] += 1
     return scores
 
 
@@ -219,7 +237,9 @@ def _confuse_mentions(confusion: Counter, gold: list[Any], predicted: Sequence[A
             # the prediction that fits the gold span best speaks for it
             def fit(k: int) -> tuple[int, int]:
                 p = predicted[k]
-                return min(p.end, g["end"]) - max(p.start, g["start"]), -abs((p.end - p.start) - (g["end"] - g["start"]))
+                return min(p.end, g["end"]) - max(p.start, g["start"]), -abs(
+                    (p.end - p.start) - (g["end"] - g["start"])
+                )
 
             best = max(overlapping, key=fit)
             confusion[(relation, predicted[best].relation)] += 1
@@ -249,4 +269,4 @@ def detect_gold_format(path: str | Path) -> str:
         return "hand"
     if head.startswith(b"{"):
         return "relations"
-    raise ValueError(f"{path}: neither a hand-labeled JSON list nor relation JSONL (one object a line)")
+    raise TextmineError(f"{path}: neither a hand-labeled JSON list nor relation JSONL (one object a line)")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import gc
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator, TextIO
+from typing import BinaryIO, TextIO
 
 from ontology.batch import BadRecords
+from ontology.files import write_lines_atomic
 from textmine.pipeline import LabelMiner
-from textmine.records import read_jsonl, write_lines_atomic
+from textmine.records import read_jsonl
 
 
 @dataclass

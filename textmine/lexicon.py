@@ -16,32 +16,18 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any
 
 import yaml
 
+from ontology.protocol import OntologyLike
 from textmine.derive import derivations
+from textmine.errors import TextmineError
 from textmine.tokens import SKIPPED_WORDS, Piece
-
-
-class TermLike(Protocol):
-    name: str
-    iri: str
-    category: str
-    synonyms: tuple[str, ...]
-
-
-class OntologyLike(Protocol):
-    """The part of :class:`ontology.Ontology` that textmine uses."""
-
-    terms: dict[str, Any]
-
-    def expand(self, names: Iterable[str]) -> set[str]: ...
-
-    def label_set(self, name: str) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +226,8 @@ class Lexicon:
         mentions.sort(key=lambda m: (m.start, -m.end))
         return mentions
 
-
     def _lateral_match(self, norms: Sequence[str], pos: int) -> tuple[int, int, LexiconEntry] | None:
-        """"left" + position words + organ -> the lateral label ("left anterior renal" -> left kidney)."""
+        """ "left" + position words + organ -> the lateral label ("left anterior renal" -> left kidney)."""
         side, lengths = norms[pos], self.lengths_by_first.get(norms[pos], ())
         p = pos + 2  # pos + 1 is the plain match, found already
         while p < len(norms) and norms[p - 1] in self.position_words:
@@ -290,7 +275,7 @@ def known_phrases(onto: OntologyLike, data: dict[str, Any] | None = None) -> dic
     for phrase, target in extra:
         label = target if target in onto.terms else by_phrase.get(target.lower())
         if label is None:
-            raise ValueError(
+            raise TextmineError(
                 f"textmine/data/lexicon.yaml: {phrase!r} -> {target!r} is neither a label nor a synonym "
                 "in the ontology; fix the entry or add the synonym to the ontology"
             )
@@ -361,7 +346,9 @@ def _add_nested_types(
             denied = entries.get(key[1:])
             if denied is not None and denied.label != entry.label:
                 entries[key] = LexiconEntry(
-                    entry.label, entry.iri, entry.category,
+                    entry.label,
+                    entry.iri,
+                    entry.category,
                     ((1, len(key) - 1, denied.label, denied.iri, denied.category, "irrelevant"),),
                 )
             continue

@@ -1,17 +1,18 @@
 """The label miner: texts -> label mentions with their relation to the bookmarked lesion.
 
-    from ontology import load_ontology
-    from textmine.pipeline import LabelMiner
+from ontology import load_ontology
+from textmine.pipeline import LabelMiner
 
-    miner = LabelMiner(load_ontology(), engine="rules")        # or engine="model", model_path=...
-    for s in miner.mine(["Right lower lobe nodule OTHER_BMK and left liver mass BOOKMARK."]):
-        print(s.relevant, s.uncertain, s.irrelevant)
+miner = LabelMiner(load_ontology(), engine="rules")        # or engine="model", model_path=...
+for s in miner.mine(["Right lower lobe nodule OTHER_BMK and left liver mass BOOKMARK."]):
+    print(s.relevant, s.uncertain, s.irrelevant)
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
+from ontology.protocol import OntologyLike
 from textmine.context import (
     IRRELEVANT,
     RELEVANT,
@@ -23,7 +24,8 @@ from textmine.context import (
     load_cues,
 )
 from textmine.derive import NameComposer
-from textmine.lexicon import Lexicon, Mention, OntologyLike, build_lexicon
+from textmine.errors import TextmineError
+from textmine.lexicon import Lexicon, Mention, build_lexicon
 from textmine.records import InputRecord, MinedSentence
 from textmine.tokens import Piece, PieceSplitter, tokenizer_nlp
 
@@ -41,7 +43,7 @@ class LabelMiner:
         batch_size: int = 512,
     ) -> None:
         if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+            raise TextmineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.onto = onto
         self.engine = engine
         self.batch_size = batch_size
@@ -54,7 +56,9 @@ class LabelMiner:
         self.model = None
         if engine == "model":
             if model_path is None:
-                raise ValueError("engine 'model' needs a trained relation model: pass model_path (lesanet textmine train-relations)")
+                raise TextmineError(
+                    "engine 'model' needs a trained relation model: pass model_path (lesanet textmine train-relations)"
+                )
             from textmine.relcnn import RelationModel
 
             self.model = RelationModel.load(model_path)
@@ -85,8 +89,8 @@ class LabelMiner:
 
     # ------------------------------------------------------------------ internals
     def _mine_batch(self, batch: list[InputRecord], expand: bool) -> Iterator[MinedSentence]:
-        good = [r for r in batch if r.error is None and r.text is not None]
-        docs = iter(self.nlp.pipe([r.text for r in good], batch_size=self.batch_size))
+        texts = [r.text for r in batch if r.error is None and r.text is not None]
+        docs = iter(self.nlp.pipe(texts, batch_size=self.batch_size))
         for record in batch:
             lesion_idx = _lesion_idx(record)
             if record.error is not None or record.text is None:

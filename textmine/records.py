@@ -7,11 +7,9 @@ The JSONL reader never raises on a bad line: every input line yields exactly one
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO
 
 from ontology.batch import RecordError, decode_json_line
 from textmine.lexicon import Mention
@@ -93,25 +91,3 @@ def read_jsonl(stream: BinaryIO) -> Iterator[InputRecord]:
 def dumps_jsonl(records: Iterable[dict[str, Any]]) -> Iterator[str]:
     for record in records:
         yield json.dumps(record, ensure_ascii=False) + "\n"
-
-
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_lines_atomic(path: str | os.PathLike[str], lines: Iterable[str]) -> None:
-    """Write lines to ``path`` through a temp file + rename (never half-written)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(line)
-        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; outputs are ordinary files
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -16,14 +16,16 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from textmine.context import RELATIONS
+from textmine.errors import TextmineError
 from textmine.lexicon import Mention
 from textmine.tokens import BOOKMARK, Piece
 
@@ -82,7 +84,9 @@ class RelationCNN(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.filters * len(config.windows), len(RELATIONS))
 
-    def forward(self, words: torch.Tensor, pos_m: torch.Tensor, pos_b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, words: torch.Tensor, pos_m: torch.Tensor, pos_b: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         x = torch.cat([self.words(words), self.to_mention(pos_m), self.to_bookmark(pos_b)], dim=-1).transpose(1, 2)
         pooled = []
         for conv in self.convs:
@@ -155,7 +159,7 @@ class RelationModel:
         tmp.replace(target)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RelationModel":
+    def load(cls, path: str | Path) -> RelationModel:
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -165,11 +169,13 @@ class RelationModel:
         except FileNotFoundError:
             raise
         except Exception as exc:  # safetensors raises its own error types for bad files
-            raise ValueError(f"{path}: not a safetensors relation model ({exc})") from exc
+            raise TextmineError(f"{path}: not a safetensors relation model ({exc})") from exc
         if metadata.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a {FORMAT} file (train one with `lesanet textmine train-relations`)")
+            raise TextmineError(f"{path}: not a {FORMAT} file (train one with `lesanet textmine train-relations`)")
         if metadata.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: model format version {metadata.get('version')}, this toolkit reads {FORMAT_VERSION}")
+            raise TextmineError(
+                f"{path}: model format version {metadata.get('version')}, this toolkit reads {FORMAT_VERSION}"
+            )
         raw = json.loads(metadata["config"])
         raw["windows"] = tuple(raw["windows"])
         config = RelationConfig(**raw)
@@ -207,7 +213,7 @@ def train(
     """Train from labelled examples (Adam, cross-entropy); one history row per epoch."""
     config = config or RelationConfig()
     if not examples:
-        raise ValueError("no training examples: the input has no mentions with a relation")
+        raise TextmineError("no training examples: the input has no mentions with a relation")
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, config.threads))
     rng = random.Random(config.seed)
@@ -242,24 +248,22 @@ def accuracy(model: RelationModel, examples: Sequence[Example]) -> float:
     return sum(p == ex.relation for p, ex in zip(predicted, examples)) / max(1, len(examples))
 
 
-def examples_from_record(
-    record: dict[str, Any], pieces: Sequence[Piece]
-) -> list[Example]:
+def examples_from_record(record: dict[str, Any], pieces: Sequence[Piece]) -> list[Example]:
     """Training examples of one annotated record; raises ValueError naming the bad mention."""
     mentions = record.get("mentions")
     if not isinstance(mentions, list) or not mentions:
-        raise ValueError("no `mentions` list")
+        raise TextmineError("no `mentions` list")
     out = []
     for k, m in enumerate(mentions):
         if not isinstance(m, dict):
-            raise ValueError(f"mention {k} is not an object")
+            raise TextmineError(f"mention {k} is not an object")
         start, end, relation = m.get("start"), m.get("end"), m.get("relation")
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end):
-            raise ValueError(f"mention {k}: `start`/`end` must be integers with start < end")
+            raise TextmineError(f"mention {k}: `start`/`end` must be integers with start < end")
         if relation not in RELATIONS:
-            raise ValueError(f"mention {k}: relation {relation!r} is not one of {', '.join(RELATIONS)}")
+            raise TextmineError(f"mention {k}: relation {relation!r} is not one of {', '.join(RELATIONS)}")
         covered = [i for i, p in enumerate(pieces) if p.start < end and p.end > start]
         if not covered:
-            raise ValueError(f"mention {k}: span {start}-{end} lies outside the text")
+            raise TextmineError(f"mention {k}: span {start}-{end} lies outside the text")
         out.append(example_for(pieces, covered[0], covered[-1], relation))
     return out

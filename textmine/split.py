@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
+from textmine.errors import TextmineError
 from textmine.records import parse_line
 
 SPLITS = ("train", "val", "test")
@@ -102,7 +104,7 @@ def build_split(
 ) -> SplitResult:
     """The official split JSON for ``lesions`` (label ids index ``term_list``)."""
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions {fractions} must be >= 0 and sum to 1")
+        raise TextmineError(f"split fractions {fractions} must be >= 0 and sum to 1")
     index = {name: i for i, name in enumerate(term_list)}
     rng = random.Random(seed)
     dropped: dict[str, int] = {}
@@ -124,9 +126,8 @@ def build_split(
 
     for idx in sorted(lesions):
         lesion = lesions[idx]
-        split = lesion.split or (reference or {}).get(idx)
-        if split is None:
-            split = rng.choices(SPLITS, weights=fractions)[0]
+        chosen = lesion.split or (reference or {}).get(idx)
+        split = chosen if chosen is not None else rng.choices(SPLITS, weights=fractions)[0]
         data[f"{split}_lesion_idxs"].append(idx)
         data[f"{split}_relevant_labels"].append(ids(lesion.relevant))
         data[f"{split}_uncertain_labels"].append(ids(lesion.uncertain))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import spacy
 from spacy.attrs import IDX, LENGTH

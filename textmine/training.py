@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from ontology.batch import BadRecords
+from ontology.errors import LesanetError
 from textmine.pipeline import LabelMiner
 from textmine.records import parse_line
 from textmine.relcnn import Example, RelationConfig, RelationModel, accuracy, examples_from_record, train
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(LesanetError, ValueError):
     """No usable training record at all."""
 
 
@@ -76,13 +77,22 @@ def train_relations(
     data = read_training_files(miner, paths, max_messages)
     if not data.sentences:
         shown = "; ".join(data.bad_records[:3])
-        raise TrainingDataError(f"no usable annotated sentence in {', '.join(map(str, paths))} "
-                                f"({data.bad_records.total:,} bad lines{': ' + shown if shown else ''})")
+        raise TrainingDataError(
+            f"no usable annotated sentence in {', '.join(map(str, paths))} "
+            f"({data.bad_records.total:,} bad lines{': ' + shown if shown else ''})"
+        )
     sentences = list(data.sentences)
     random.Random(config.seed).shuffle(sentences)
     n_held = int(round(len(sentences) * heldout_fraction))
     held = [ex for s in sentences[:n_held] for ex in s]
     fit = [ex for s in sentences[n_held:] for ex in s]
     model = train(fit, config, val=held)
-    return TrainingReport(model, len(fit), len(held), accuracy(model, held) if held else None, data.bad_records,
-                          data.lines_read, len(data.sentences))
+    return TrainingReport(
+        model,
+        len(fit),
+        len(held),
+        accuracy(model, held) if held else None,
+        data.bad_records,
+        data.lines_read,
+        len(data.sentences),
+    )

@@ -12,14 +12,30 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ontology.errors import LesanetError
+from ontology.files import write_json_atomic, write_text_atomic
 from vision.config import Config, apply_overrides
-from vision.evaluate import EvalResult, table1_csv, table1_markdown, table1_rows
+from vision.evaluate import (
+    EvalResult,
+    calibrate_thresholds,
+    evaluate_run,
+    table1_csv,
+    table1_markdown,
+    table1_rows,
+    train_positive_counts,
+)
+from vision.figures import label_subset_figure
+from vision.infer import load_predictor, open_cache, score_selection, select_split
+from vision.metrics import average_metrics
+from vision.retrieval import label_set_similarity, lesion_label_set, make_index
+from vision.train import train
 
 # The paper's baseline: the multiscale multilabel CNN without the four additions.
 BASELINE = ("model.spl=false", "loss.rhem=false", "loss.triplet=false", "labels.expand=false")
@@ -47,7 +63,7 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
-class AblationError(ValueError):
+class AblationError(LesanetError, ValueError):
     """Bad ablation arguments (one line)."""
 
 
@@ -60,8 +76,6 @@ class AblationOutcome:
 
 
 def _write(path: Path, text: str) -> Path:
-    from vision.checkpoint import write_text_atomic
-
     write_text_atomic(path, text)
     return path
 
@@ -75,9 +89,9 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     return int(run.get("epoch", -1)) >= epochs
 
 
-def _train_variant(config: Config, cache: Path, run_dir: Path, epochs: int | None, onto: Any,
-                   progress: bool, resume: bool) -> None:
-    from vision.train import train
+def _train_variant(
+    config: Config, cache: Path, run_dir: Path, epochs: int | None, onto: Any, progress: bool, resume: bool
+) -> None:
 
     target = epochs if epochs is not None else config.train.epochs
     if resume and _finished(run_dir, target):
@@ -89,8 +103,6 @@ def _train_variant(config: Config, cache: Path, run_dir: Path, epochs: int | Non
 
 
 def _evaluate_variant(run_dir: Path, cache: Path, onto: Any, has_truth: bool) -> list[EvalResult]:
-    from vision.evaluate import calibrate_thresholds, evaluate_run
-    from vision.infer import load_predictor
 
     predictor = load_predictor(run_dir, onto=onto)
     calibrate_thresholds(predictor, cache)
@@ -111,7 +123,6 @@ def run_ablation(
     resume: bool = False,
 ) -> AblationOutcome:
     """Train and evaluate each variant; writes ``table1.md``, ``table1.csv``, ``table1.json``."""
-    from vision.infer import select_split
 
     if onto is None:
         from ontology import load_ontology
@@ -136,11 +147,18 @@ def run_ablation(
     files = [
         _write(out / "table1.md", markdown),
         _write(out / "table1.csv", table1_csv(results)),
-        _write(out / "table1.json", json.dumps(
-            {"table1": table1_rows(results),
-             "variants": {v.name: {"run": str(out / v.slug), "overrides": list(v.overrides)} for v in chosen},
-             "sets": {name: [r.as_dict() for r in rs] for name, rs in results.items()}},
-            indent=2, ensure_ascii=False)),
+        _write(
+            out / "table1.json",
+            json.dumps(
+                {
+                    "table1": table1_rows(results),
+                    "variants": {v.name: {"run": str(out / v.slug), "overrides": list(v.overrides)} for v in chosen},
+                    "sets": {name: [r.as_dict() for r in rs] for name, rs in results.items()},
+                },
+                indent=2,
+                ensure_ascii=False,
+            ),
+        ),
     ]
     return AblationOutcome(markdown, files, results)
 
@@ -150,7 +168,6 @@ def run_ablation(
 
 def subset_cache(cache: Path, term_list: Sequence[str], out: Path) -> Path:
     """A cache view with a smaller label list: the same patches (linked), a new index.json."""
-    from vision.checkpoint import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     index = json.loads((cache / "index.json").read_text(encoding="utf-8"))
@@ -179,10 +196,6 @@ def run_label_subsets(
 
     Writes ``label_subsets.md`` / ``.json`` and the F1 plot ``label_subsets.png``.
     """
-    from vision.evaluate import calibrate_thresholds, evaluate_run, train_positive_counts
-    from vision.figures import label_subset_figure
-    from vision.infer import load_predictor, open_cache
-    from vision.metrics import average_metrics
 
     if onto is None:
         from ontology import load_ontology
@@ -220,7 +233,9 @@ def run_label_subsets(
             f1[train_name][test_name] = None if np.isnan(value) else value  # type: ignore[assignment]
         # per-label F1 too: the reproduction pairs two models label by label
         evaluable = result.metrics.evaluable
-        label_f1[train_name] = {name: float(result.metrics.f1[c]) for c, name in enumerate(train_labels) if evaluable[c]}
+        label_f1[train_name] = {
+            name: float(result.metrics.f1[c]) for c, name in enumerate(train_labels) if evaluable[c]
+        }
     test_names = list(subsets)
     lines = ["| trained on \\ tested on | " + " | ".join(test_names) + " |", "|---" * (len(test_names) + 1) + "|"]
     for train_name in subsets:
@@ -229,8 +244,10 @@ def run_label_subsets(
     markdown = "## Label-subset experiment (mean per-label F1 on test)\n\n" + "\n".join(lines) + "\n"
     files = [
         _write(out / "label_subsets.md", markdown),
-        _write(out / "label_subsets.json", json.dumps({"subsets": subsets, "f1": f1, "label_f1": label_f1},
-                                                      indent=2, ensure_ascii=False)),
+        _write(
+            out / "label_subsets.json",
+            json.dumps({"subsets": subsets, "f1": f1, "label_f1": label_f1}, indent=2, ensure_ascii=False),
+        ),
         label_subset_figure(f1, out / "label_subsets.png"),
     ]
     return AblationOutcome(markdown, files, extra={"f1": f1, "subsets": subsets, "label_f1": label_f1})
@@ -239,14 +256,14 @@ def run_label_subsets(
 # --------------------------------------------------------------------------- retrieval per query
 
 
-def retrieval_per_query(run_dir: Path, cache: Path, onto: Any, k: int = 5, theta: float = 1.0) -> dict[str, list[float]]:
+def retrieval_per_query(
+    run_dir: Path, cache: Path, onto: Any, k: int = 5, theta: float = 1.0
+) -> dict[str, list[float]]:
     """Precision@k of every test query against the train + val lesions, by embedding and by score vector.
 
     The same rule as ``lesanet retrieve --quality`` (a hit is relevant when the label-set
     similarity reaches ``theta``), kept per query so that two runs can be paired query by query.
     """
-    from vision.infer import load_predictor, score_selection, select_split
-    from vision.retrieval import label_set_similarity, lesion_label_set, make_index
 
     predictor = load_predictor(run_dir, onto=onto)
     everything = select_split(cache, "all")

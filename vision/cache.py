@@ -20,22 +20,23 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ontology.batch import RecordError, decode_json_line
+from ontology.files import write_json_atomic
 from vision.deeplesion import (
+    DEFAULT_COORDINATE_BASE,
     DataError,
     read_dl_info,
     read_hand_labeled,
     read_label_split,
     read_slice_hu,
     series_dir_name,
-    write_json_atomic,
-    DEFAULT_COORDINATE_BASE,
 )
 from vision.preprocess import DEFAULT_CONFIG, PreprocessConfig, lesion_patch
 from vision.workers import build_lock, process_pool
@@ -206,6 +207,7 @@ def _units(tasks: Sequence[_Task], chunk_lesions: int) -> list[list[_Task]]:
 
 # --------------------------------------------------------------------------- workers
 
+
 def _npy_data_offset(path: Path) -> int:
     """Byte offset of the array data in a .npy file (after its header)."""
     with path.open("rb") as handle:
@@ -306,11 +308,22 @@ def build_cache(
     out.mkdir(parents=True, exist_ok=True)
     with build_lock(out / LOCK_FILE, f"patch cache {out}"):
         _remove_stale_temp_files(out)
-        return _build_locked(root, out, workers=workers, truth_json=truth_json, sentences_jsonl=sentences_jsonl,
-                             known_labels=known_labels, ontology_version=ontology_version, cfg=cfg,
-                             coordinate_base=coordinate_base, chunk_lesions=chunk_lesions,
-                             sync_seconds=sync_seconds, progress=progress, stop_after_units=stop_after_units,
-                             labels_json=labels_json)
+        return _build_locked(
+            root,
+            out,
+            workers=workers,
+            truth_json=truth_json,
+            sentences_jsonl=sentences_jsonl,
+            known_labels=known_labels,
+            ontology_version=ontology_version,
+            cfg=cfg,
+            coordinate_base=coordinate_base,
+            chunk_lesions=chunk_lesions,
+            sync_seconds=sync_seconds,
+            progress=progress,
+            stop_after_units=stop_after_units,
+            labels_json=labels_json,
+        )
 
 
 def _remove_stale_temp_files(out: Path) -> None:
@@ -368,7 +381,7 @@ def _build_locked(
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         np.lib.format.open_memmap(partial_npy, mode="w+", dtype=np.uint8, shape=(len(plan.tasks), *patch_shape))
-        write_json_atomic(plan_path, {"fingerprint": fingerprint})
+        write_json_atomic(plan_path, {"fingerprint": fingerprint}, indent=None)
     done = _read_done(done_path) if resumable else {}
     resumed = sum(len(done[u]) for u in done if u < len(units))
     todo = [u for u in range(len(units)) if u not in done]
@@ -460,13 +473,14 @@ def _finish(
     if not good_rows:
         bad.sort(key=lambda b: (b["lesion_idx"] is None, b["lesion_idx"] or 0, b["reason"]))
         raise DataError(_nothing_cached(f"none of the {len(plan.tasks):,} lesions could be cached", bad))
-    final_npy = out / "patches.npy"
     tmp_npy = partial_npy.with_name("patches.compact.npy")
     if len(good_rows) == len(plan.tasks):
         tmp_npy = partial_npy
     else:
         source = np.load(partial_npy, mmap_mode="r")
-        compact = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(len(good_rows), *source.shape[1:]))
+        compact = np.lib.format.open_memmap(
+            tmp_npy, mode="w+", dtype=np.uint8, shape=(len(good_rows), *source.shape[1:])
+        )
         for new_row, old_row in enumerate(good_rows):
             compact[new_row] = source[old_row]
         compact.flush()
@@ -475,8 +489,14 @@ def _finish(
     lesions = []
     for new_row, old_row in enumerate(good_rows):
         meta = plan.meta[old_row]
-        lesions.append({"row": new_row, **{k: meta[k] for k in ("lesion_idx", "split")}, "box": by_row[old_row]["box"],
-                        **{k: meta[k] for k in ("relevant", "uncertain", "irrelevant", "truth", "sentence")}})
+        lesions.append(
+            {
+                "row": new_row,
+                **{k: meta[k] for k in ("lesion_idx", "split")},
+                "box": by_row[old_row]["box"],
+                **{k: meta[k] for k in ("relevant", "uncertain", "irrelevant", "truth", "sentence")},
+            }
+        )
     index = {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
@@ -505,7 +525,7 @@ def _commit(out: Path, new_npy: Path, index: dict[str, Any], report: dict[str, A
     os.replace(new_npy, out / "patches.npy")
     write_json_atomic(out / "report.json", report, indent=1)
     index["patches_bytes"] = (out / "patches.npy").stat().st_size
-    write_json_atomic(out / "index.json", index)
+    write_json_atomic(out / "index.json", index, indent=None)
     _fsync_dir(out)
 
 
@@ -538,10 +558,14 @@ class PatchCache:
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            partial = " (an interrupted build is there: rerun the same `lesanet data cache` to finish it)" \
-                if (self.path / PARTIAL_DIR).is_dir() else ""
-            raise DataError(f"{self.path}: no index.json, so no complete cache; build it with `lesanet data cache`"
-                            f"{partial}") from None
+            partial = (
+                " (an interrupted build is there: rerun the same `lesanet data cache` to finish it)"
+                if (self.path / PARTIAL_DIR).is_dir()
+                else ""
+            )
+            raise DataError(
+                f"{self.path}: no index.json, so no complete cache; build it with `lesanet data cache`{partial}"
+            ) from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{index_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         if index.get("format") != CACHE_FORMAT or index.get("version") != CACHE_VERSION:
@@ -569,8 +593,10 @@ class PatchCache:
         except FileNotFoundError:
             raise DataError(f"{self.path}: index.json but no patches.npy; rebuild with `lesanet data cache`") from None
         if expected_bytes is not None and actual_bytes != expected_bytes:
-            raise DataError(f"{self.path}: patches.npy ({actual_bytes:,} bytes) is not the one index.json was "
-                            f"written for ({expected_bytes:,} bytes); rebuild with `lesanet data cache`")
+            raise DataError(
+                f"{self.path}: patches.npy ({actual_bytes:,} bytes) is not the one index.json was "
+                f"written for ({expected_bytes:,} bytes); rebuild with `lesanet data cache`"
+            )
         self.patches: np.ndarray = np.load(self.path / "patches.npy", mmap_mode="r")
         if self.patches.shape[0] != len(self.lesions) or self.patches.dtype != np.uint8:
             raise DataError(

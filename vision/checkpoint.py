@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from ontology.errors import LesanetError
+from ontology.files import atomic_path, write_bytes_atomic, write_json_atomic
 from vision.config import Config, ConfigError, config_from_dict
 from vision.model import MODEL_NAME, MODEL_VERSION, LesaNet
 
@@ -37,7 +37,7 @@ TRAIN_STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LesanetError, ValueError):
     """A run directory that cannot be used as asked (one line, says what to do)."""
 
 
@@ -53,28 +53,6 @@ class RunInfo:
     checkpoint_sha256: str
     model_name: str
     model_version: str
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path`` (same folder, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -103,8 +81,9 @@ def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, 
     return len(text).to_bytes(8, "little") + text + raw[8 + size :]
 
 
-def save_checkpoint(run_dir: str | Path, model: LesaNet, config: Config, term_list: list[str],
-                    ontology_version: str, epoch: int) -> RunInfo:
+def save_checkpoint(
+    run_dir: str | Path, model: LesaNet, config: Config, term_list: list[str], ontology_version: str, epoch: int
+) -> RunInfo:
     """Write the weights, then run.json pointing at them by sha256; returns the new RunInfo."""
     run_dir = Path(run_dir)
     if len(term_list) != model.num_labels:
@@ -113,7 +92,7 @@ def save_checkpoint(run_dir: str | Path, model: LesaNet, config: Config, term_li
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"model": MODEL_NAME, "version": MODEL_VERSION, "num_labels": str(model.num_labels)}
     data = canonical_safetensors(tensors, metadata)
-    _atomic_write(run_dir / CHECKPOINT_FILE, lambda tmp: Path(tmp).write_bytes(data))
+    write_bytes_atomic(run_dir / CHECKPOINT_FILE, data)
     sha = file_sha256(run_dir / CHECKPOINT_FILE)
     run = {
         "config": config.to_dict(),
@@ -169,8 +148,12 @@ def _first_difference(expected: list[str], found: list[str]) -> str:
     return "same labels"  # pragma: no cover - only called on a difference
 
 
-def load_run(run_dir: str | Path, term_list: list[str] | None = None,
-             device: str | torch.device = "cpu", expect_model: "Config | None" = None) -> tuple[LesaNet, RunInfo]:
+def load_run(
+    run_dir: str | Path,
+    term_list: list[str] | None = None,
+    device: str | torch.device = "cpu",
+    expect_model: Config | None = None,
+) -> tuple[LesaNet, RunInfo]:
     """Load a trained LesaNet (eval mode) and its run info.
 
     Refuses, with one clear line: a checkpoint whose tensors do not fit the architecture in
@@ -192,8 +175,10 @@ def load_run(run_dir: str | Path, term_list: list[str] | None = None,
         raise CheckpointError(f"{path}: missing; the run has no saved weights yet")
     sha = file_sha256(path)
     if sha != info.checkpoint_sha256:
-        raise CheckpointError(f"{path}: sha256 {sha[:12]} does not match run.json ({info.checkpoint_sha256[:12]}); "
-                              "the weights were replaced after training - retrain or restore the file")
+        raise CheckpointError(
+            f"{path}: sha256 {sha[:12]} does not match run.json ({info.checkpoint_sha256[:12]}); "
+            "the weights were replaced after training - retrain or restore the file"
+        )
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
@@ -204,8 +189,13 @@ def load_run(run_dir: str | Path, term_list: list[str] | None = None,
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
-        detail = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected
-                  else f"{wrong[0]} is {tuple(tensors[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}")
+        detail = (
+            f"missing {missing[0]}"
+            if missing
+            else f"unexpected {unexpected[0]}"
+            if unexpected
+            else f"{wrong[0]} is {tuple(tensors[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}"
+        )
         raise CheckpointError(
             f"{path}: weights do not fit the architecture in run.json ({detail}; "
             f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrong shapes)"
@@ -216,7 +206,8 @@ def load_run(run_dir: str | Path, term_list: list[str] | None = None,
 
 def save_train_state(run_dir: str | Path, state: dict[str, Any]) -> None:
     """The resume state (tensors, numbers and strings only), written atomically."""
-    _atomic_write(Path(run_dir) / TRAIN_STATE_FILE, lambda tmp: torch.save(state, tmp))
+    with atomic_path(Path(run_dir) / TRAIN_STATE_FILE) as tmp:
+        torch.save(state, tmp)
 
 
 def load_train_state(run_dir: str | Path) -> dict[str, Any]:
@@ -226,5 +217,6 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling refusal is one clear line
-        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}); "
-                              "train again without --resume") from None
+        raise CheckpointError(
+            f"{path}: unreadable training state ({type(exc).__name__}); train again without --resume"
+        ) from None

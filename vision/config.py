@@ -8,14 +8,17 @@ the line and the known keys, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
+from ontology.errors import LesanetError
 
-class ConfigError(ValueError):
+
+class ConfigError(LesanetError, ValueError):
     """A config file or override that does not fit the schema (one line)."""
 
 
@@ -87,7 +90,7 @@ class Config:
         """Plain JSON-able dict (tuples become lists); ``config_from_dict`` inverts it."""
         return json_ready(dataclasses.asdict(self))
 
-    def with_epochs(self, epochs: int) -> "Config":
+    def with_epochs(self, epochs: int) -> Config:
         """The schedule shortened (or stretched) proportionally to ``epochs``."""
         if epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {epochs}")
@@ -167,8 +170,9 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
     return lines
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "config",
-                     lines: Mapping[tuple[str, ...], int] | None = None) -> Config:
+def config_from_dict(
+    data: Mapping[str, Any], source: str = "config", lines: Mapping[tuple[str, ...], int] | None = None
+) -> Config:
     """Build a validated ``Config`` from nested dicts; unknown keys are errors."""
     lines = lines or {}
 
@@ -197,9 +201,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config",
         values = {}
         for key, value in body.items():
             if key not in defaults:
-                raise ConfigError(
-                    f"{where(top, str(key))}: unknown key '{top}.{key}' (known: {', '.join(defaults)})"
-                )
+                raise ConfigError(f"{where(top, str(key))}: unknown key '{top}.{key}' (known: {', '.join(defaults)})")
             values[key] = _coerce(top, key, value, defaults[key], where(top, key))
         sections[top] = cls(**values)
     config = Config(name=name, **sections)

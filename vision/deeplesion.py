@@ -13,13 +13,15 @@ import io
 import json
 import math
 import os
-import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from ontology.errors import LesanetError
+from ontology.files import write_bytes_atomic
 
 DL_INFO_COLUMNS: tuple[str, ...] = (
     "File_name",
@@ -63,7 +65,7 @@ MAX_SLICE_INTERVAL_MM = 50.0  # slice interval, mm (CT: about 0.5 to 10)
 AGE_RANGE = (0.0, 150.0)
 
 
-class DataError(ValueError):
+class DataError(LesanetError, ValueError):
     """A bad DeepLesion record or file; the message names the file and the record."""
 
     def __init__(self, message: str, lesion_idx: int | None = None) -> None:
@@ -180,8 +182,10 @@ def _parse_row(row: dict[str, str], lesion_idx: int, base: int) -> DLLesion:
     if min(spacing) <= 0:
         raise ValueError(f"Spacing_mm_px_ {row['Spacing_mm_px_']!r} is not positive")
     if max(spacing[:2]) > MAX_PIXEL_MM or spacing[2] > MAX_SLICE_INTERVAL_MM:
-        raise ValueError(f"Spacing_mm_px_ {row['Spacing_mm_px_']!r} is not a CT spacing (pixels up to "
-                         f"{MAX_PIXEL_MM:g} mm, slice interval up to {MAX_SLICE_INTERVAL_MM:g} mm)")
+        raise ValueError(
+            f"Spacing_mm_px_ {row['Spacing_mm_px_']!r} is not a CT spacing (pixels up to "
+            f"{MAX_PIXEL_MM:g} mm, slice interval up to {MAX_SLICE_INTERVAL_MM:g} mm)"
+        )
     size = tuple(_int(p, "Image_size") for p in row["Image_size"].split(",") if p.strip())
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"Image_size {row['Image_size']!r} is not two positive integers")
@@ -190,8 +194,9 @@ def _parse_row(row: dict[str, str], lesion_idx: int, base: int) -> DLLesion:
     rows, cols = size
     centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     if not (0 <= centre_x <= cols - 1 and 0 <= centre_y <= rows - 1):
-        raise ValueError(f"Bounding_boxes {row['Bounding_boxes']!r} has its centre outside the "
-                         f"{rows}×{cols} image (Image_size)")
+        raise ValueError(
+            f"Bounding_boxes {row['Bounding_boxes']!r} has its centre outside the {rows}×{cols} image (Image_size)"
+        )
     window = _floats(row["DICOM_windows"], 2, "DICOM_windows")
     split_code = _int(row["Train_Val_Test"], "Train_Val_Test")
     if split_code not in SPLIT_NAMES:
@@ -322,16 +327,20 @@ def read_slice_hu(path: str | os.PathLike[str]) -> np.ndarray:
         with Image.open(path) as image:
             width, height = image.size
             if max(width, height) > MAX_IMAGE_SIDE:
-                raise DataError(f"{path}: a {width}×{height} PNG, over the {MAX_IMAGE_SIDE}-pixel limit per side "
-                                "of a CT slice; not decoded")
+                raise DataError(
+                    f"{path}: a {width}×{height} PNG, over the {MAX_IMAGE_SIDE}-pixel limit per side "
+                    "of a CT slice; not decoded"
+                )
             if image.mode not in ("I;16", "I;16B", "I", "I;16L"):
                 raise DataError(f"{path}: PNG mode {image.mode!r} is not 16-bit greyscale")
             pixels = np.asarray(image)
     except DataError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own limit, hit while opening
-        raise DataError(f"{path}: a PNG over the {MAX_IMAGE_SIDE}-pixel limit per side of a CT slice "
-                        f"(a decompression bomb? {exc}); not decoded") from None
+        raise DataError(
+            f"{path}: a PNG over the {MAX_IMAGE_SIDE}-pixel limit per side of a CT slice "
+            f"(a decompression bomb? {exc}); not decoded"
+        ) from None
     except (OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise DataError(f"{path}: unreadable PNG slice ({exc})") from None
     return pixels.astype(np.int32) - HU_OFFSET
@@ -343,32 +352,6 @@ def encode_slice_png(hu: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(stored).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
-
-
-def default_file_mode() -> int:
-    """The mode an ordinary new file gets under the current umask (mkstemp gives 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write through a temp file + rename, so readers never see half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: object, indent: int | None = None) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=indent, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- label JSON

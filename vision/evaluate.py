@@ -19,26 +19,32 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from ontology.files import write_json_atomic
+from vision.deeplesion import read_hand_labeled
+from vision.infer import CacheSelection, Predictor, check_cache_labels, load_predictor, score_selection, select_split
+from vision.labels import build_targets
 from vision.metrics import (
     DEFAULT_THRESHOLD,
     Averages,
     LabelMetrics,
     average_metrics,
-    calibrate_thresholds as calibrate_label_thresholds,
     decide_thresholds,
     decide_top_k,
     filter_exclusive,
     label_metrics,
 )
+from vision.metrics import (
+    calibrate_thresholds as calibrate_label_thresholds,
+)
+from vision.thresholds import THRESHOLDS_FILE, EvaluationError, thresholds_document
 
-THRESHOLDS_FILE = "thresholds.json"
-THRESHOLDS_FORMAT = "lesanet-thresholds"
 # The paper's training-frequency groups (number of training positives per label).
 FREQUENCY_BINS: tuple[tuple[str, int, float], ...] = (
     ("> 1000", 1001, math.inf),
@@ -46,10 +52,6 @@ FREQUENCY_BINS: tuple[tuple[str, int, float], ...] = (
     ("<= 100", 0, 100),
 )
 CATEGORY_ORDER = ("bodypart", "type", "attribute")
-
-
-class EvaluationError(ValueError):
-    """A bad truth file, split or thresholds file (one line)."""
 
 
 # --------------------------------------------------------------------------- truth
@@ -67,7 +69,6 @@ class Truth:
 
 def mined_truth(records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: Any) -> Truth:
     """Text-mined truth: relevant labels expanded are positive; uncertain non-positives are left out."""
-    from vision.labels import build_targets
 
     targets = build_targets(records, term_list, onto, positives="R", expand=True)
     return Truth("text-mined", np.asarray(targets.positive, dtype=bool), np.asarray(targets.weight) > 0)
@@ -97,52 +98,12 @@ def complete_truth(label_sets: Sequence[Iterable[str]], term_list: Sequence[str]
 
 def read_truth_file(path: str | Path) -> dict[int, list[str]]:
     """A hand-labeled file (``[{"lesion_idx": N, "expanded_terms": [...]}, ...]``) by lesion idx."""
-    from vision.deeplesion import read_hand_labeled
 
     records, _ = read_hand_labeled(path, strict=True)
     return {r.lesion_idx: list(r.expanded_terms) for r in records}
 
 
 # --------------------------------------------------------------------------- thresholds
-
-
-def thresholds_document(
-    term_list: Sequence[str], choices: Sequence[Any], checkpoint_sha256: str, split: str, n_lesions: int
-) -> dict[str, Any]:
-    """The ``thresholds.json`` body: one entry per label in the run's label order."""
-    return {
-        "format": THRESHOLDS_FORMAT,
-        "version": 1,
-        "checkpoint_sha256": checkpoint_sha256,
-        "calibrated_on": split,
-        "n_lesions": n_lesions,
-        "rule": "per-label best F1, exact search over sorted scores; decision = score >= threshold",
-        "labels": [
-            {"label": name, "threshold": c.threshold, "f1": c.f1, "calibrated": c.calibrated}
-            for name, c in zip(term_list, choices)
-        ],
-    }
-
-
-def read_thresholds(run_dir: str | Path, term_list: Sequence[str], checkpoint_sha256: str) -> np.ndarray | None:
-    """The calibrated thresholds of a run in label order, or None when not calibrated yet."""
-    path = Path(run_dir) / THRESHOLDS_FILE
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvaluationError(f"{path}: unreadable ({exc}); re-run `lesanet evaluate RUN --calibrate`") from None
-    if doc.get("format") != THRESHOLDS_FORMAT:
-        raise EvaluationError(f"{path}: not a thresholds file (format {doc.get('format')!r})")
-    if doc.get("checkpoint_sha256") != checkpoint_sha256:
-        raise EvaluationError(
-            f"{path}: calibrated for another checkpoint; re-run `lesanet evaluate RUN --calibrate`"
-        )
-    names = [entry.get("label") for entry in doc.get("labels", [])]
-    if names != list(term_list):
-        raise EvaluationError(f"{path}: its label list differs from the run's; re-run `lesanet evaluate RUN --calibrate`")
-    return np.array([float(entry["threshold"]) for entry in doc["labels"]])
 
 
 # --------------------------------------------------------------------------- result
@@ -233,8 +194,22 @@ class EvalResult:
         lines += ["", breakdown_markdown(self), "", f"Table 2 (per label, sorted by {sort}):", ""]
         rows = self.label_rows(sort)
         rows = rows if top is None else rows[:top]
-        lines.append(_markdown(rows, ["label", "category", "train_positives", "test_positives", "auc",
-                                      "precision", "recall", "f1", "threshold"]))
+        lines.append(
+            _markdown(
+                rows,
+                [
+                    "label",
+                    "category",
+                    "train_positives",
+                    "test_positives",
+                    "auc",
+                    "precision",
+                    "recall",
+                    "f1",
+                    "threshold",
+                ],
+            )
+        )
         return "\n".join(lines) + "\n"
 
 
@@ -412,10 +387,10 @@ def _csv(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = No
 # --------------------------------------------------------------------------- runs
 
 
-def train_positive_counts(cache_records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: Any,
-                          config: Any) -> np.ndarray:
+def train_positive_counts(
+    cache_records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: Any, config: Any
+) -> np.ndarray:
     """Training positives per label, counted the way training builds its targets."""
-    from vision.labels import build_targets
 
     train = [r for r in cache_records if r.get("split") == "train"]
     if not train:
@@ -429,15 +404,15 @@ SPLIT_TITLES = {"train": "train", "val": "val", "test": "test", "hand": "hand"}
 
 def _selection_and_truth(predictor: Any, cache: str | Path, split: str, truth: str | Path | None):
     """Rows to evaluate and their truth: mined labels for val/test, complete truth for hand."""
-    from vision.infer import CacheSelection, check_cache_labels, select_split
 
     if split not in SPLIT_TITLES:
         raise EvaluationError(f"unknown split {split!r} (val, test, hand)")
     if truth is not None:
         by_idx = read_truth_file(truth)
         everything = select_split(cache, "all")
-        rows = np.array([r for r, rec in zip(everything.rows, everything.records) if rec["lesion_idx"] in by_idx],
-                        dtype=np.int64)
+        rows = np.array(
+            [r for r, rec in zip(everything.rows, everything.records) if rec["lesion_idx"] in by_idx], dtype=np.int64
+        )
         if rows.size == 0:
             raise EvaluationError(f"{truth}: none of its {len(by_idx)} lesions is in the cache {cache}")
         selection = CacheSelection(everything.path, everything.patches, everything.index, rows)
@@ -455,18 +430,18 @@ def _selection_and_truth(predictor: Any, cache: str | Path, split: str, truth: s
     return selection, mined_truth(selection.records, predictor.term_list, predictor.onto), f"{split} (text-mined)"
 
 
-def calibrate_thresholds(run_dir: str | Path | Any, cache: str | Path, split: str = "val",
-                         batch_size: int = 64) -> dict[str, Any]:
+def calibrate_thresholds(
+    run_dir: str | Path | Any, cache: str | Path, split: str = "val", batch_size: int = 64
+) -> dict[str, Any]:
     """Calibrate per-label best-F1 thresholds on ``split`` of ``cache``; writes RUN/thresholds.json."""
-    from vision.checkpoint import write_json_atomic
-    from vision.infer import Predictor, load_predictor, score_selection
 
     predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
     selection, truth, _ = _selection_and_truth(predictor, cache, split, None)
     scored = score_selection(predictor.model, selection, batch_size, predictor.device)
     choices = calibrate_on_scores(scored.probs, truth)
-    doc = thresholds_document(predictor.term_list, choices, predictor.info.checkpoint_sha256, split,
-                              int(selection.rows.size))
+    doc = thresholds_document(
+        predictor.term_list, choices, predictor.info.checkpoint_sha256, split, int(selection.rows.size)
+    )
     write_json_atomic(Path(predictor.info.run_dir) / THRESHOLDS_FILE, doc)
     predictor.thresholds = np.array([c.threshold for c in choices])
     predictor.calibrated = True
@@ -488,7 +463,6 @@ def evaluate_run(
     ``decision``: ``"calibrated"`` (RUN/thresholds.json; calibrated on val first when
     missing), ``"fixed"`` (0.5) or ``"top-k"`` (``top_k`` labels per lesion).
     """
-    from vision.infer import Predictor, load_predictor, score_selection
 
     predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
     if decision not in ("calibrated", "fixed", "top-k"):

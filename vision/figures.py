@@ -11,12 +11,11 @@ Every function builds its own ``Figure`` (no pyplot state) and writes atomically
 
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -24,6 +23,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from sklearn.metrics import auc as area_under_curve
 from sklearn.metrics import roc_curve
+
+from ontology.files import atomic_path
+from vision.evaluate import complete_truth, mined_truth
+from vision.infer import (
+    PredictError,
+    Prediction,
+    open_cache,
+    predict_cache_full,
+    score_selection,
+    select_split,
+)
+from vision.retrieval import Embeddings, Query, RetrievalError, lesion_label_set, make_index
 
 TP_COLOUR, FP_COLOUR, FN_COLOUR, OTHER_COLOUR = "#1a9641", "#d7191c", "#2b83ba", "#555555"
 
@@ -43,16 +54,9 @@ class PanelLesion:
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Render ``fig`` to PNG at ``path`` through a temp file + rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -139,7 +143,7 @@ def _label_lines(lesion: PanelLesion, top: int, shared: frozenset[str] | None = 
     for entry in decided[:top]:
         name = str(entry["label"])
         score = entry.get("score")
-        text = f"{name} {float(score):.2f}" if score is not None else name
+        text = f"{name} {float(cast(float, score)):.2f}" if score is not None else name
         if shared is not None and name in shared:
             text = "★ " + text
         if lesion.truth is None:
@@ -168,8 +172,11 @@ def prediction_panels(lesions: Sequence[PanelLesion], path: str | Path, top: int
         ax.set_title(lesion.title, fontsize=8)
         for j, (text, colour) in enumerate(_label_lines(lesion, top)):
             ax.text(0.0, -0.04 - 0.065 * j, text, transform=ax.transAxes, fontsize=7, color=colour, va="top")
-    fig.suptitle("decided labels, most specific first — green: true positive, red: false positive, "
-                 "blue: missed (false negative)", fontsize=8)
+    fig.suptitle(
+        "decided labels, most specific first — green: true positive, red: false positive, "
+        "blue: missed (false negative)",
+        fontsize=8,
+    )
     fig.subplots_adjust(hspace=0.9)
     return save_figure(fig, path)
 
@@ -198,13 +205,25 @@ def retrieval_panel(
             lines += [(line, OTHER_COLOUR) for line in textwrap.wrap(_shorten(lesion.sentence, 100), 40)]
         for j, (text, colour) in enumerate(lines):
             bold = text.startswith("★")
-            ax.text(0.0, -0.04 - 0.065 * j, text, transform=ax.transAxes, fontsize=7,
-                    color=TP_COLOUR if bold else colour, va="top", weight="bold" if bold else "normal")
+            ax.text(
+                0.0,
+                -0.04 - 0.065 * j,
+                text,
+                transform=ax.transAxes,
+                fontsize=7,
+                color=TP_COLOUR if bold else colour,
+                va="top",
+                weight="bold" if bold else "normal",
+            )
     return save_figure(fig, path)
 
 
-def label_subset_figure(f1: Mapping[str, Mapping[str, float]], path: str | Path,
-                        spread: Mapping[str, Mapping[str, float]] | None = None, title: str | None = None) -> Path:
+def label_subset_figure(
+    f1: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    spread: Mapping[str, Mapping[str, float]] | None = None,
+    title: str | None = None,
+) -> Path:
     """Paper Fig. 5: mean F1 of each model (trained on a label subset) on each test subset.
 
     ``f1[train_subset][test_subset]`` — one line per test subset, x = training subset;
@@ -244,16 +263,14 @@ def frequent_labels(positive: np.ndarray, term_list: Sequence[str], n: int) -> l
     return [term_list[c] for c in order[:n] if counts[c] > 0]
 
 
-def run_figures(predictor, cache: str | Path, out_dir: str | Path, labels: Sequence[str] | None = None,
-                n_panels: int = 8) -> list[Path]:
+def run_figures(
+    predictor, cache: str | Path, out_dir: str | Path, labels: Sequence[str] | None = None, n_panels: int = 8
+) -> list[Path]:
     """ROC curves, the SPL heatmap, prediction panels and a retrieval panel of a run on a cache.
 
     Predictions are drawn for the complete-truth test lesions when the cache has them
     (TP / FP / FN against truth), else for the test lesions against their mined labels.
     """
-    from vision.evaluate import complete_truth, mined_truth
-    from vision.infer import PredictError, panel_lesions, predict_cache_full, score_selection, select_split
-    from vision.retrieval import lesion_label_set, make_index
 
     out = Path(out_dir)
     written: list[Path] = []
@@ -268,17 +285,34 @@ def run_figures(predictor, cache: str | Path, out_dir: str | Path, labels: Seque
     else:
         truth = mined_truth(records, term_list, predictor.onto)
     chosen = list(labels) if labels else frequent_labels(truth.positive, term_list, 6)
-    written.append(roc_figure(prediction.scored.probs, truth.positive, truth.mask, term_list, chosen,
-                              out / "roc.png", title=f"ROC, {split} lesions"))
+    written.append(
+        roc_figure(
+            prediction.scored.probs,
+            truth.positive,
+            truth.mask,
+            term_list,
+            chosen,
+            out / "roc.png",
+            title=f"ROC, {split} lesions",
+        )
+    )
     if predictor.model.spl is not None:
         weight = predictor.model.spl.weight.detach().cpu().numpy()
         heat_labels = list(labels) if labels else frequent_labels(truth.positive, term_list, 16)
         written.append(spl_heatmap(weight, term_list, heat_labels, out / "spl_weights.png"))
     panels = panel_lesions(prediction, n_panels)
     if split != "hand":  # colour against the mined labels, expanded
-        panels = [PanelLesion(p.title, p.patch, p.box, p.labels,
-                              frozenset(term_list[c] for c in np.flatnonzero(truth.positive[i])), p.sentence)
-                  for i, p in enumerate(panels)]
+        panels = [
+            PanelLesion(
+                p.title,
+                p.patch,
+                p.box,
+                p.labels,
+                frozenset(term_list[c] for c in np.flatnonzero(truth.positive[i])),
+                p.sentence,
+            )
+            for i, p in enumerate(panels)
+        ]
     written.append(prediction_panels(panels, out / "predictions.png"))
     # retrieval: the first drawn lesion queries the train + val lesions
     base = select_split(cache, "train")
@@ -291,12 +325,83 @@ def run_figures(predictor, cache: str | Path, out_dir: str | Path, labels: Seque
         for j in ids[0]:
             rec = base_records[int(j)]
             names = lesion_label_set(rec, predictor.onto)
-            hits.append(PanelLesion(f"deeplesion/{rec['lesion_idx']}", np.asarray(base.patches[base.rows[int(j)]]),
-                                    rec["box"], [{"label": n, "decision": True} for n in names], None,
-                                    rec.get("sentence")))
+            hits.append(
+                PanelLesion(
+                    f"deeplesion/{rec['lesion_idx']}",
+                    np.asarray(base.patches[base.rows[int(j)]]),
+                    rec["box"],
+                    [{"label": n, "decision": True} for n in names],
+                    None,
+                    rec.get("sentence"),
+                )
+            )
         query = panels[0]
         query_truth = query.truth or frozenset()
-        query_panel = PanelLesion(query.title, query.patch, query.box,
-                                  [{"label": n, "decision": True} for n in sorted(query_truth)], None, query.sentence)
+        query_panel = PanelLesion(
+            query.title,
+            query.patch,
+            query.box,
+            [{"label": n, "decision": True} for n in sorted(query_truth)],
+            None,
+            query.sentence,
+        )
         written.append(retrieval_panel(query_panel, hits, distances[0].tolist(), out / "retrieval.png"))
     return written
+
+
+# --------------------------------------------------------------------------- panels of predictions and retrieval hits
+
+
+def panel_lesions(prediction: Prediction, limit: int = 16) -> list[PanelLesion]:
+    """Figure panels of the first ``limit`` predicted lesions;
+    truth comes from the cache records when known (TP / FP / FN colours)."""
+    panels = []
+    for i, record in enumerate(prediction.records[:limit]):
+        meta = prediction.cache_records[i] if prediction.cache_records else {}
+        truth = meta.get("truth")
+        panels.append(
+            PanelLesion(
+                title=record["lesion_id"],
+                patch=prediction.patches[i],
+                box=prediction.boxes[i],
+                labels=record["labels"],
+                truth=frozenset(truth) if truth is not None else None,
+                sentence=meta.get("sentence"),
+            )
+        )
+    return panels
+
+
+def hits_panel(result: Mapping[str, Any], query: Query, embeddings: Embeddings, path: str | Path) -> Path:
+    """The query and its neighbours as a picture (neighbour patches read from the embedded cache)."""
+    cache = embeddings.info.get("cache")
+    try:
+        patches, index = open_cache(str(cache))
+    except (ValueError, OSError, TypeError) as exc:
+        raise RetrievalError(f"{embeddings.path}: its cache {cache!r} cannot be opened for the panel ({exc})") from None
+    lesions = index["lesions"]
+
+    def panel(lesion_id: str, row_in_cache: int, labels: Sequence[str], sentence: str | None) -> PanelLesion:
+        entries = [{"label": n, "decision": True} for n in labels]
+        return PanelLesion(
+            lesion_id, np.asarray(patches[row_in_cache]), lesions[row_in_cache]["box"], entries, None, sentence
+        )
+
+    hits = []
+    for hit in result["hits"]:
+        cache_row = embeddings.lesions[hit["row"]].get("row", hit["row"])
+        hits.append(panel(hit["lesion_id"], cache_row, hit["labels"], hit.get("sentence")))
+    if query.patch is not None:
+        q_panel = PanelLesion(
+            query.lesion_id,
+            query.patch,
+            cast(Sequence[float], query.box),
+            [{"label": n, "decision": True} for n in query.labels],
+            None,
+            query.sentence,
+        )
+    else:
+        assert query.row is not None  # a query without its patch is a stored row
+        cache_row = embeddings.lesions[query.row].get("row", query.row)
+        q_panel = panel(query.lesion_id, cache_row, query.labels, query.sentence)
+    return retrieval_panel(q_panel, hits, [h["distance"] for h in result["hits"]], path)

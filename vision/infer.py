@@ -14,18 +14,20 @@ records follow "Prediction records" in docs/architecture.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from vision.cache import PatchCache
 from vision.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
 from vision.inputs import LesionInput, PredictError, input_patches
 from vision.metrics import DEFAULT_THRESHOLD, decide_thresholds
 from vision.model import MODEL_VERSION, LesaNet
-
+from vision.thresholds import read_thresholds
 
 # --------------------------------------------------------------------------- the predictor
 
@@ -72,8 +74,6 @@ def load_predictor(
 
     ``use_thresholds=False`` ignores RUN/thresholds.json (about to be recalibrated).
     """
-    from vision.evaluate import read_thresholds
-
     if onto is None:
         from ontology import load_ontology
 
@@ -263,8 +263,6 @@ def open_cache(cache: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     """The patch array (memory-mapped) and index (plain dicts) of a cache, via the cache room's reader."""
     import dataclasses
 
-    from vision.cache import PatchCache
-
     opened = PatchCache(Path(cache))
     index = {
         "term_list": list(opened.term_list),
@@ -281,8 +279,10 @@ def select_split(cache: str | Path, split: str) -> CacheSelection:
     if split == "all":
         rows = np.arange(len(lesions))
     elif split == "hand":
-        rows = np.array([i for i, r in enumerate(lesions) if r.get("split") == "test" and r.get("truth") is not None],
-                        dtype=np.int64)
+        rows = np.array(
+            [i for i, r in enumerate(lesions) if r.get("split") == "test" and r.get("truth") is not None],
+            dtype=np.int64,
+        )
     elif split in ("train", "val", "test"):
         rows = np.array([i for i, r in enumerate(lesions) if r.get("split") == split], dtype=np.int64)
     else:
@@ -293,13 +293,15 @@ def select_split(cache: str | Path, split: str) -> CacheSelection:
 def check_cache_labels(predictor_terms: Sequence[str], selection: CacheSelection) -> None:
     if list(predictor_terms) != selection.term_list:
         raise PredictError(
-            f"{selection.path}: the cache's label list differs from the run's; "
-            "use a cache built with the run's labels"
+            f"{selection.path}: the cache's label list differs from the run's; use a cache built with the run's labels"
         )
 
 
 def score_selection(
-    model: LesaNet, selection: CacheSelection, batch_size: int = 64, device: torch.device | None = None,
+    model: LesaNet,
+    selection: CacheSelection,
+    batch_size: int = 64,
+    device: torch.device | None = None,
     chunk_rows: int = 4096,
 ) -> Scored:
     """Score the chosen cache rows, reading the memory map in sorted chunks (bounded memory)."""
@@ -329,8 +331,12 @@ class RowView:
 
 
 def cache_source(record: Mapping[str, Any], dataset: str) -> dict[str, Any]:
-    source: dict[str, Any] = {"dataset": dataset, "lesion_idx": int(record["lesion_idx"]),
-                              "split": record.get("split"), "box_patch_px": [float(v) for v in record["box"]]}
+    source: dict[str, Any] = {
+        "dataset": dataset,
+        "lesion_idx": int(record["lesion_idx"]),
+        "split": record.get("split"),
+        "box_patch_px": [float(v) for v in record["box"]],
+    }
     for key in ("file", "slice", "box_px", "spacing_mm"):
         if record.get(key) is not None:
             source[key] = record[key]
@@ -339,7 +345,7 @@ def cache_source(record: Mapping[str, Any], dataset: str) -> dict[str, Any]:
 
 def predict_cache_full(
     predictor: Predictor, cache: str | Path, split: str = "test", batch_size: int = 64, dataset: str = "deeplesion"
-) -> "Prediction":
+) -> Prediction:
     """Records of a cache split plus the patches, boxes and embeddings (for figures and retrieval).
 
     Lesion ids are ``deeplesion/<DL_info row>`` (the cache's lesions are DeepLesion-format
@@ -350,41 +356,28 @@ def predict_cache_full(
     scored = score_selection(predictor.model, selection, batch_size, predictor.device)
     decisions = decide(predictor, scored.probs)
     records = [
-        prediction_record(predictor, f"deeplesion/{record['lesion_idx']}", cache_source(record, dataset),
-                          scored.probs[i], decisions[i])
+        prediction_record(
+            predictor,
+            f"deeplesion/{record['lesion_idx']}",
+            cache_source(record, dataset),
+            scored.probs[i],
+            decisions[i],
+        )
         for i, record in enumerate(selection.records)
     ]
-    return Prediction(records, RowView(selection.patches, selection.rows), selection.boxes(), scored,
-                      selection.records)
+    return Prediction(records, RowView(selection.patches, selection.rows), selection.boxes(), scored, selection.records)
 
 
 def predict_cache(
-    run_dir: str | Path | Predictor, cache: str | Path, split: str = "test", batch_size: int = 64,
+    run_dir: str | Path | Predictor,
+    cache: str | Path,
+    split: str = "test",
+    batch_size: int = 64,
     dataset: str = "deeplesion",
 ) -> list[dict[str, Any]]:
     """Prediction records for every lesion of a cache split (``hand`` = test lesions with truth)."""
     predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
     return predict_cache_full(predictor, cache, split, batch_size, dataset).records
-
-
-def panel_lesions(prediction: "Prediction", limit: int = 16) -> list[Any]:
-    """Figure panels (vision.figures.PanelLesion) of the first ``limit`` predicted lesions;
-    truth comes from the cache records when known (TP / FP / FN colours)."""
-    from vision.figures import PanelLesion
-
-    panels = []
-    for i, record in enumerate(prediction.records[:limit]):
-        meta = prediction.cache_records[i] if prediction.cache_records else {}
-        truth = meta.get("truth")
-        panels.append(PanelLesion(
-            title=record["lesion_id"],
-            patch=prediction.patches[i],
-            box=prediction.boxes[i],
-            labels=record["labels"],
-            truth=frozenset(truth) if truth is not None else None,
-            sentence=meta.get("sentence"),
-        ))
-    return panels
 
 
 # --------------------------------------------------------------------------- renderings
@@ -439,24 +432,32 @@ class Prediction:
     """Records plus what figures and retrieval need (patches, boxes, embeddings)."""
 
     records: list[dict[str, Any]]
-    patches: "np.ndarray | RowView"  # uint8 N × 3 × P × P
+    patches: np.ndarray | RowView  # uint8 N × 3 × P × P
     boxes: np.ndarray
     scored: Scored
     cache_records: list[dict[str, Any]] | None = None  # the cache index entries, for cache inputs
 
 
-def predict_inputs(predictor: Predictor, inputs: Sequence[LesionInput], batch_size: int = 64,
-                   warn: Callable[[str], None] | None = None) -> Prediction:
+def predict_inputs(
+    predictor: Predictor, inputs: Sequence[LesionInput], batch_size: int = 64, warn: Callable[[str], None] | None = None
+) -> Prediction:
     """Preprocess, score, decide and build one record per input lesion."""
     if not inputs:
         raise PredictError("no lesions to predict")
     patches, boxes = input_patches(inputs, warn)
-    return predict_patches(predictor, [item.lesion_id for item in inputs], [item.source for item in inputs],
-                           patches, boxes, batch_size)
+    return predict_patches(
+        predictor, [item.lesion_id for item in inputs], [item.source for item in inputs], patches, boxes, batch_size
+    )
 
 
-def predict_patches(predictor: Predictor, lesion_ids: Sequence[str], sources: Sequence[Mapping[str, Any]],
-                    patches: np.ndarray, boxes: np.ndarray, batch_size: int = 64) -> Prediction:
+def predict_patches(
+    predictor: Predictor,
+    lesion_ids: Sequence[str],
+    sources: Sequence[Mapping[str, Any]],
+    patches: np.ndarray,
+    boxes: np.ndarray,
+    batch_size: int = 64,
+) -> Prediction:
     """Score already preprocessed patches (e.g. a manifest's, vision.manifest) in batches."""
     if not len(lesion_ids):
         raise PredictError("no lesions to predict")

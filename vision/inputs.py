@@ -11,14 +11,17 @@ Nothing here imports torch, so bad input is reported before the model loads.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from ontology.errors import LesanetError
 
-class PredictError(ValueError):
+
+class PredictError(LesanetError, ValueError):
     """An input that cannot be predicted (one line naming the file / lesion and the fix)."""
 
 
@@ -31,7 +34,7 @@ class LesionInput:
 
     lesion_id: str
     source: dict[str, Any]
-    provider: Callable[[int], "np.ndarray | None"]  # slice number -> HU (rows × cols) or None
+    provider: Callable[[int], np.ndarray | None]  # slice number -> HU (rows × cols) or None
     key_slice: int
     box_px: tuple[float, float, float, float]
     spacing_xy: tuple[float, float]
@@ -50,8 +53,10 @@ def parse_box(text: str, where: str = "--box") -> tuple[float, float, float, flo
     if not all(np.isfinite(values)) or x2 <= x1 or y2 <= y1:
         raise PredictError(f"{where}: box {text!r} needs x1 < x2 and y1 < y2")
     if min(values) < 0:
-        raise PredictError(f"{where}: box {text!r} has a negative coordinate; pixel indices count from 0 "
-                           "(at the image's top-left corner)")
+        raise PredictError(
+            f"{where}: box {text!r} has a negative coordinate; pixel indices count from 0 "
+            "(at the image's top-left corner)"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -69,7 +74,9 @@ def read_boxes(path: str | Path) -> tuple[list[tuple[int, int, Box]], list[str]]
     except OSError as exc:
         raise PredictError(f"{path}: cannot read boxes file ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
-        raise PredictError(f"{path}: not UTF-8 text (byte {exc.start}); a boxes file is lines of five numbers") from None
+        raise PredictError(
+            f"{path}: not UTF-8 text (byte {exc.start}); a boxes file is lines of five numbers"
+        ) from None
     boxes: list[tuple[int, int, Box]] = []
     errors: list[str] = []
     # lines end at "\n" only (str.splitlines also splits at \x1c-\x1e, \x85, \u2028, ...,
@@ -130,7 +137,7 @@ def _check_box_inside(box: Sequence[float], shape: tuple[int, ...], where: str) 
         raise PredictError(f"{where}: box {list(box)} lies outside the {rows}×{cols} image (x < {cols}, y < {rows})")
 
 
-def _png_series_provider(folder: Path) -> Callable[[int], "np.ndarray | None"]:
+def _png_series_provider(folder: Path) -> Callable[[int], np.ndarray | None]:
     """Slices ``NNN.png`` of a DeepLesion series folder, each decoded once."""
     from vision.deeplesion import read_slice_hu
 
@@ -145,8 +152,9 @@ def _png_series_provider(folder: Path) -> Callable[[int], "np.ndarray | None"]:
     return provider
 
 
-def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int],
-                      dataset: str = "deeplesion", errors: list[str] | None = None) -> list[LesionInput]:
+def deeplesion_inputs(
+    deeplesion_dir: str | Path, lesion_idxs: Sequence[int], dataset: str = "deeplesion", errors: list[str] | None = None
+) -> list[LesionInput]:
     """Lesions given as ``DL_info.csv`` rows of a DeepLesion-format folder (``dataset`` names it).
 
     A lesion that is not a good row raises, or with ``errors`` is reported there and left out."""
@@ -169,9 +177,14 @@ def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int],
         inputs.append(
             LesionInput(
                 lesion_id=f"deeplesion/{idx}",
-                source={"dataset": dataset, "lesion_idx": idx,
-                        "file": str(key_file.relative_to(root)), "slice": lesion.key_slice,
-                        "box_px": [float(v) for v in lesion.box], "spacing_mm": [float(v) for v in lesion.spacing_mm]},
+                source={
+                    "dataset": dataset,
+                    "lesion_idx": idx,
+                    "file": str(key_file.relative_to(root)),
+                    "slice": lesion.key_slice,
+                    "box_px": [float(v) for v in lesion.box],
+                    "spacing_mm": [float(v) for v in lesion.spacing_mm],
+                },
                 provider=_png_series_provider(folder),
                 key_slice=lesion.key_slice,
                 box_px=tuple(float(v) for v in lesion.box),  # type: ignore[arg-type]
@@ -182,8 +195,9 @@ def deeplesion_inputs(deeplesion_dir: str | Path, lesion_idxs: Sequence[int],
     return inputs
 
 
-def png_inputs(png: str | Path, spacing: str, boxes: Sequence[tuple[float, float, float, float]],
-               errors: list[str] | None = None) -> list[LesionInput]:
+def png_inputs(
+    png: str | Path, spacing: str, boxes: Sequence[tuple[float, float, float, float]], errors: list[str] | None = None
+) -> list[LesionInput]:
     """Lesions on one DeepLesion-format 16-bit PNG slice; neighbours ``NNN.png`` beside it are used.
 
     A box outside the slice raises, or with ``errors`` is reported there and left out."""
@@ -218,8 +232,13 @@ def png_inputs(png: str | Path, spacing: str, boxes: Sequence[tuple[float, float
         inputs.append(
             LesionInput(
                 lesion_id=f"png/{path.stem}/{k}",
-                source={"dataset": "png", "file": str(path), "slice": key_slice, "box_px": list(box),
-                        "spacing_mm": [sx, sy, sz if sz is not None else None]},
+                source={
+                    "dataset": "png",
+                    "file": str(path),
+                    "slice": key_slice,
+                    "box_px": list(box),
+                    "spacing_mm": [sx, sy, sz if sz is not None else None],
+                },
                 provider=provider,
                 key_slice=key_slice,
                 box_px=box,
@@ -230,8 +249,9 @@ def png_inputs(png: str | Path, spacing: str, boxes: Sequence[tuple[float, float
     return inputs
 
 
-
-def input_patches(inputs: Sequence[LesionInput], warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def input_patches(
+    inputs: Sequence[LesionInput], warn: Callable[[str], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Preprocess every input exactly as the patch cache does (vision.preprocess.lesion_patch)."""
     from vision.deeplesion import DataError
     from vision.preprocess import lesion_patch
@@ -239,8 +259,14 @@ def input_patches(inputs: Sequence[LesionInput], warn: Callable[[str], None] | N
     patches, boxes = [], []
     for item in inputs:
         try:
-            patch, box = lesion_patch(item.provider, item.key_slice, item.box_px, item.spacing_xy,
-                                      item.slice_interval, on_warning=_prefixed(warn, item.lesion_id))
+            patch, box = lesion_patch(
+                item.provider,
+                item.key_slice,
+                item.box_px,
+                item.spacing_xy,
+                item.slice_interval,
+                on_warning=_prefixed(warn, item.lesion_id),
+            )
         except DataError as exc:
             raise PredictError(f"{item.lesion_id}: {exc}") from None
         patches.append(patch)

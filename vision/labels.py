@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ontology import Ontology
+from vision.deeplesion import DataError
 
 POSITIVE_MODES = {"R": ("relevant",), "RU": ("relevant", "uncertain"), "RUI": ("relevant", "uncertain", "irrelevant")}
 
@@ -46,22 +48,24 @@ def build_targets(
     "kidney" positive) and are then dropped. An unknown name is an error naming the record.
     """
     if positives not in POSITIVE_MODES:
-        raise ValueError(f"positives={positives!r}: use one of {', '.join(POSITIVE_MODES)}")
+        raise DataError(f"positives={positives!r}: use one of {', '.join(POSITIVE_MODES)}")
     column = {name: j for j, name in enumerate(term_list)}
     unknown_columns = [n for n in term_list if n not in onto.terms]
     if unknown_columns:
-        raise ValueError(f"label list disagrees with the ontology ({onto.source}): unknown {', '.join(unknown_columns[:5])}")
+        raise DataError(
+            f"label list disagrees with the ontology ({onto.source}): unknown {', '.join(unknown_columns[:5])}"
+        )
     n, c = len(records), len(term_list)
     positive = np.zeros((n, c), dtype=bool)
     ignored = np.zeros((n, c), dtype=bool)
 
-    def names_of(record: Mapping[str, object], keys: Sequence[str], i: int) -> set[str]:
+    def names_of(record: Mapping[str, Any], keys: Sequence[str], i: int) -> set[str]:
         names: set[str] = set()
         for key in keys:
-            for name in record.get(key) or ():  # type: ignore[union-attr]
+            for name in record.get(key) or ():
                 if name not in onto.terms:
                     where = record.get("lesion_idx", i)
-                    raise ValueError(f"lesion {where}: label {name!r} ({key}) is not in the ontology {onto.source}")
+                    raise DataError(f"lesion {where}: label {name!r} ({key}) is not in the ontology {onto.source}")
                 names.add(str(name))
         return onto.expand(names) if expand and names else names
 

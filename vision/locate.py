@@ -22,9 +22,10 @@ given (``location``) and, for DICOM, the key slice's SOP Instance UID.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class MaskLesions:
     by: str = "component"  # "component" | "label"
 
 
-Location = Union[VoxelBox, WorldBox, WorldPoint, MaskLesions]
+Location = VoxelBox | WorldBox | WorldPoint | MaskLesions
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,12 @@ def parse_world_box(text: str, frame: str = "LPS", where: str = "--world-box") -
     return WorldBox(v[:3], v[3:], _frame(frame, where))  # type: ignore[arg-type]
 
 
-def parse_world_point(text: str, size_mm: float | None, frame: str = "LPS",
-                      where: str = "--world-point") -> WorldPoint:
+def parse_world_point(text: str, size_mm: float | None, frame: str = "LPS", where: str = "--world-point") -> WorldPoint:
     v = parse_numbers(text, 3, where, "X,Y,Z (mm)")
     if size_mm is None:
-        raise PredictError(f"{where}: a point has no extent; give the lesion's size in mm too "
-                           "(--size MM, its long diameter)")
+        raise PredictError(
+            f"{where}: a point has no extent; give the lesion's size in mm too (--size MM, its long diameter)"
+        )
     if not (math.isfinite(size_mm) and size_mm > 0):
         raise PredictError(f"{where}: size {size_mm!r} mm must be a positive number")
     return WorldPoint(v, float(size_mm), _frame(frame, where))  # type: ignore[arg-type]
@@ -137,16 +138,24 @@ def place(volume: Any, location: Location) -> list[Placement]:
         return [_place_voxel(volume, location)]
     if isinstance(location, WorldBox):
         corners = np.stack([to_lps(location.corner1, location.frame), to_lps(location.corner2, location.frame)])
-        given = {"form": "world-box", "frame": location.frame,
-                 "corners_mm": [list(location.corner1), list(location.corner2)]}
+        given: dict[str, Any] = {
+            "form": "world-box",
+            "frame": location.frame,
+            "corners_mm": [list(location.corner1), list(location.corner2)],
+        }
         return [_place_internal(volume, volume.from_world(corners), given, f"world box {_mm(location)}")]
     if isinstance(location, WorldPoint):
         centre = volume.from_world(to_lps(location.point, location.frame))[0]
         half = np.array([location.size_mm / 2 / volume.spacing_mm[0], location.size_mm / 2 / volume.spacing_mm[1], 0])
-        given = {"form": "world-point", "frame": location.frame, "point_mm": list(location.point),
-                 "size_mm": location.size_mm}
-        return [_place_internal(volume, np.stack([centre - half, centre + half]), given,
-                                f"world point {_mm(location)}")]
+        given = {
+            "form": "world-point",
+            "frame": location.frame,
+            "point_mm": list(location.point),
+            "size_mm": location.size_mm,
+        }
+        return [
+            _place_internal(volume, np.stack([centre - half, centre + half]), given, f"world point {_mm(location)}")
+        ]
     if isinstance(location, MaskLesions):
         return mask_placements(volume, location)
     raise TypeError(f"unknown lesion location {location!r}")
@@ -161,15 +170,21 @@ def _place_voxel(volume: Any, location: VoxelBox) -> Placement:
     size_i, size_j, size_k = volume.file_grid.size
     k, (x1, y1, x2, y2) = location.slice, location.box
     if not 0 <= k < size_k:
-        raise PredictError(f"{volume.source}: slice {k} is out of range (the volume has slices 0..{size_k - 1}); "
-                           "K counts along the file's third axis")
+        raise PredictError(
+            f"{volume.source}: slice {k} is out of range (the volume has slices 0..{size_k - 1}); "
+            "K counts along the file's third axis"
+        )
     if x1 < 0 or y1 < 0 or x2 > size_i - 1 or y2 > size_j - 1:
-        raise PredictError(f"{volume.source}, slice {k}: box {list(location.box)} lies outside the "
-                           f"{size_j}×{size_i} slice (x < {size_i} along the file's first axis, "
-                           f"y < {size_j} along its second)")
+        raise PredictError(
+            f"{volume.source}, slice {k}: box {list(location.box)} lies outside the "
+            f"{size_j}×{size_i} slice (x < {size_i} along the file's first axis, "
+            f"y < {size_j} along its second)"
+        )
     if not volume.axial_file_slices and not volume.resampled:
-        raise PredictError(f"{volume.source}: the file's slices (its third axis) are not axial; a box on them "
-                           "is not an axial box. Give the lesion with --world-box / --world-point or --mask")
+        raise PredictError(
+            f"{volume.source}: the file's slices (its third axis) are not axial; a box on them "
+            "is not an axial box. Give the lesion with --world-box / --world-point or --mask"
+        )
     corners = np.array([[x1, y1, k], [x2, y1, k], [x1, y2, k], [x2, y2, k]], dtype=np.float64)
     given = {"form": "voxel", "slice": k, "box_px": [float(v) for v in location.box]}
     return _place_internal(volume, volume.from_file(corners), given, f"box {list(location.box)} on slice {k}")
@@ -181,12 +196,15 @@ def _place_internal(volume: Any, corners: np.ndarray, given: dict[str, Any], wha
     centre = corners.mean(axis=0)
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     limits = np.array([cols, rows, z_size]) - 0.5
-    if not (np.all(lo[:2] >= -0.5 - 1e-6) and np.all(hi[:2] <= limits[:2] + 1e-6)
-            and -0.5 <= centre[2] <= limits[2]):
+    if not (np.all(lo[:2] >= -0.5 - 1e-6) and np.all(hi[:2] <= limits[:2] + 1e-6) and -0.5 <= centre[2] <= limits[2]):
         raise PredictError(f"{volume.source}: {what} lies outside the volume ({_extent_text(volume)})")
     key = int(np.clip(round(float(centre[2])), 0, z_size - 1))
-    box = (float(np.clip(lo[0], 0, cols - 1)), float(np.clip(lo[1], 0, rows - 1)),
-           float(np.clip(hi[0], 0, cols - 1)), float(np.clip(hi[1], 0, rows - 1)))
+    box = (
+        float(np.clip(lo[0], 0, cols - 1)),
+        float(np.clip(lo[1], 0, rows - 1)),
+        float(np.clip(hi[0], 0, cols - 1)),
+        float(np.clip(hi[1], 0, rows - 1)),
+    )
     return Placement(key, box, given)  # type: ignore[arg-type]
 
 
@@ -238,8 +256,9 @@ def mask_placements(volume: Any, location: MaskLesions) -> list[Placement]:
     return placements
 
 
-def _largest_cross_section(region: np.ndarray, offset: np.ndarray, value: int, location: MaskLesions,
-                           number: int) -> Placement:
+def _largest_cross_section(
+    region: np.ndarray, offset: np.ndarray, value: int, location: MaskLesions, number: int
+) -> Placement:
     """The slice with the most voxels (the middle one of ties) and the voxels' box on it;
     ``offset`` is the region's corner (z, y, x) in the volume."""
     areas = region.reshape(region.shape[0], -1).sum(axis=1)
@@ -248,8 +267,15 @@ def _largest_cross_section(region: np.ndarray, offset: np.ndarray, value: int, l
     ys, xs = np.nonzero(region[z])
     x1, x2 = float(xs.min() + offset[2]), float(xs.max() + offset[2])
     y1, y2 = float(ys.min() + offset[1]), float(ys.max() + offset[1])
-    given = {"form": "mask", "file": str(location.path), "by": location.by, "label": int(value),
-             "lesion": number + 1, "voxels": int(region.sum()), "key_area_voxels": int(areas.max())}
+    given = {
+        "form": "mask",
+        "file": str(location.path),
+        "by": location.by,
+        "label": int(value),
+        "lesion": number + 1,
+        "voxels": int(region.sum()),
+        "key_area_voxels": int(areas.max()),
+    }
     return Placement(int(z + offset[0]), (x1, y1, x2, y2), given)
 
 
@@ -269,17 +295,31 @@ def placement_source(volume: Any, placement: Placement) -> dict[str, Any]:
         corners = volume.to_file([[x1, y1, z], [x2, y1, z], [x1, y2, z], [x2, y2, z]])
         if volume.axial_file_slices or volume.resampled:
             file_slice = int(round(float(corners[:, 2].mean())))
-            box_px = [_tidy(corners[:, 0].min()), _tidy(corners[:, 1].min()),
-                      _tidy(corners[:, 0].max()), _tidy(corners[:, 1].max())]
+            box_px = [
+                _tidy(corners[:, 0].min()),
+                _tidy(corners[:, 1].min()),
+                _tidy(corners[:, 0].max()),
+                _tidy(corners[:, 1].max()),
+            ]
         else:  # the file's slices are not axial: the box has no single file slice
             file_slice, box_px = None, None
             source["box_ijk"] = [[_tidy(v) for v in corners.min(axis=0)], [_tidy(v) for v in corners.max(axis=0)]]
-    source.update({"slice": file_slice, "box_px": box_px,
-                   "spacing_mm": [float(s) for s in volume.file_grid.spacing],
-                   "center_mm": [round(float(v), 3) for v in centre_mm], "frame": "LPS", "location": dict(given)})
+    source.update(
+        {
+            "slice": file_slice,
+            "box_px": box_px,
+            "spacing_mm": [float(s) for s in volume.file_grid.spacing],
+            "center_mm": [round(float(v), 3) for v in centre_mm],
+            "frame": "LPS",
+            "location": dict(given),
+        }
+    )
     if volume.resampled:
-        source["resampled_axial"] = {"oblique_degrees": round(volume.oblique_degrees, 2), "slice": z,
-                                     "box_px": [round(v, 3) for v in placement.box]}
+        source["resampled_axial"] = {
+            "oblique_degrees": round(volume.oblique_degrees, 2),
+            "slice": z,
+            "box_px": [round(v, 3) for v in placement.box],
+        }
     if volume.dicom is not None:
         uid = volume.sop_instance_uid(file_slice) if file_slice is not None else None
         if uid:
@@ -303,13 +343,18 @@ def volume_stem(path: str | Path) -> str:
     return name
 
 
-def volume_inputs(volume: Any, locations: Sequence[Location], lesion_ids: Sequence[str | None] | None = None,
-                  extra_source: dict[str, Any] | None = None, errors: list[str] | None = None) -> list[LesionInput]:
+def volume_inputs(
+    volume: Any,
+    locations: Sequence[Location],
+    lesion_ids: Sequence[str | None] | None = None,
+    extra_source: dict[str, Any] | None = None,
+    errors: list[str] | None = None,
+) -> list[LesionInput]:
     """One LesionInput per lesion of ``locations`` on ``volume``; ids default to
     ``FORMAT/STEM/SLICE/N``; a location that yields several lesions (a mask) gets ``/N``
     after its given id. A location that cannot be placed raises, or with ``errors`` is
     reported there (``where`` of the location first) and left out."""
-    inputs = []
+    inputs: list[LesionInput] = []
     slice_interval = float(volume.spacing_mm[2]) if volume.num_slices > 1 else SINGLE_SLICE_INTERVAL
     for i, location in enumerate(locations):
         try:
@@ -330,16 +375,28 @@ def volume_inputs(volume: Any, locations: Sequence[Location], lesion_ids: Sequen
             else:
                 where = source["slice"] if source["slice"] is not None else f"z{placement.key_slice}"
                 lesion_id = f"{volume.format}/{volume_stem(volume.source)}/{where}/{len(inputs)}"
-            inputs.append(LesionInput(
-                lesion_id=lesion_id, source=source, provider=volume.provider(), key_slice=placement.key_slice,
-                box_px=placement.box, spacing_xy=(float(volume.spacing_mm[0]), float(volume.spacing_mm[1])),
-                slice_interval=slice_interval,
-            ))
+            inputs.append(
+                LesionInput(
+                    lesion_id=lesion_id,
+                    source=source,
+                    provider=volume.provider(),
+                    key_slice=placement.key_slice,
+                    box_px=placement.box,
+                    spacing_xy=(float(volume.spacing_mm[0]), float(volume.spacing_mm[1])),
+                    slice_interval=slice_interval,
+                )
+            )
     return inputs
 
 
-def image_inputs(path: str | Path, locations: Sequence[Location], series: str | None = None, force: bool = False,
-                 warn: Callable[[str], None] | None = None, errors: list[str] | None = None) -> list[LesionInput]:
+def image_inputs(
+    path: str | Path,
+    locations: Sequence[Location],
+    series: str | None = None,
+    force: bool = False,
+    warn: Callable[[str], None] | None = None,
+    errors: list[str] | None = None,
+) -> list[LesionInput]:
     """Read a CT volume (any format of vision.volumes) and place its lesions (``errors``: see volume_inputs)."""
     from vision.volumes import read_volume
 

@@ -11,7 +11,7 @@ ontology-inherited exclusives, the pairs RHEM may mine).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +50,14 @@ def weighted_ce(logits: Tensor, positive: Tensor, weight: Tensor, betas: ClassWe
     return (ce * beta * weight).sum() / counted
 
 
-def rhem_loss(logits: Tensor, positive: Tensor, reliable: Tensor, gamma: float, samples: int,
-              generator: torch.Generator | None = None) -> Tensor:
+def rhem_loss(
+    logits: Tensor,
+    positive: Tensor,
+    reliable: Tensor,
+    gamma: float,
+    samples: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Reliable hard example mining: draw ``samples`` reliable (lesion, label) pairs with
     replacement, in proportion to their difficulty |sigmoid(s) - y|^gamma, and average
     their (unweighted) cross-entropy. Zero when no reliable pair has any difficulty."""
@@ -62,8 +68,9 @@ def rhem_loss(logits: Tensor, positive: Tensor, reliable: Tensor, gamma: float, 
         # No host round-trip to test "nothing to mine" (it would stall a GPU every step):
         # sample uniformly instead and multiply the loss by 0.
         any_hard = flat.sum() > 0
-        picked = torch.multinomial(torch.where(any_hard, flat, torch.ones_like(flat)), samples,
-                                   replacement=True, generator=generator)
+        picked = torch.multinomial(
+            torch.where(any_hard, flat, torch.ones_like(flat)), samples, replacement=True, generator=generator
+        )
     ce = F.binary_cross_entropy_with_logits(logits.flatten()[picked], target.flatten()[picked])
     return ce * any_hard
 
@@ -89,8 +96,7 @@ def _pick(count: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.minimum((u * count).long(), count - 1)
 
 
-def sample_triplets(positive: Tensor, count: int, theta: float,
-                    generator: torch.Generator | None = None) -> Triplets:
+def sample_triplets(positive: Tensor, count: int, theta: float, generator: torch.Generator | None = None) -> Triplets:
     """``count`` triplets (A, B, C): A uniform among lesions that admit a valid triplet, B
     uniform among lesions with sim(A, B) >= theta that some C can undercut, C uniform among
     lesions with sim(A, C) < sim(A, B).
@@ -139,8 +145,9 @@ def harmonic_numbers(n: int, device: torch.device | str = "cpu") -> Tensor:
     return torch.cat([torch.zeros(1, device=device), steps.cumsum(0)])
 
 
-def warp_loss(logits: Tensor, positive: Tensor, weight: Tensor, margin: float = 1.0,
-              finer: Tensor | None = None) -> Tensor:
+def warp_loss(
+    logits: Tensor, positive: Tensor, weight: Tensor, margin: float = 1.0, finer: Tensor | None = None
+) -> Tensor:
     """Weighted approximate-rank pairwise loss (Gong et al. 2013) with exact ranks.
 
     Each positive label j should score ``margin`` above every label k that must rank below
@@ -174,8 +181,13 @@ class LesaNetLoss:
     mines on the final scores (s~ when SPL is on): those are the predictions that are used.
     """
 
-    def __init__(self, config: LossConfig, betas: ClassWeights, finer: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        config: LossConfig,
+        betas: ClassWeights,
+        finer: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.config, self.betas, self.generator = config, betas, generator
         self.finer = finer if config.warp_fine_over_coarse else None
 
@@ -184,18 +196,21 @@ class LesaNetLoss:
             return warp_loss(logits, positive, weight, self.config.warp_margin, self.finer)
         return weighted_ce(logits, positive, weight, self.betas)
 
-    def __call__(self, out: ModelOutput, positive: Tensor, weight: Tensor, reliable: Tensor,
-                 has_spl: bool) -> LossParts:
+    def __call__(
+        self, out: ModelOutput, positive: Tensor, weight: Tensor, reliable: Tensor, has_spl: bool
+    ) -> LossParts:
         cfg = self.config
         name = "warp" if cfg.classification == "warp" else "wce"
         parts: dict[str, Tensor] = {name: self._classification(out.scores, positive, weight)}
         if has_spl:
             parts[f"{name}_spl"] = self._classification(out.scores_spl, positive, weight)
         if cfg.rhem:
-            parts["rhem"] = rhem_loss(out.scores_spl, positive, reliable, cfg.rhem_gamma, cfg.rhem_samples,
-                                      self.generator)
+            parts["rhem"] = rhem_loss(
+                out.scores_spl, positive, reliable, cfg.rhem_gamma, cfg.rhem_samples, self.generator
+            )
         if cfg.triplet:
             triplets = sample_triplets(positive, cfg.triplet_count, cfg.triplet_theta, self.generator)
             parts["triplet"] = triplet_loss(out.embedding, triplets, cfg.triplet_margin)
-        total = sum(cfg.triplet_weight * v if k == "triplet" else v for k, v in parts.items())
+        # parts always holds the classification loss, so the sum is a tensor
+        total = cast(Tensor, sum(cfg.triplet_weight * v if k == "triplet" else v for k, v in parts.items()))
         return LossParts(total, {k: v.detach() for k, v in parts.items()})

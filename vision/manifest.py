@@ -23,9 +23,10 @@ rows are still predicted. Each volume is read once, its lesions preprocessed, th
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,20 @@ from vision.locate import (
     volume_stem,
 )
 
-COLUMNS = ("image", "lesion_id", "slice", "box", "world_box", "world_point", "size_mm", "frame", "mask",
-           "mask_label", "mask_by", "series")
+COLUMNS = (
+    "image",
+    "lesion_id",
+    "slice",
+    "box",
+    "world_box",
+    "world_point",
+    "size_mm",
+    "frame",
+    "mask",
+    "mask_label",
+    "mask_by",
+    "series",
+)
 
 
 @dataclass(frozen=True)
@@ -138,8 +151,9 @@ def _parse_row(values: dict[str, str], number: int, manifest: Path) -> ManifestR
         if by not in MASK_MODES:
             raise PredictError(f"mask_by {by!r} is not one of {', '.join(MASK_MODES)}")
         location = MaskLesions(str(_resolve(values["mask"], manifest)), label, by)
-    return ManifestRow(number, _resolve(image, manifest), location, values.get("lesion_id") or None,
-                       values.get("series") or None)
+    return ManifestRow(
+        number, _resolve(image, manifest), location, values.get("lesion_id") or None, values.get("series") or None
+    )
 
 
 def _resolve(path: str, manifest: Path) -> Path:
@@ -172,8 +186,12 @@ def prepare_manifest(
             continue
         for row in group:
             try:
-                inputs = volume_inputs(volume, [row.location], [row.lesion_id or _default_id(volume, row)],
-                                       {"manifest": str(path), "row": row.row})
+                inputs = volume_inputs(
+                    volume,
+                    [row.location],
+                    [row.lesion_id or _default_id(volume, row)],
+                    {"manifest": str(path), "row": row.row},
+                )
                 patches, boxes = input_patches(inputs, warn)
             except (DataError, PredictError) as exc:
                 failed.append(RowError(row.row, f"{path}, row {row.row}: {exc}"))
@@ -187,12 +205,14 @@ def prepare_manifest(
         boxes = np.stack([e[3] for e in ordered]).astype(np.float32)
     else:
         patches, boxes = np.empty((0, 3, 0, 0), np.uint8), np.empty((0, 4), np.float32)
-    return PreparedBatch([e[0] for e in ordered], [e[1] for e in ordered], patches, boxes, failed,
-                         len(rows) + len(errors))
+    return PreparedBatch(
+        [e[0] for e in ordered], [e[1] for e in ordered], patches, boxes, failed, len(rows) + len(errors)
+    )
 
 
-def prepare_inputs(inputs: Sequence[LesionInput], errors: Sequence[str] = (),
-                   warn: Callable[[str], None] | None = None) -> PreparedBatch:
+def prepare_inputs(
+    inputs: Sequence[LesionInput], errors: Sequence[str] = (), warn: Callable[[str], None] | None = None
+) -> PreparedBatch:
     """Preprocess lesions given on the command line (several --lesion, a --boxes file, a mask)
     one by one, as a manifest's rows: a lesion that fails is reported, the others predicted.
     ``errors`` are the lesions already refused while reading the input (row = their order)."""
@@ -210,8 +230,7 @@ def prepare_inputs(inputs: Sequence[LesionInput], errors: Sequence[str] = (),
         boxes = np.stack([e[3] for e in done]).astype(np.float32)
     else:
         patches, boxes = np.empty((0, 3, 0, 0), np.uint8), np.empty((0, 4), np.float32)
-    return PreparedBatch([e[0] for e in done], [e[1] for e in done], patches, boxes, failed,
-                         len(inputs) + len(errors))
+    return PreparedBatch([e[0] for e in done], [e[1] for e in done], patches, boxes, failed, len(inputs) + len(errors))
 
 
 def _default_id(volume: Any, row: ManifestRow) -> str:

@@ -62,10 +62,7 @@ def calibrate_thresholds(
 ) -> list[ThresholdChoice]:
     """Per-label best-F1 thresholds over the kept (``mask``) pairs."""
     scores, positive, mask = _check_arrays(scores, positive, mask)
-    return [
-        best_f1_threshold(scores[mask[:, c], c], positive[mask[:, c], c])
-        for c in range(scores.shape[1])
-    ]
+    return [best_f1_threshold(scores[mask[:, c], c], positive[mask[:, c], c]) for c in range(scores.shape[1])]
 
 
 def decide_thresholds(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

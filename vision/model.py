@@ -20,7 +20,7 @@ import functools
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +47,26 @@ class ModelOutput(NamedTuple):
 
 
 # VGG-16's layer configuration "D" (Simonyan & Zisserman 2015): conv widths, "M" = 2x2 max-pool.
-VGG16_D: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                                  512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_D: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 def vgg16_bn_layout(widths: tuple[int, ...]) -> list[int | str]:
@@ -75,8 +93,11 @@ def vgg_bn_layers(layout: list[int | str]) -> nn.Sequential:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
             width = int(item)
-            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, width, kernel_size=3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             channels = width
     return nn.Sequential(*layers)
 
@@ -86,16 +107,18 @@ def _torchvision_library_ops() -> Any:
     """``torch.ops.torchvision`` from torchvision's compiled library alone (forward kernels)."""
     spec = importlib.util.find_spec("torchvision")
     folder = Path(spec.origin).parent if spec is not None and spec.origin else None
-    libraries = [lib for lib in (sorted(folder.glob("_C_stable.*")) if folder else [])
-                 if lib.suffix in (".so", ".pyd", ".dylib")]
+    libraries = [
+        lib for lib in (sorted(folder.glob("_C_stable.*")) if folder else []) if lib.suffix in (".so", ".pyd", ".dylib")
+    ]
     if not libraries:
         raise RuntimeError("torchvision's compiled ops (_C_stable) not found; reinstall torchvision==0.29.1")
     torch.ops.load_library(str(libraries[0]))
     return torch.ops.torchvision
 
 
-def roi_align(features: Tensor, rois: Tensor, size: int, spatial_scale: float, sampling_ratio: int,
-              aligned: bool) -> Tensor:
+def roi_align(
+    features: Tensor, rois: Tensor, size: int, spatial_scale: float, sampling_ratio: int, aligned: bool
+) -> Tensor:
     """torchvision's ``roi_align`` over ``rois`` (K x 5: batch index, x1, y1, x2, y2).
 
     Importing the torchvision package costs about 1.7 s of CPU (its Python ops import
@@ -114,8 +137,9 @@ def roi_align(features: Tensor, rois: Tensor, size: int, spatial_scale: float, s
     if needs_package:
         from torchvision.ops import roi_align as torchvision_roi_align  # heavy import: see above
 
-        return torchvision_roi_align(features, rois, size, spatial_scale=spatial_scale,
-                                     sampling_ratio=sampling_ratio, aligned=aligned)
+        return torchvision_roi_align(
+            features, rois, size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio, aligned=aligned
+        )
     return _torchvision_library_ops().roi_align(features, rois, spatial_scale, size, size, sampling_ratio, aligned)
 
 
@@ -160,7 +184,8 @@ class LesaNet(nn.Module):
         self.config, self.num_labels = config, num_labels
         trunk = vgg_bn_layers(vgg16_bn_layout(config.widths))
         # Split the flat VGG sequence at its max-pools: stage k ends at conv{k+1}_x's ReLU.
-        stages, current = [], []
+        stages: list[nn.Sequential] = []
+        current: list[nn.Module] = []
         for layer in trunk:
             if isinstance(layer, nn.MaxPool2d):
                 stages.append(nn.Sequential(*current))
@@ -169,13 +194,11 @@ class LesaNet(nn.Module):
         stages.append(nn.Sequential(*current))
         self.stages = nn.ModuleList(stages)
         self.pools = nn.ModuleList(
-            RoIPool(config.roi_size, stride, whole_patch=k >= BOX_STAGES)
-            for k, stride in enumerate(STAGE_STRIDES)
+            RoIPool(config.roi_size, stride, whole_patch=k >= BOX_STAGES) for k, stride in enumerate(STAGE_STRIDES)
         )
         area = config.roi_size * config.roi_size
         self.roi_fcs = nn.ModuleList(
-            nn.Sequential(nn.Linear(width * area, config.roi_fc), nn.ReLU(inplace=True))
-            for width in config.widths
+            nn.Sequential(nn.Linear(width * area, config.roi_fc), nn.ReLU(inplace=True)) for width in config.widths
         )
         joint = config.roi_fc * len(config.widths)
         self.classifier = nn.Linear(joint, num_labels)
@@ -189,7 +212,8 @@ class LesaNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -204,7 +228,7 @@ class LesaNet(nn.Module):
 
     def preprocess(self, patches: Tensor) -> Tensor:
         """Cache pixels (uint8 or float in [0, 255]) -> float, pixel mean subtracted."""
-        return patches.float() - self.pixel_mean
+        return patches.float() - cast(Tensor, self.pixel_mean)
 
     def stage_features(self, patches: Tensor) -> list[Tensor]:
         """Outputs of conv1_2, conv2_2, conv3_3, conv4_3, conv5_3 (after BN + ReLU)."""
@@ -244,14 +268,19 @@ def model_summary(config: ModelConfig, num_labels: int) -> str:
     hooks = []
     for name, module in model.named_modules():
         if name and not list(module.children()):
+
             def hook(mod: nn.Module, _inputs, output, name: str = name) -> None:
                 shape = tuple(output.shape) if isinstance(output, Tensor) else "?"
                 params = sum(p.numel() for p in mod.parameters(recurse=False))
                 rows.append((name, type(mod).__name__, "x".join(str(s) for s in shape[1:]), params))
+
             hooks.append(module.register_forward_hook(hook))
     size = config.patch_size
     with torch.no_grad():
-        model(torch.zeros(1, 3, size, size, dtype=torch.uint8), torch.tensor([[size * 0.3, size * 0.3, size * 0.7, size * 0.7]]))
+        model(
+            torch.zeros(1, 3, size, size, dtype=torch.uint8),
+            torch.tensor([[size * 0.3, size * 0.3, size * 0.7, size * 0.7]]),
+        )
     for h in hooks:
         h.remove()
     width = max(len(r[0]) for r in rows)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -173,7 +174,8 @@ def lesion_patch(
     plans = _z_plans(provider, key_slice, slice_interval, cfg, warn)
     key_image = provider(key_slice)
     assert key_image is not None
-    shape = key_image.shape[-2:]
+    height, width = key_image.shape[-2:]
+    shape = (int(height), int(width))
     geo = _geometry(shape, box_px, spacing_xy, cfg)
     ys = _source_coords(geo, 0, shape[0], cfg.patch_size)
     xs = _source_coords(geo, 1, shape[1], cfg.patch_size)
@@ -210,7 +212,8 @@ def lesion_patch_whole_slice(
     plans = _z_plans(provider, key_slice, slice_interval, cfg, warn)
     key_image = provider(key_slice)
     assert key_image is not None
-    shape = key_image.shape[-2:]
+    height, width = key_image.shape[-2:]
+    shape = (int(height), int(width))
     geo = _geometry(shape, box_px, spacing_xy, cfg)
     rows = np.clip((np.arange(geo.resized[0]) + 0.5) / geo.scale[0] - 0.5, 0, shape[0] - 1)
     cols = np.clip((np.arange(geo.resized[1]) + 0.5) / geo.scale[1] - 0.5, 0, shape[1] - 1)
@@ -218,7 +221,8 @@ def lesion_patch_whole_slice(
     out = np.empty((cfg.num_slices, cfg.patch_size, cfg.patch_size), dtype=np.uint8)
     p = cfg.patch_size
     for channel, plan in enumerate(plans):
-        volume = sum(np.float32(w) * provider(n).astype(np.float32) for n, w in plan)  # type: ignore[union-attr]
+        slices = (np.float32(w) * provider(n).astype(np.float32) for n, w in plan)  # type: ignore[union-attr]
+        volume = cast(np.ndarray, sum(slices))
         resized = ndimage.map_coordinates(_window(volume, cfg), grid, order=1, mode="nearest", prefilter=False)
         oy, ox = geo.origin
         pad = ((max(0, -oy), max(0, oy + p - geo.resized[0])), (max(0, -ox), max(0, ox + p - geo.resized[1])))

@@ -18,15 +18,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from ontology.files import write_json_atomic, write_text_atomic
 from vision.ablate import VARIANTS, AblationError, retrieval_per_query, run_ablation, run_label_subsets
-from vision.checkpoint import write_json_atomic, write_text_atomic
 from vision.config import Config, apply_overrides
+from vision.figures import label_subset_figure
 from vision.stats import Interval, bootstrap_mean, mean_std, paired_differences
 
 SEED_FILE = "seed.json"
@@ -94,19 +96,22 @@ def run_seed(
         "seed": seed,
         "settings": SeedSettings(config.name, epochs or config.train.epochs, tuple(label_subsets)).as_dict(),
         "cache": str(cache),
-        "ablation": {name: {r.truth_kind: _set_record(r) for r in results} for name, results in ablation.results.items()},
+        "ablation": {
+            name: {r.truth_kind: _set_record(r) for r in results} for name, results in ablation.results.items()
+        },
         "variants": {v.name: list(v.overrides) for v in VARIANTS},
     }
     if label_subsets:
-        subsets = run_label_subsets(seeded, cache, out / "subsets", label_subsets, epochs=epochs, onto=onto,
-                                    progress=progress, resume=True)
+        subsets = run_label_subsets(
+            seeded, cache, out / "subsets", label_subsets, epochs=epochs, onto=onto, progress=progress, resume=True
+        )
         record["subsets"] = {k: subsets.extra[k] for k in ("subsets", "f1", "label_f1")}
     by_variant = {v.name: v for v in VARIANTS}
     record["retrieval"] = {
         name: retrieval_per_query(out / "ablation" / by_variant[name].slug, cache, onto, k=RETRIEVAL_K)
         for name in (REFERENCE, "w/o triplet loss")
     }
-    record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     write_json_atomic(out / SEED_FILE, record)
     return record
 
@@ -167,8 +172,9 @@ def _label_values(record: Mapping[str, Any], variant: str, truth: str, metric: s
     return {name: values.get(metric) for name, values in labels.items()}
 
 
-def paired_interval(per_seed_a: Sequence[Mapping[str, float | None]],
-                    per_seed_b: Sequence[Mapping[str, float | None]]) -> Interval:
+def paired_interval(
+    per_seed_a: Sequence[Mapping[Any, float | None]], per_seed_b: Sequence[Mapping[Any, float | None]]
+) -> Interval:
     """Bootstrap interval of mean(a − b) over the units (keys) both define, over seeds."""
     groups = []
     for a, b in zip(per_seed_a, per_seed_b):
@@ -177,7 +183,7 @@ def paired_interval(per_seed_a: Sequence[Mapping[str, float | None]],
     return bootstrap_mean(groups)
 
 
-def _with_seeds(a: Sequence[Mapping[str, float | None]], b: Sequence[Mapping[str, float | None]]) -> dict[str, Any]:
+def _with_seeds(a: Sequence[Mapping[Any, float | None]], b: Sequence[Mapping[Any, float | None]]) -> dict[str, Any]:
     """The interval over all seeds, and each seed's own (over its units alone)."""
     per_seed = [paired_interval([x], [y]).as_dict() for x, y in zip(a, b)]
     return {**paired_interval(a, b).as_dict(), "per_seed": per_seed}
@@ -195,8 +201,11 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for truth in truths:
             cells = {}
             for metric in METRICS:
-                values = [r["ablation"][variant][truth]["averages"][metric] for r in records
-                          if truth in r["ablation"].get(variant, {})]
+                values = [
+                    r["ablation"][variant][truth]["averages"][metric]
+                    for r in records
+                    if truth in r["ablation"].get(variant, {})
+                ]
                 mean, std = mean_std(values)
                 cells[metric] = {"mean": mean, "std": std, "n": len(values)}
             table[variant][truth] = cells
@@ -237,10 +246,12 @@ def _retrieval_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "k": RETRIEVAL_K,
         "precision_at_k": means,
-        "embedding_vs_untrained_embedding": _with_seeds(per_query(REFERENCE, "embedding"),
-                                                        per_query("w/o triplet loss", "embedding")),
-        "embedding_vs_score_vector": _with_seeds(per_query(REFERENCE, "embedding"),
-                                                 per_query(REFERENCE, "score vector")),
+        "embedding_vs_untrained_embedding": _with_seeds(
+            per_query(REFERENCE, "embedding"), per_query("w/o triplet loss", "embedding")
+        ),
+        "embedding_vs_score_vector": _with_seeds(
+            per_query(REFERENCE, "embedding"), per_query(REFERENCE, "score vector")
+        ),
         "n_queries": [len(r["retrieval"][REFERENCE]["embedding"]) for r in records],
     }
 
@@ -284,7 +295,7 @@ REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "no
 
 @dataclass(frozen=True)
 class AblationClaim:
-    """"Removing COMPONENT lowers METRIC": LesaNet minus the variant should be above zero."""
+    """ "Removing COMPONENT lowers METRIC": LesaNet minus the variant should be above zero."""
 
     component: str
     variant: str
@@ -296,19 +307,43 @@ class AblationClaim:
 # is the one the paper's discussion ties each component to, as this project reads it; the
 # document shows all four metrics either way.
 ABLATION_CLAIMS: tuple[AblationClaim, ...] = (
-    AblationClaim("all four additions", "baseline", "f1",
-                  "LesaNet (SPL, RHEM, label expansion, triplet loss) improves on the multiscale multilabel baseline"),
-    AblationClaim("the score propagation layer (SPL)", "w/o SPL", "recall",
-                  "the score propagation layer helps; without it recall drops"),
-    AblationClaim("RHEM", "w/o RHEM", "precision",
-                  "reliable hard negative mining suppresses false positives; without it precision drops"),
-    AblationClaim("label expansion", "w/o label expansion", "auc",
-                  "expanding labels through the ontology helps; without it AUC drops"),
-    AblationClaim("the triplet loss", "w/o triplet loss", "f1",
-                  "the multilabel triplet loss also helps classification slightly; without it F1 drops"),
-    AblationClaim("the text-mined relation filter", "w/o text-mined filter", "precision",
-                  "training only on relevant (not irrelevant) mined labels helps; "
-                  "with irrelevant ones as positives precision drops"),
+    AblationClaim(
+        "all four additions",
+        "baseline",
+        "f1",
+        "LesaNet (SPL, RHEM, label expansion, triplet loss) improves on the multiscale multilabel baseline",
+    ),
+    AblationClaim(
+        "the score propagation layer (SPL)",
+        "w/o SPL",
+        "recall",
+        "the score propagation layer helps; without it recall drops",
+    ),
+    AblationClaim(
+        "RHEM",
+        "w/o RHEM",
+        "precision",
+        "reliable hard negative mining suppresses false positives; without it precision drops",
+    ),
+    AblationClaim(
+        "label expansion",
+        "w/o label expansion",
+        "auc",
+        "expanding labels through the ontology helps; without it AUC drops",
+    ),
+    AblationClaim(
+        "the triplet loss",
+        "w/o triplet loss",
+        "f1",
+        "the multilabel triplet loss also helps classification slightly; without it F1 drops",
+    ),
+    AblationClaim(
+        "the text-mined relation filter",
+        "w/o text-mined filter",
+        "precision",
+        "training only on relevant (not irrelevant) mined labels helps; "
+        "with irrelevant ones as positives precision drops",
+    ),
 )
 
 
@@ -350,8 +385,11 @@ def verdict_no_loss(interval: Mapping[str, Any]) -> tuple[str, str]:
     if interval.get("n_units", 0) == 0 or _nan(interval.get("mean")):
         return NOT_MEASURABLE, "no unit where both were measured"
     if interval["mean"] >= 0:
-        return REPRODUCED, ("a gain: the whole 95% interval is above zero" if interval["low"] > 0
-                            else "no loss measured (the estimate is not below zero)")
+        return REPRODUCED, (
+            "a gain: the whole 95% interval is above zero"
+            if interval["low"] > 0
+            else "no loss measured (the estimate is not below zero)"
+        )
     if interval["high"] < 0:
         return NOT_REPRODUCED, "a loss: the whole 95% interval is below zero"
     return NOT_REPRODUCED, "a loss within noise: the estimate is below zero, the 95% interval includes zero"
@@ -362,7 +400,7 @@ def verdict_count(measured: int, claim: OntologyClaim) -> tuple[str, str]:
         return REPRODUCED, "equal"
     relative = (measured - claim.paper) / claim.paper
     if claim.approximate and abs(relative) <= APPROXIMATE_TOLERANCE:
-        return REPRODUCED, f"within {APPROXIMATE_TOLERANCE:.0%} of the paper's \"about\" figure"
+        return REPRODUCED, f'within {APPROXIMATE_TOLERANCE:.0%} of the paper\'s "about" figure'
     return NOT_REPRODUCED, f"differs by {measured - claim.paper:+,} ({relative:+.1%})"
 
 
@@ -398,8 +436,13 @@ class Commands:
     ontology: str = "lesanet ontology stats --json"
 
 
-def reproduction_markdown(summary: Mapping[str, Any], ontology: Mapping[str, int], commands: Commands,
-                          figure: str | None = None, requested_seeds: int | None = None) -> str:
+def reproduction_markdown(
+    summary: Mapping[str, Any],
+    ontology: Mapping[str, int],
+    commands: Commands,
+    figure: str | None = None,
+    requested_seeds: int | None = None,
+) -> str:
     """``docs/reproduction.md`` from a summary (never typed by hand)."""
     seeds = summary["seeds"]
     settings = summary["settings"]
@@ -438,34 +481,58 @@ def reproduction_markdown(summary: Mapping[str, Any], ontology: Mapping[str, int
             rows.append((claim.paper, f"`{claim.variant}` not run", NOT_MEASURABLE, "the variant was not trained"))
             continue
         verdict, why = verdict_improves(diff)
-        rows.append((claim.paper, f"{METRIC_NAMES[claim.metric]}, LesaNet − {claim.variant}: {_fmt_interval(diff)}"
-                     + _per_seed(diff), verdict, why))
+        rows.append(
+            (
+                claim.paper,
+                f"{METRIC_NAMES[claim.metric]}, LesaNet − {claim.variant}: {_fmt_interval(diff)}" + _per_seed(diff),
+                verdict,
+                why,
+            )
+        )
     subsets = summary.get("subsets")
-    subset_claim = ("training on more labels (adding rarer ones) does not cost the frequent labels accuracy "
-                    "(Fig. 5)")
+    subset_claim = "training on more labels (adding rarer ones) does not cost the frequent labels accuracy (Fig. 5)"
     if subsets:
         diff = subsets["more_labels_on_frequent"]
         verdict, why = verdict_no_loss(diff)
-        rows.append((subset_claim, f"F1 on the labels `{subsets['frequent']}`, trained on `{subsets['widest']}` − "
-                     f"trained on `{subsets['frequent']}`: {_fmt_interval(diff)}{_per_seed(diff)}", verdict, why))
+        rows.append(
+            (
+                subset_claim,
+                f"F1 on the labels `{subsets['frequent']}`, trained on `{subsets['widest']}` − "
+                f"trained on `{subsets['frequent']}`: {_fmt_interval(diff)}{_per_seed(diff)}",
+                verdict,
+                why,
+            )
+        )
     else:
         rows.append((subset_claim, "not run", NOT_MEASURABLE, "run with --label-subsets"))
     retrieval = summary["retrieval"]
     diff = retrieval["embedding_vs_untrained_embedding"]
     verdict, why = verdict_improves(diff)
-    rows.append(("the multilabel triplet loss learns an embedding in which neighbours share labels, for "
-                 "similar-lesion retrieval (Fig. 7 shows examples)",
-                 f"precision@{retrieval['k']}, LesaNet embedding − the same layer without the triplet loss: "
-                 f"{_fmt_interval(diff)}{_per_seed(diff)}", verdict, why))
-    for claim in ONTOLOGY_CLAIMS:
-        measured = ontology[claim.figure]
-        verdict, why = verdict_count(measured, claim)
-        paper = f"{'about ' if claim.approximate else ''}{claim.paper:,} {claim.figure}"
-        rows.append((paper, f"{measured:,}", verdict, why))
+    rows.append(
+        (
+            "the multilabel triplet loss learns an embedding in which neighbours share labels, for "
+            "similar-lesion retrieval (Fig. 7 shows examples)",
+            f"precision@{retrieval['k']}, LesaNet embedding − the same layer without the triplet loss: "
+            f"{_fmt_interval(diff)}{_per_seed(diff)}",
+            verdict,
+            why,
+        )
+    )
+    for count_claim in ONTOLOGY_CLAIMS:
+        count = ontology[count_claim.figure]
+        verdict, why = verdict_count(count, count_claim)
+        paper = f"{'about ' if count_claim.approximate else ''}{count_claim.paper:,} {count_claim.figure}"
+        rows.append((paper, f"{count:,}", verdict, why))
     for number, (claim_text, measured, verdict, why) in enumerate(rows, start=1):
         lines.append(f"| {number} | {claim_text} | {measured} | **{verdict}** ({why}) |")
-    lines += ["", _ablation_section(summary, commands), _subset_section(summary, figure),
-              _retrieval_section(summary), _ontology_section(ontology, commands), _commands_section(commands)]
+    lines += [
+        "",
+        _ablation_section(summary, commands),
+        _subset_section(summary, figure),
+        _retrieval_section(summary),
+        _ontology_section(ontology, commands),
+        _commands_section(commands),
+    ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -489,23 +556,35 @@ def _ablation_section(summary: Mapping[str, Any], commands: Commands) -> str:
     table = summary["table"]
     truths = list(dict.fromkeys(t for v in table.values() for t in v))
     head = ["method"] + [f"{SET_NAMES.get(t, t)} {METRIC_NAMES[m]}" for t in truths for m in METRICS]
-    lines = ["## Ablations (paper Table 1)", "",
-             f"Mean ± standard deviation over {len(summary['seeds'])} seed(s) of the per-label means "
-             "(thresholds calibrated on each seed's validation split). Command: "
-             f"`{commands.ablate}`.", "",
-             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines = [
+        "## Ablations (paper Table 1)",
+        "",
+        f"Mean ± standard deviation over {len(summary['seeds'])} seed(s) of the per-label means "
+        "(thresholds calibrated on each seed's validation split). Command: "
+        f"`{commands.ablate}`.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+    ]
     for variant, cells in table.items():
         overrides = summary.get("variants", {}).get(variant)
         name = f"{variant} (`{' '.join(overrides)}`)" if overrides else variant
         lines.append("| " + " | ".join([name] + [_cell(cells[t][m]) for t in truths for m in METRICS]) + " |")
-    lines += ["", "Paired differences, LesaNet minus each model (per label, 95% bootstrap interval over labels "
-              "and seeds; positive = LesaNet better):", "",
-              "| LesaNet − | set | " + " | ".join(METRIC_NAMES[m] for m in METRICS) + " |",
-              "|---|---|" + "---|" * len(METRICS)]
+    lines += [
+        "",
+        "Paired differences, LesaNet minus each model (per label, 95% bootstrap interval over labels "
+        "and seeds; positive = LesaNet better):",
+        "",
+        "| LesaNet − | set | " + " | ".join(METRIC_NAMES[m] for m in METRICS) + " |",
+        "|---|---|" + "---|" * len(METRICS),
+    ]
     for variant, by_truth in summary["differences"].items():
         for truth, by_metric in by_truth.items():
-            lines.append(f"| {variant} | {SET_NAMES.get(truth, truth)} | "
-                         + " | ".join(_fmt_interval(by_metric[m]) for m in METRICS) + " |")
+            lines.append(
+                f"| {variant} | {SET_NAMES.get(truth, truth)} | "
+                + " | ".join(_fmt_interval(by_metric[m]) for m in METRICS)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -516,21 +595,29 @@ def _subset_section(summary: Mapping[str, Any], figure: str | None) -> str:
         return "\n".join(lines + ["Not run (`--label-subsets`).", ""])
     names = subsets["train_subsets"]
     sizes = {n: "/".join(map(str, subsets["n_labels"][n])) for n in names}
-    lines += [f"One model per subset \"labels with more than N training positives\", each tested on every "
-              f"subset it covers; mean per-label test F1, mean ± std over {subsets['n_seeds']} seed(s). "
-              "Label counts per seed in parentheses.", "",
-              "| trained on \\ tested on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [
+        f'One model per subset "labels with more than N training positives", each tested on every '
+        f"subset it covers; mean per-label test F1, mean ± std over {subsets['n_seeds']} seed(s). "
+        "Label counts per seed in parentheses.",
+        "",
+        "| trained on \\ tested on | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for train in names:
         cells = []
         for test in names:
             mean = subsets["f1_mean"].get(train, {}).get(test)
-            cells.append(_cell({"mean": mean, "std": subsets["f1_std"].get(train, {}).get(test),
-                                "n": subsets["n_seeds"]}))
+            cells.append(
+                _cell({"mean": mean, "std": subsets["f1_std"].get(train, {}).get(test), "n": subsets["n_seeds"]})
+            )
         lines.append(f"| {train} ({sizes[train]}) | " + " | ".join(cells) + " |")
     diff = subsets["more_labels_on_frequent"]
-    lines += ["", f"On the frequent labels ({subsets['frequent']}), the model trained on all labels "
-              f"({subsets['widest']}) minus the model trained on them alone: F1 {_fmt_interval(diff)} "
-              f"({diff['n_units']} label-seed pairs)."]
+    lines += [
+        "",
+        f"On the frequent labels ({subsets['frequent']}), the model trained on all labels "
+        f"({subsets['widest']}) minus the model trained on them alone: F1 {_fmt_interval(diff)} "
+        f"({diff['n_units']} label-seed pairs).",
+    ]
     if figure:
         lines += ["", f"![Label-subset experiment, mean ± std over seeds]({figure})"]
     return "\n".join(lines) + "\n"
@@ -538,42 +625,71 @@ def _subset_section(summary: Mapping[str, Any], figure: str | None) -> str:
 
 def _retrieval_section(summary: Mapping[str, Any]) -> str:
     r = summary["retrieval"]
-    lines = ["## Retrieval", "",
-             f"Each test lesion queries the train + val lesions; a hit is relevant when the label-set similarity "
-             f"|A ∩ B|² / |A ∪ B| of the complete labels reaches 1 (as `lesanet retrieve --quality`). "
-             f"Precision@{r['k']}, mean ± std over seeds ({'/'.join(map(str, r['n_queries']))} queries):", "",
-             "| model, retrieval by | precision@" + str(r["k"]) + " |", "|---|---|"]
+    lines = [
+        "## Retrieval",
+        "",
+        f"Each test lesion queries the train + val lesions; a hit is relevant when the label-set similarity "
+        f"|A ∩ B|² / |A ∪ B| of the complete labels reaches 1 (as `lesanet retrieve --quality`). "
+        f"Precision@{r['k']}, mean ± std over seeds ({'/'.join(map(str, r['n_queries']))} queries):",
+        "",
+        "| model, retrieval by | precision@" + str(r["k"]) + " |",
+        "|---|---|",
+    ]
     for name, cell in r["precision_at_k"].items():
         lines.append(f"| {name} | {_cell(cell)} |")
-    lines += ["", "Paired over queries and seeds: LesaNet embedding − the untrained embedding of the model "
-              f"without the triplet loss {_fmt_interval(r['embedding_vs_untrained_embedding'])}; "
-              f"LesaNet embedding − LesaNet score vector {_fmt_interval(r['embedding_vs_score_vector'])}."]
+    lines += [
+        "",
+        "Paired over queries and seeds: LesaNet embedding − the untrained embedding of the model "
+        f"without the triplet loss {_fmt_interval(r['embedding_vs_untrained_embedding'])}; "
+        f"LesaNet embedding − LesaNet score vector {_fmt_interval(r['embedding_vs_score_vector'])}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _ontology_section(ontology: Mapping[str, int], commands: Commands) -> str:
-    lines = ["## Ontology figures", "", f"Command: `{commands.ontology}` on the shipped `ontology/lesion.owl`.", "",
-             "| figure | here | paper |", "|---|---|---|"]
+    lines = [
+        "## Ontology figures",
+        "",
+        f"Command: `{commands.ontology}` on the shipped `ontology/lesion.owl`.",
+        "",
+        "| figure | here | paper |",
+        "|---|---|---|",
+    ]
     for claim in ONTOLOGY_CLAIMS:
-        lines.append(f"| {claim.figure} | {ontology[claim.figure]:,} | "
-                     f"{'about ' if claim.approximate else ''}{claim.paper:,} |")
-    lines += ["", "Where the exclusive-pair count departs from the paper's, `docs/ontology.md` (Figures) traces "
-              "the difference step by step."]
+        lines.append(
+            f"| {claim.figure} | {ontology[claim.figure]:,} | {'about ' if claim.approximate else ''}{claim.paper:,} |"
+        )
+    lines += [
+        "",
+        "Where the exclusive-pair count departs from the paper's, `docs/ontology.md` (Figures) traces "
+        "the difference step by step.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _commands_section(commands: Commands) -> str:
-    lines = ["## Commands", "", "Everything above:", "", "```", commands.ablate, "```", "",
-             "which, for each seed S, first builds that seed's data exactly as the demo does:", "", "```",
-             *commands.data, "```"]
+    lines = [
+        "## Commands",
+        "",
+        "Everything above:",
+        "",
+        "```",
+        commands.ablate,
+        "```",
+        "",
+        "which, for each seed S, first builds that seed's data exactly as the demo does:",
+        "",
+        "```",
+        *commands.data,
+        "```",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_reproduction(out: str | Path, doc: str | Path, onto: Any, commands: Commands,
-                       requested_seeds: int | None = None) -> tuple[dict[str, Any], list[Path]]:
+def write_reproduction(
+    out: str | Path, doc: str | Path, onto: Any, commands: Commands, requested_seeds: int | None = None
+) -> tuple[dict[str, Any], list[Path]]:
     """Summarise the finished seeds under ``out``; write ``summary.json`` there, the doc and its figure."""
-    from vision.figures import label_subset_figure
-
     out, doc = Path(out), Path(doc)
     summary = summarise(load_seed_records(out))
     written = []
@@ -584,8 +700,12 @@ def write_reproduction(out: str | Path, doc: str | Path, onto: Any, commands: Co
     if summary.get("subsets"):
         s = summary["subsets"]
         picture = doc.with_name(doc.stem + "_label_subsets.png")
-        label_subset_figure(s["f1_mean"], picture, spread=s["f1_std"],
-                            title=f"label-subset experiment, mean ± std over {s['n_seeds']} seed(s)")
+        label_subset_figure(
+            s["f1_mean"],
+            picture,
+            spread=s["f1_std"],
+            title=f"label-subset experiment, mean ± std over {s['n_seeds']} seed(s)",
+        )
         written.append(picture)
         figure = picture.name
     text = reproduction_markdown(summary, ontology_figures(onto), commands, figure, requested_seeds)

@@ -18,17 +18,29 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
+
+from ontology.errors import LesanetError
+from vision.infer import (
+    Predictor,
+    check_cache_labels,
+    decided_labels,
+    load_predictor,
+    predict_inputs,
+    score_selection,
+    select_split,
+)
 
 EMBEDDINGS_FORMAT = "lesanet-embeddings"
 EMBEDDINGS_VERSION = 1
 
 
-class RetrievalError(ValueError):
+class RetrievalError(LesanetError, ValueError):
     """A bad embeddings file or query (one line)."""
 
 
@@ -101,7 +113,9 @@ class FaissIndex:
         try:
             import faiss  # type: ignore[import-not-found]
         except ImportError:
-            raise RetrievalError("faiss is not installed: pip install 'lesanet[faiss]', or use --backend exact") from None
+            raise RetrievalError(
+                "faiss is not installed: pip install 'lesanet[faiss]', or use --backend exact"
+            ) from None
         vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
         self._index = faiss.IndexFlatL2(vectors.shape[1])
         self._index.add(vectors)
@@ -228,9 +242,7 @@ class Embeddings:
         return [set(lesion.get("labels") or []) for lesion in self.lesions]
 
 
-def write_embeddings(
-    path: str | Path, vectors: np.ndarray, scores: np.ndarray, info: dict[str, Any]
-) -> Path:
+def write_embeddings(path: str | Path, vectors: np.ndarray, scores: np.ndarray, info: dict[str, Any]) -> Path:
     """Write an embeddings directory atomically (build in a temp dir, then rename into place)."""
     path = Path(path)
     if len(vectors) != len(scores) or len(vectors) != len(info.get("lesions", [])):
@@ -262,7 +274,9 @@ def load_embeddings(path: str | Path) -> Embeddings:
     try:
         info = json.loads(index_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RetrievalError(f"{path}: not an embeddings directory (no index.json); make one with `lesanet embed`") from None
+        raise RetrievalError(
+            f"{path}: not an embeddings directory (no index.json); make one with `lesanet embed`"
+        ) from None
     except json.JSONDecodeError as exc:
         raise RetrievalError(f"{index_file}: not valid JSON (line {exc.lineno})") from None
     if info.get("format") != EMBEDDINGS_FORMAT:
@@ -300,11 +314,14 @@ def lesion_label_set(record: Mapping[str, Any], onto: Any) -> list[str]:
 
 
 def embed_cache(
-    run_dir: str | Path | Any, cache: str | Path, out: str | Path, split: str = "all", batch_size: int = 64,
+    run_dir: str | Path | Any,
+    cache: str | Path,
+    out: str | Path,
+    split: str = "all",
+    batch_size: int = 64,
     dataset: str = "deeplesion",
 ) -> Embeddings:
     """Embed every lesion of a cache (or one split) once with a run; writes and returns the file."""
-    from vision.infer import Predictor, check_cache_labels, load_predictor, score_selection, select_split
 
     predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
     selection = select_split(cache, split)
@@ -337,14 +354,16 @@ def embed_cache(
 def check_same_model(embeddings: Embeddings, checkpoint_sha256: str) -> None:
     """Query and database vectors must come from the same weights to be comparable."""
     if embeddings.info.get("checkpoint_sha256") != checkpoint_sha256:
-        raise RetrievalError(
-            f"{embeddings.path}: made with another checkpoint; re-run `lesanet embed` with this run"
-        )
+        raise RetrievalError(f"{embeddings.path}: made with another checkpoint; re-run `lesanet embed` with this run")
 
 
 def neighbours(
-    embeddings: Embeddings, query: np.ndarray, k: int = 5, exclude_rows: Sequence[int] = (),
-    backend: str = "exact", index: NeighbourIndex | None = None,
+    embeddings: Embeddings,
+    query: np.ndarray,
+    k: int = 5,
+    exclude_rows: Sequence[int] = (),
+    backend: str = "exact",
+    index: NeighbourIndex | None = None,
 ) -> list[dict[str, Any]]:
     """The k nearest lesions of one query embedding, each with its labels and sentence."""
     index = index or make_index(np.asarray(embeddings.vectors), backend)
@@ -354,17 +373,29 @@ def neighbours(
         if int(row) in set(exclude_rows):
             continue
         lesion = embeddings.lesions[int(row)]
-        hits.append({"lesion_id": lesion["lesion_id"], "distance": round(float(d), 6), "row": int(row),
-                     "lesion_idx": lesion.get("lesion_idx"), "split": lesion.get("split"),
-                     "labels": lesion.get("labels") or [], "sentence": lesion.get("sentence")})
+        hits.append(
+            {
+                "lesion_id": lesion["lesion_id"],
+                "distance": round(float(d), 6),
+                "row": int(row),
+                "lesion_idx": lesion.get("lesion_idx"),
+                "split": lesion.get("split"),
+                "labels": lesion.get("labels") or [],
+                "sentence": lesion.get("sentence"),
+            }
+        )
         if len(hits) == k:
             break
     return hits
 
 
 def retrieval_report(
-    embeddings: Embeddings, k: int = 5, theta: float = 1.0, query_split: str = "test",
-    base_splits: Sequence[str] = ("train", "val"), backend: str = "exact",
+    embeddings: Embeddings,
+    k: int = 5,
+    theta: float = 1.0,
+    query_split: str = "test",
+    base_splits: Sequence[str] = ("train", "val"),
+    backend: str = "exact",
 ) -> dict[str, RetrievalQuality]:
     """Precision@k of label-set similarity: test lesions query the train+val lesions, once by
     the 256-D embedding and once by the classifier's score vector (the comparison)."""
@@ -381,8 +412,13 @@ def retrieval_report(
     for name, matrix in (("embedding", embeddings.vectors), ("score vector", embeddings.scores)):
         matrix = np.asarray(matrix, dtype=np.float32)
         report[name] = retrieval_quality(
-            matrix[queries], [labels[i] for i in queries], matrix[base], [labels[i] for i in base],
-            k=k, theta=theta, backend=backend,
+            matrix[queries],
+            [labels[i] for i in queries],
+            matrix[base],
+            [labels[i] for i in base],
+            k=k,
+            theta=theta,
+            backend=backend,
         )
     return report
 
@@ -403,29 +439,41 @@ class Query:
 def stored_query(embeddings: Embeddings, row: int) -> Query:
     """A lesion of the embeddings file as the query (its stored vector and labels)."""
     lesion = embeddings.lesions[row]
-    return Query(lesion["lesion_id"], np.asarray(embeddings.vectors[row]), list(lesion.get("labels") or []), row,
-                 sentence=lesion.get("sentence"))
+    return Query(
+        lesion["lesion_id"],
+        np.asarray(embeddings.vectors[row]),
+        list(lesion.get("labels") or []),
+        row,
+        sentence=lesion.get("sentence"),
+    )
 
 
-def image_query(predictor: Any, lesion_input: Any, embeddings: Embeddings,
-                warn: Any = None) -> Query:
+def image_query(predictor: Any, lesion_input: Any, embeddings: Embeddings, warn: Any = None) -> Query:
     """A lesion on CT as the query: preprocessed and embedded like the file's lesions.
 
     Its labels are the run's decisions; when the lesion is in the file (same dataset
     lesion index), ``row`` points at its stored copy.
     """
-    from vision.infer import decided_labels, predict_inputs
 
     prediction = predict_inputs(predictor, [lesion_input], warn=warn)
     record = prediction.records[0]
     row = None
     idx = record["source"].get("lesion_idx")
     if idx is not None:
-        matches = [r for r, lesion in enumerate(embeddings.lesions)
-                   if lesion.get("lesion_idx") == idx and lesion.get("lesion_id") == record["lesion_id"]]
+        matches = [
+            r
+            for r, lesion in enumerate(embeddings.lesions)
+            if lesion.get("lesion_idx") == idx and lesion.get("lesion_id") == record["lesion_id"]
+        ]
         row = matches[0] if matches else None
-    return Query(record["lesion_id"], prediction.scored.embeddings[0], decided_labels(record), row,
-                 prediction.patches[0], prediction.boxes[0])
+    return Query(
+        record["lesion_id"],
+        prediction.scored.embeddings[0],
+        decided_labels(record),
+        row,
+        prediction.patches[0],
+        prediction.boxes[0],
+    )
 
 
 def mark_shared(query: Query, hits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -434,9 +482,12 @@ def mark_shared(query: Query, hits: Sequence[Mapping[str, Any]]) -> dict[str, An
     return {
         "query": {"lesion_id": query.lesion_id, "labels": list(query.labels), "row": query.row},
         "hits": [
-            {**hit, "shared": [name for name in hit.get("labels", []) if name in query_labels],
-             "sim": round(label_set_similarity(query_labels, set(hit.get("labels", []))), 6),
-             "is_query": query.row is not None and hit.get("row") == query.row}
+            {
+                **hit,
+                "shared": [name for name in hit.get("labels", []) if name in query_labels],
+                "sim": round(label_set_similarity(query_labels, set(hit.get("labels", []))), 6),
+                "is_query": query.row is not None and hit.get("row") == query.row,
+            }
             for hit in hits
         ],
     }
@@ -461,39 +512,13 @@ def hits_table(result: Mapping[str, Any]) -> str:
 
 def quality_markdown(report: Mapping[str, RetrievalQuality]) -> str:
     """Embedding vs score-vector retrieval, one Markdown table."""
-    lines = ["| retrieval by | queries | k | precision@k (sim >= theta) | mean sim@k | mean IoU@k |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| retrieval by | queries | k | precision@k (sim >= theta) | mean sim@k | mean IoU@k |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, q in report.items():
-        lines.append(f"| {name} | {q.n_queries} | {q.k} | {q.precision_at_k:.4f} | {q.mean_sim_at_k:.4f} | "
-                     f"{q.mean_iou_at_k:.4f} |")
+        lines.append(
+            f"| {name} | {q.n_queries} | {q.k} | {q.precision_at_k:.4f} | {q.mean_sim_at_k:.4f} | "
+            f"{q.mean_iou_at_k:.4f} |"
+        )
     return "\n".join(lines)
-
-
-def hits_panel(result: Mapping[str, Any], query: Query, embeddings: Embeddings, path: str | Path) -> Path:
-    """The query and its neighbours as a picture (neighbour patches read from the embedded cache)."""
-    from vision.figures import PanelLesion, retrieval_panel
-    from vision.infer import open_cache
-
-    cache = embeddings.info.get("cache")
-    try:
-        patches, index = open_cache(cache)
-    except (ValueError, OSError, TypeError) as exc:
-        raise RetrievalError(f"{embeddings.path}: its cache {cache!r} cannot be opened for the panel ({exc})") from None
-    lesions = index["lesions"]
-
-    def panel(lesion_id: str, row_in_cache: int, labels: Sequence[str], sentence: str | None) -> PanelLesion:
-        entries = [{"label": n, "decision": True} for n in labels]
-        return PanelLesion(lesion_id, np.asarray(patches[row_in_cache]), lesions[row_in_cache]["box"], entries,
-                           None, sentence)
-
-    hits = []
-    for hit in result["hits"]:
-        cache_row = embeddings.lesions[hit["row"]].get("row", hit["row"])
-        hits.append(panel(hit["lesion_id"], cache_row, hit["labels"], hit.get("sentence")))
-    if query.patch is not None:
-        q_panel = PanelLesion(query.lesion_id, query.patch, query.box,
-                              [{"label": n, "decision": True} for n in query.labels], None, query.sentence)
-    else:
-        cache_row = embeddings.lesions[query.row].get("row", query.row)
-        q_panel = panel(query.lesion_id, cache_row, query.labels, query.sentence)
-    return retrieval_panel(q_panel, hits, [h["distance"] for h in result["hits"]], path)

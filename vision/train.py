@@ -21,10 +21,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ import torchvision.ops  # noqa: F401  (roi_align's meta kernels for torch.compil
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from ontology.errors import LesanetError
+from ontology.files import write_text_atomic
 from vision.checkpoint import (
     METRICS_FILE,
     RUN_FILE,
@@ -41,7 +44,6 @@ from vision.checkpoint import (
     load_train_state,
     save_checkpoint,
     save_train_state,
-    write_text_atomic,
 )
 from vision.config import Config, config_from_dict
 from vision.losses import ClassWeights, LesaNetLoss, LossParts, class_weights
@@ -51,7 +53,7 @@ from vision.model import LesaNet
 GPU_CACHE_SHARE = 0.5
 
 
-class TrainError(ValueError):
+class TrainError(LesanetError, ValueError):
     """Training cannot start with these inputs (one line, says what to do)."""
 
 
@@ -106,11 +108,15 @@ def _check_labels(term_list: list[str], onto: Any, where: str) -> None:
         try:
             term = onto.term(name)
         except UnknownLabelError as exc:
-            raise TrainError(f"{where}: label {i} {name!r} is not in ontology {onto.version} ({exc}); "
-                             "rebuild the cache with this ontology or pass the ontology it was built with") from None
+            raise TrainError(
+                f"{where}: label {i} {name!r} is not in ontology {onto.version} ({exc}); "
+                "rebuild the cache with this ontology or pass the ontology it was built with"
+            ) from None
         if term.name != name:
-            raise TrainError(f"{where}: label {i} {name!r} is a synonym of {term.name!r} in ontology "
-                             f"{onto.version}; rebuild the cache with this ontology")
+            raise TrainError(
+                f"{where}: label {i} {name!r} is a synonym of {term.name!r} in ontology "
+                f"{onto.version}; rebuild the cache with this ontology"
+            )
 
 
 def load_training_data(config: Config, cache_path: str | Path, onto: Any = None) -> TrainingData:
@@ -125,22 +131,27 @@ def load_training_data(config: Config, cache_path: str | Path, onto: Any = None)
     patches, term_list, cache_ontology, records = _open_cache(cache_path)
     _check_labels(term_list, onto, str(cache_path / "index.json"))
     if cache_ontology != onto.version:
-        print(f"lesanet: note: {cache_path} was built with ontology {cache_ontology}; "
-              f"training with {onto.version}", file=sys.stderr)
+        print(
+            f"lesanet: note: {cache_path} was built with ontology {cache_ontology}; training with {onto.version}",
+            file=sys.stderr,
+        )
     size = config.model.patch_size
     if patches.shape[2:] != (size, size):
-        raise TrainError(f"{cache_path}: patches are {patches.shape[2]}x{patches.shape[3]}, "
-                         f"config {config.name} expects {size}x{size}")
-    targets = build_targets(records, term_list, onto, positives=config.labels.positives,
-                            expand=config.labels.expand)
+        raise TrainError(
+            f"{cache_path}: patches are {patches.shape[2]}x{patches.shape[3]}, "
+            f"config {config.name} expects {size}x{size}"
+        )
+    targets = build_targets(records, term_list, onto, positives=config.labels.positives, expand=config.labels.expand)
     positive = np.asarray(targets.positive, dtype=bool)
     split = np.array([r["split"] for r in records])
     enough = positive.sum(1) >= config.train.min_positives
     train_idx = np.flatnonzero((split == "train") & enough)
     val_idx = np.flatnonzero(split == "val")
     if train_idx.size < 2:
-        raise TrainError(f"{cache_path}: {train_idx.size} training lesions with >= "
-                         f"{config.train.min_positives} positive label(s); need at least 2")
+        raise TrainError(
+            f"{cache_path}: {train_idx.size} training lesions with >= "
+            f"{config.train.min_positives} positive label(s); need at least 2"
+        )
     keep = np.concatenate([train_idx, val_idx])
     # One sorted read of the rows used; the hot loop never touches the memmap.
     rows = np.asarray(patches[np.sort(keep)]) if keep.size else np.empty((0, 3, size, size), np.uint8)
@@ -231,7 +242,7 @@ def _batches(rows: Tensor, batch_size: int, generator: torch.Generator, world: i
     DDP processes never disagree on the number of steps."""
     order = rows[torch.randperm(rows.numel(), generator=generator, device=generator.device).to(rows.device)]
     for start in range(0, order.numel(), batch_size):
-        batch = order[start:start + batch_size]
+        batch = order[start : start + batch_size]
         if batch.numel() >= 2 * world:
             yield batch
 
@@ -243,8 +254,15 @@ def _gather(data: TrainingData, batch: Tensor, device: torch.device) -> tuple[Te
     return data.patches[rows].to(device, non_blocking=True), data.boxes[batch]
 
 
-def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LesaNetLoss,
-               data: TrainingData, rows: Tensor, config: Config, device: torch.device) -> LossParts:
+def train_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LesaNetLoss,
+    data: TrainingData,
+    rows: Tensor,
+    config: Config,
+    device: torch.device,
+) -> LossParts:
     """One optimisation step on the lesions ``rows``: the body of the training loop, also
     what bench/gpu.py times (eager, or with ``net`` wrapped by DDP or torch.compile)."""
     x, boxes = _gather(data, rows, device)
@@ -259,17 +277,18 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
 
 
 @torch.no_grad()
-def predict_scores(model: LesaNet, patches: Tensor, boxes: Tensor, batch_size: int = 256,
-                   device: torch.device | None = None) -> Tensor:
+def predict_scores(
+    model: LesaNet, patches: Tensor, boxes: Tensor, batch_size: int = 256, device: torch.device | None = None
+) -> Tensor:
     """Sigmoid of the final scores (s~) for every lesion, as a float CPU tensor N x C."""
     model.eval()
     device = device or next(model.parameters()).device
     out = []
     autocast = _autocast(device, True)
     for start in range(0, patches.shape[0], batch_size):
-        x = patches[start:start + batch_size].to(device, non_blocking=True)
+        x = patches[start : start + batch_size].to(device, non_blocking=True)
         with autocast:
-            scores = model(x, boxes[start:start + batch_size].to(device)).scores_spl
+            scores = model(x, boxes[start : start + batch_size].to(device)).scores_spl
         out.append(torch.sigmoid(scores.float()).cpu())
     return torch.cat(out) if out else torch.empty(0, model.num_labels)
 
@@ -281,7 +300,7 @@ def _autocast(device: torch.device, enabled: bool) -> Any:
     return nullcontext()
 
 
-def validate(model: LesaNet, data: TrainingData, device: torch.device, batch_size: int) -> dict[str, float]:
+def validate(model: LesaNet, data: TrainingData, device: torch.device, batch_size: int) -> dict[str, float | None]:
     """Mean AUC and mean per-class F1 (threshold 0.5) on the validation lesions."""
     from vision.metrics import average_metrics, label_metrics
 
@@ -295,15 +314,27 @@ def validate(model: LesaNet, data: TrainingData, device: torch.device, batch_siz
     metrics = label_metrics(scores, positive, scores >= 0.5, mask)
     avg = average_metrics(metrics)
     finite = lambda v: v if math.isfinite(v) else None  # noqa: E731 - no NaN in JSON lines
-    return {"mean_auc": finite(avg.auc), "mean_f1": finite(avg.f1), "labels_evaluated": avg.n_labels}
+    figures: dict[str, float | None] = {
+        "mean_auc": finite(avg.auc),
+        "mean_f1": finite(avg.f1),
+        "labels_evaluated": avg.n_labels,
+    }
+    return figures
 
 
 def _write_metrics(run_dir: Path, lines: list[dict[str, Any]]) -> None:
     write_text_atomic(run_dir / METRICS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
 
 
-def fit(config: Config, data: TrainingData, run_dir: str | Path, resume: bool = False,
-        device: str | None = None, progress: bool = True, stop_after_epoch: int | None = None) -> Path:
+def fit(
+    config: Config,
+    data: TrainingData,
+    run_dir: str | Path,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+) -> Path:
     """Train on prepared tensors; writes checkpoint, run.json, train_state.pt, metrics.jsonl.
 
     ``stop_after_epoch`` ends the call once that many epochs are complete, as a kill would
@@ -318,25 +349,37 @@ def fit(config: Config, data: TrainingData, run_dir: str | Path, resume: bool = 
             dist.destroy_process_group()
 
 
-def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place: Placement,
-         progress: bool, stop_after_epoch: int | None) -> Path:
+def _fit(
+    config: Config,
+    data: TrainingData,
+    run_dir: Path,
+    resume: bool,
+    place: Placement,
+    progress: bool,
+    stop_after_epoch: int | None,
+) -> Path:
     t = config.train
     dev = place.device
     if place.world > 1 and t.batch_size % place.world:
         raise TrainError(f"train.batch_size {t.batch_size} is not divisible by the {place.world} DDP processes")
-    start_epoch, history = 0, []
+    start_epoch, history = 0, cast(list[dict[str, Any]], [])
     if resume and not (run_dir / TRAIN_STATE_FILE).exists() and not (run_dir / RUN_FILE).exists():
         # killed before its first epoch ended: nothing was kept, so resuming is starting
         if place.is_main:
-            print(f"lesanet: note: {run_dir} has no finished epoch to resume (the run stopped during its first "
-                  "epoch); starting it from epoch 1", file=sys.stderr)
+            print(
+                f"lesanet: note: {run_dir} has no finished epoch to resume (the run stopped during its first "
+                "epoch); starting it from epoch 1",
+                file=sys.stderr,
+            )
         resume = False
     if resume:
         model, start_epoch, history, opt_state = _resume_state(config, data, run_dir, place.is_main)
     else:
         if (run_dir / RUN_FILE).exists() or (run_dir / TRAIN_STATE_FILE).exists():
-            raise TrainError(f"{run_dir}: already holds a training run; use --resume to continue it "
-                             "or choose another output directory")
+            raise TrainError(
+                f"{run_dir}: already holds a training run; use --resume to continue it "
+                "or choose another output directory"
+            )
         torch.manual_seed(t.seed)
         model, opt_state = LesaNet(config.model, len(data.term_list)), None
     cuda = dev.type == "cuda"
@@ -350,8 +393,7 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
     if place.world > 1:
         # Unused branches (embedding without the triplet loss, ...) need DDP's unused-parameter scan.
         unused = not (config.loss.triplet and config.model.spl)
-        net = DistributedDataParallel(model, device_ids=[dev.index] if cuda else None,
-                                      find_unused_parameters=unused)
+        net = DistributedDataParallel(model, device_ids=[dev.index] if cuda else None, find_unused_parameters=unused)
     data = _to_device(data, dev)
     train_rows = data.train_rows
     betas = class_weights(data.positive[train_rows], data.weight[train_rows], config.loss.weight_clamp)
@@ -371,7 +413,7 @@ def _fit(config: Config, data: TrainingData, run_dir: Path, resume: bool, place:
         n_batches = math.ceil(train_rows.numel() / t.batch_size)
         bar = _progress(n_batches, f"epoch {epoch + 1}/{t.epochs}", progress and place.is_main)
         for batch in _batches(train_rows, t.batch_size, order_gen, place.world):
-            local = batch[place.rank::place.world][:local_batch]
+            local = batch[place.rank :: place.world][:local_batch]
             parts = train_step(net, optimizer, loss_fn, data, local, config, dev)
             for key, value in [("loss", parts.total.detach()), *parts.parts.items()]:
                 sums[key] = sums.get(key, 0.0) + value
@@ -415,8 +457,14 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr)
 
 
-def _train_state(epoch: int, model: LesaNet, optimizer: torch.optim.Optimizer, config: Config,
-                 data: TrainingData, history: list[dict[str, Any]]) -> dict[str, Any]:
+def _train_state(
+    epoch: int,
+    model: LesaNet,
+    optimizer: torch.optim.Optimizer,
+    config: Config,
+    data: TrainingData,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
     """Everything --resume needs, as tensors, numbers and strings (weights_only-loadable)."""
     return {
         "epoch": epoch,
@@ -429,14 +477,16 @@ def _train_state(epoch: int, model: LesaNet, optimizer: torch.optim.Optimizer, c
     }
 
 
-def _publish(run_dir: Path, model: LesaNet, config: Config, data: TrainingData, epoch: int,
-             history: list[dict[str, Any]]) -> None:
+def _publish(
+    run_dir: Path, model: LesaNet, config: Config, data: TrainingData, epoch: int, history: list[dict[str, Any]]
+) -> None:
     save_checkpoint(run_dir, model, config, data.term_list, data.ontology_version, epoch)
     _write_metrics(run_dir, history)
 
 
-def _resume_state(config: Config, data: TrainingData, run_dir: Path,
-                  publish: bool) -> tuple[LesaNet, int, list[dict[str, Any]], dict[str, Any]]:
+def _resume_state(
+    config: Config, data: TrainingData, run_dir: Path, publish: bool
+) -> tuple[LesaNet, int, list[dict[str, Any]], dict[str, Any]]:
     """Model, next epoch, metrics so far and optimizer state of an interrupted run."""
     state = load_train_state(run_dir)
     try:
@@ -445,28 +495,42 @@ def _resume_state(config: Config, data: TrainingData, run_dir: Path,
         history = json.loads(state["history"])
         epoch = int(state["epoch"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / TRAIN_STATE_FILE}: not a LesaNet training state ({exc}); "
-                              "train again without --resume") from None
+        raise CheckpointError(
+            f"{run_dir / TRAIN_STATE_FILE}: not a LesaNet training state ({exc}); train again without --resume"
+        ) from None
     if saved != config:
-        raise TrainError(f"{run_dir}: the run was started with config {saved.name!r} and different "
-                         "settings; resume with the same --config/--epochs or train into another directory")
+        raise TrainError(
+            f"{run_dir}: the run was started with config {saved.name!r} and different "
+            "settings; resume with the same --config/--epochs or train into another directory"
+        )
     if term_list != data.term_list:
-        raise TrainError(f"{run_dir}: the run was trained on another label set than this cache "
-                         f"({len(term_list)} vs {len(data.term_list)} labels); use the cache it was trained on")
+        raise TrainError(
+            f"{run_dir}: the run was trained on another label set than this cache "
+            f"({len(term_list)} vs {len(data.term_list)} labels); use the cache it was trained on"
+        )
     model = LesaNet(config.model, len(term_list))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{run_dir / TRAIN_STATE_FILE}: weights do not fit the configured architecture "
-                              f"({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{run_dir / TRAIN_STATE_FILE}: weights do not fit the configured architecture ({str(exc).splitlines()[0]})"
+        ) from None
     if publish:  # redo the publication of the last finished epoch (a kill may have cut it short)
         _publish(run_dir, model, config, data, epoch, history)
     return model, epoch, history, state["optimizer"]
 
 
-def train(config: Config, cache_path: str | Path, run_dir: str | Path, epochs: int | None = None,
-          resume: bool = False, device: str | None = None, progress: bool = True, onto: Any = None,
-          stop_after_epoch: int | None = None) -> Path:
+def train(
+    config: Config,
+    cache_path: str | Path,
+    run_dir: str | Path,
+    epochs: int | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    onto: Any = None,
+    stop_after_epoch: int | None = None,
+) -> Path:
     """Train LesaNet on a patch cache into ``run_dir``; returns ``run_dir``.
 
     ``epochs`` shortens the schedule proportionally (the lr step moves with it).
@@ -474,5 +538,6 @@ def train(config: Config, cache_path: str | Path, run_dir: str | Path, epochs: i
     if epochs is not None:
         config = config.with_epochs(epochs)
     data = load_training_data(config, cache_path, onto)
-    return fit(config, data, run_dir, resume=resume, device=device, progress=progress,
-               stop_after_epoch=stop_after_epoch)
+    return fit(
+        config, data, run_dir, resume=resume, device=device, progress=progress, stop_after_epoch=stop_after_epoch
+    )

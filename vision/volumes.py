@@ -33,9 +33,10 @@ import gzip
 import math
 import os
 import struct
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +54,15 @@ NO_AIR_ABOVE_HU = -500.0
 # the ITK image readers that hold CT volumes, and the name each format goes by
 VOLUME_FORMATS = {"NiftiImageIO": "nifti", "NrrdImageIO": "nrrd", "MetaImageIO": "metaimage", "GDCMImageIO": "dicom"}
 SUFFIXES = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, .dcm, or a DICOM series folder"
-_FORMAT_OF_SUFFIX = ((".nii", "NIfTI"), (".nii.gz", "NIfTI"), (".nrrd", "NRRD"), (".nhdr", "NRRD"),
-                     (".mha", "MetaImage"), (".mhd", "MetaImage"), (".dcm", "DICOM"))
+_FORMAT_OF_SUFFIX = (
+    (".nii", "NIfTI"),
+    (".nii.gz", "NIfTI"),
+    (".nrrd", "NRRD"),
+    (".nhdr", "NRRD"),
+    (".mha", "MetaImage"),
+    (".mhd", "MetaImage"),
+    (".dcm", "DICOM"),
+)
 
 # DICOM attributes kept on the volume (a later step writes DICOM SR from them); ITK tag keys
 DICOM_ATTRIBUTES = {
@@ -175,8 +183,7 @@ class Volume:
         z, y, x = self.hu.shape
         linear = self.world_from_index[:3, :3]
         spacing = np.linalg.norm(linear, axis=0)
-        return Grid((x, y, z), tuple(float(s) for s in spacing), tuple(float(v) for v in self.world_from_index[:3, 3]),
-                    linear / spacing)
+        return Grid((x, y, z), _floats3(spacing), _floats3(self.world_from_index[:3, 3]), linear / spacing)
 
     def provider(self):  # -> vision.preprocess.SliceProvider
         """Slice index (0-based, internal z) -> HU image, None outside the volume."""
@@ -232,8 +239,10 @@ def read_volume(
         raise DataError(f"{p}: no such file or folder (give a CT volume: {SUFFIXES})")
     modality = dicom.get("Modality") if dicom else None
     if modality and modality.upper() != "CT" and not force:
-        raise DataError(f"{p}: DICOM Modality is {modality}, not CT; LesaNet reads CT in HU "
-                        "(--force if this is a CT stored under another Modality)")
+        raise DataError(
+            f"{p}: DICOM Modality is {modality}, not CT; LesaNet reads CT in HU "
+            "(--force if this is a CT stored under another Modality)"
+        )
     return _to_volume(image, p, fmt, modality, dicom, force, warn)
 
 
@@ -247,24 +256,32 @@ def read_label_image(path: str | os.PathLike[str], volume: Volume) -> np.ndarray
         raise DataError(f"{p}: no such mask file")
     image, _, _ = _read_file(p)
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{p}: the mask has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                        "give a label image (one integer per voxel)")
+        raise DataError(
+            f"{p}: the mask has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "give a label image (one integer per voxel)"
+        )
     grid = _grid(image)
     ref = volume.file_grid
     if grid.size != ref.size:
-        raise DataError(f"{p}: mask size {list(grid.size)} differs from the image {list(ref.size)} "
-                        f"({volume.source}); the mask must be on the image's grid")
+        raise DataError(
+            f"{p}: mask size {list(grid.size)} differs from the image {list(ref.size)} "
+            f"({volume.source}); the mask must be on the image's grid"
+        )
     tolerance = 0.5 * min(ref.spacing)
     corners = np.array([[0, 0, 0], [s - 1 for s in ref.size]], dtype=float)
     moved = np.abs(_apply(grid.world_from_index(), corners) - _apply(ref.world_from_index(), corners)).max()
     if moved > tolerance:
-        raise DataError(f"{p}: the mask's geometry (origin, spacing or direction) differs from the image "
-                        f"{volume.source} by up to {moved:.2f} mm; resample the mask onto the image first")
+        raise DataError(
+            f"{p}: the mask's geometry (origin, spacing or direction) differs from the image "
+            f"{volume.source} by up to {moved:.2f} mm; resample the mask onto the image first"
+        )
     values = sitk.GetArrayViewFromImage(image)
     if not np.issubdtype(values.dtype, np.integer):
         if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
-            raise DataError(f"{p}: the mask holds non-integer values (a probability map?); "
-                            "give a label image (0 background, 1..N lesions), e.g. thresholded")
+            raise DataError(
+                f"{p}: the mask holds non-integer values (a probability map?); "
+                "give a label image (0 background, 1..N lesions), e.g. thresholded"
+            )
     if volume.reorientation is not None:
         labels = volume.reorientation.apply(values)
     else:  # the image was resampled to axial: resample the labels the same way (nearest label)
@@ -285,8 +302,10 @@ def _read_file(path: Path):
         raise DataError(f"{path}: {what}; formats read: {SUFFIXES}")
     fmt = VOLUME_FORMATS.get(io_name)
     if fmt is None:
-        raise DataError(f"{path}: a {io_name.replace('ImageIO', '')} image, not a CT volume ({SUFFIXES}); "
-                        "a DeepLesion 16-bit PNG slice goes with --png")
+        raise DataError(
+            f"{path}: a {io_name.replace('ImageIO', '')} image, not a CT volume ({SUFFIXES}); "
+            "a DeepLesion 16-bit PNG slice goes with --png"
+        )
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(io_name)
@@ -301,9 +320,12 @@ def _read_file(path: Path):
         raise DataError(f"{path}: cannot read the voxels ({_itk_reason(exc)})") from None
     dicom = None
     if fmt == "dicom":
-        dicom = DicomInfo(_dicom_attributes(lambda key: reader.GetMetaData(key) if reader.HasMetaDataKey(key) else ""),
-                          (_clean(reader.GetMetaData(_SOP_INSTANCE_UID)) if reader.HasMetaDataKey(_SOP_INSTANCE_UID)
-                           else "",) * max(1, image.GetDepth()), (str(path),))
+        dicom = DicomInfo(
+            _dicom_attributes(lambda key: reader.GetMetaData(key) if reader.HasMetaDataKey(key) else ""),
+            (_clean(reader.GetMetaData(_SOP_INSTANCE_UID)) if reader.HasMetaDataKey(_SOP_INSTANCE_UID) else "",)
+            * max(1, image.GetDepth()),
+            (str(path),),
+        )
     return _as_3d(image, path), fmt, dicom
 
 
@@ -319,11 +341,14 @@ def _read_dicom_series(folder: Path, series_uid: str | None, warn: WarningSink):
                 found[uid] = found.get(uid, 0) + 1
     uids = sorted(found)
     if not uids:
-        raise DataError(f"{folder}: no DICOM image series in this folder; give the folder of one DICOM CT "
-                        "series, or a DICOM file")
+        raise DataError(
+            f"{folder}: no DICOM image series in this folder; give the folder of one DICOM CT series, or a DICOM file"
+        )
     if series_uid is None and len(uids) > 1:
-        raise DataError(f"{folder}: {len(uids)} series ({', '.join(uids[:3])}{'...' if len(uids) > 3 else ''}); "
-                        "choose one with --series UID")
+        raise DataError(
+            f"{folder}: {len(uids)} series ({', '.join(uids[:3])}{'...' if len(uids) > 3 else ''}); "
+            "choose one with --series UID"
+        )
     chosen = series_uid or uids[0]
     if chosen not in found:
         raise DataError(f"{folder}: no series {chosen} (series here: {', '.join(uids[:5])})")
@@ -342,11 +367,16 @@ def _read_dicom_series(folder: Path, series_uid: str | None, warn: WarningSink):
     if not meta(0, _PIXEL_SPACING):
         raise DataError(f"{folder}: series {chosen} has no PixelSpacing (0028,0030); cannot tell the voxel size")
     if not meta(0, _ORIENTATION):
-        raise DataError(f"{folder}: series {chosen} has no ImageOrientationPatient (0020,0037); cannot tell "
-                        "how the slices lie in the patient (a secondary capture? export the original CT series)")
+        raise DataError(
+            f"{folder}: series {chosen} has no ImageOrientationPatient (0020,0037); cannot tell "
+            "how the slices lie in the patient (a secondary capture? export the original CT series)"
+        )
     _check_slice_steps(folder, image, [meta(k, _POSITION) for k in range(len(names))])
-    info = DicomInfo(_dicom_attributes(lambda key: meta(0, key)),
-                     tuple(meta(k, _SOP_INSTANCE_UID) for k in range(len(names))), tuple(names))
+    info = DicomInfo(
+        _dicom_attributes(lambda key: meta(0, key)),
+        tuple(meta(k, _SOP_INSTANCE_UID) for k in range(len(names))),
+        tuple(names),
+    )
     return image, info
 
 
@@ -368,16 +398,20 @@ def _check_slice_steps(folder: Path, image, positions: Sequence[str]) -> None:
     uneven = np.flatnonzero(np.abs(along - median) > 0.1 * abs(median) + 1e-3)
     if abs(median) < 1e-6 or uneven.size:
         k = int(uneven[0]) if uneven.size else 0
-        raise DataError(f"{folder}: slice positions are not evenly spaced (step {along[k]:.3f} mm after slice {k}, "
-                        f"median {median:.3f} mm): missing slices or two acquisitions in one series; "
-                        "give the complete series")
+        raise DataError(
+            f"{folder}: slice positions are not evenly spaced (step {along[k]:.3f} mm after slice {k}, "
+            f"median {median:.3f} mm): missing slices or two acquisitions in one series; "
+            "give the complete series"
+        )
     drift = points[-1] - points[0]
     off_normal = float(np.linalg.norm(drift - (drift @ normal) * normal))
     if off_normal > 0.5 * min(spacing[0], spacing[1]):
         tilt = math.degrees(math.atan2(off_normal, abs(float(drift @ normal))))
-        raise DataError(f"{folder}: the slices step {tilt:.1f}° off their normal (gantry tilt); refused, "
-                        "ITK would stack them sheared. Correct the tilt first (e.g. dcm2niix, which does, "
-                        "or 3D Slicer's DICOM import) and give the NIfTI / NRRD")
+        raise DataError(
+            f"{folder}: the slices step {tilt:.1f}° off their normal (gantry tilt); refused, "
+            "ITK would stack them sheared. Correct the tilt first (e.g. dcm2niix, which does, "
+            "or 3D Slicer's DICOM import) and give the NIfTI / NRRD"
+        )
 
 
 def _dicom_attributes(get: Callable[[str], str]) -> dict[str, str]:
@@ -418,8 +452,10 @@ def _nifti_pixdim(path: Path) -> list[float]:
             dims = struct.unpack_from(f"{order}8{dim_type}", head, dim_at)
             pixdim = struct.unpack_from(f"{order}8{pixdim_type}", head, pixdim_at)
             return [float(v) for v in pixdim[1 : 1 + max(0, min(3, int(dims[0])))]]
-    raise DataError(f"{path}: unreadable NIfTI header (no NIfTI-1 or NIfTI-2 header size); "
-                    "write the volume with a NIfTI tool (dcm2niix, nibabel, ITK)")
+    raise DataError(
+        f"{path}: unreadable NIfTI header (no NIfTI-1 or NIfTI-2 header size); "
+        "write the volume with a NIfTI tool (dcm2niix, nibabel, ITK)"
+    )
 
 
 def _check_header_spacing(path: Path, fmt: str, reader) -> None:
@@ -432,26 +468,31 @@ def _check_header_spacing(path: Path, fmt: str, reader) -> None:
     if fmt == "nifti":
         zooms = _nifti_pixdim(path)
         if not all(math.isfinite(z) and z > 0 for z in zooms):
-            raise DataError(f"{path}: the header has no voxel spacing (pixdim {zooms}); "
-                            "write the NIfTI with its spacing in mm (e.g. from the DICOM PixelSpacing)")
+            raise DataError(
+                f"{path}: the header has no voxel spacing (pixdim {zooms}); "
+                "write the NIfTI with its spacing in mm (e.g. from the DICOM PixelSpacing)"
+            )
     elif fmt in ("nrrd", "metaimage"):
         keys = {"nrrd": ("spacings", "space directions"), "metaimage": ("elementspacing", "elementsize")}[fmt]
         header = _text_header(path)
         if not any(key in header for key in keys):
-            raise DataError(f"{path}: the header has no voxel spacing ({' or '.join(keys)}); "
-                            "write the file with its spacing in mm")
+            raise DataError(
+                f"{path}: the header has no voxel spacing ({' or '.join(keys)}); write the file with its spacing in mm"
+            )
     elif fmt == "dicom" and not (reader.HasMetaDataKey(_PIXEL_SPACING) and _clean(reader.GetMetaData(_PIXEL_SPACING))):
         raise DataError(f"{path}: no PixelSpacing (0028,0030); cannot tell the voxel size")
     elif fmt == "dicom" and not (reader.HasMetaDataKey(_ORIENTATION) and _clean(reader.GetMetaData(_ORIENTATION))):
-        raise DataError(f"{path}: no ImageOrientationPatient (0020,0037); cannot tell how the slice lies in the "
-                        "patient (a secondary capture? export the original CT series)")
+        raise DataError(
+            f"{path}: no ImageOrientationPatient (0020,0037); cannot tell how the slice lies in the "
+            "patient (a secondary capture? export the original CT series)"
+        )
 
 
 def _text_header(path: Path) -> set[str]:
     """The field names (lower case) of a NRRD or MetaImage text header."""
     with open(path, "rb") as handle:
         head = handle.read(65536)
-    names = set()
+    names: set[str] = set()
     for raw in head.split(b"\n"):
         line = raw.decode("latin-1").strip()
         if not line and names:  # NRRD: a blank line ends the header
@@ -469,8 +510,10 @@ def _as_3d(image, path: Path):
     import SimpleITK as sitk
 
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{path}: {image.GetNumberOfComponentsPerPixel()} values per voxel (colour?); "
-                        "give a greyscale CT volume in HU")
+        raise DataError(
+            f"{path}: {image.GetNumberOfComponentsPerPixel()} values per voxel (colour?); "
+            "give a greyscale CT volume in HU"
+        )
     dim = image.GetDimension()
     if dim == 2:
         return sitk.JoinSeries([image])
@@ -481,9 +524,19 @@ def _as_3d(image, path: Path):
     return image
 
 
-def _grid(image) -> Grid:
-    return Grid(tuple(int(s) for s in image.GetSize()), tuple(float(s) for s in image.GetSpacing()),
-                tuple(float(v) for v in image.GetOrigin()), np.array(image.GetDirection(), dtype=float).reshape(3, 3))
+def _floats3(values: Any) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in values)
+    return x, y, z
+
+
+def _grid(image: Any) -> Grid:
+    i, j, k = (int(s) for s in image.GetSize())
+    return Grid(
+        (i, j, k),
+        _floats3(image.GetSpacing()),
+        _floats3(image.GetOrigin()),
+        np.array(image.GetDirection(), dtype=float).reshape(3, 3),
+    )
 
 
 def check_image(values: np.ndarray, source: str | os.PathLike[str]) -> tuple[float, float]:
@@ -502,13 +555,16 @@ def check_hu(values: np.ndarray, source: str | os.PathLike[str]) -> None:
     """Refuse values that are not CT Hounsfield units: NaN, one value, or no air."""
     lo, hi = check_image(values, source)
     if lo > NO_AIR_ABOVE_HU:
-        raise DataError(f"{source}: values {lo:g}..{hi:g} do not look like HU: no air (a CT in HU has about "
-                        "-1000 outside the body and in the lungs). Raw stored values (rescale not applied) "
-                        "or an MR? Give a CT in HU (--force for a crop without air)")
+        raise DataError(
+            f"{source}: values {lo:g}..{hi:g} do not look like HU: no air (a CT in HU has about "
+            "-1000 outside the body and in the lungs). Raw stored values (rescale not applied) "
+            "or an MR? Give a CT in HU (--force for a crop without air)"
+        )
 
 
-def _to_volume(image, path: Path, fmt: str, modality: str | None, dicom: DicomInfo | None, force: bool,
-               warn: WarningSink) -> Volume:
+def _to_volume(
+    image, path: Path, fmt: str, modality: str | None, dicom: DicomInfo | None, force: bool, warn: WarningSink
+) -> Volume:
     import SimpleITK as sitk
 
     grid = _grid(image)
@@ -527,8 +583,10 @@ def _to_volume(image, path: Path, fmt: str, modality: str | None, dicom: DicomIn
         world_from_index = grid.world_from_index() @ file_from_index
     else:
         target = axial_grid(grid)
-        warn(f"{path}: the volume is oblique ({degrees:.1f}° off the patient axes); resampled to axial "
-             f"({' × '.join(f'{s:g}' for s in target.spacing)} mm, linear)")
+        warn(
+            f"{path}: the volume is oblique ({degrees:.1f}° off the patient axes); resampled to axial "
+            f"({' × '.join(f'{s:g}' for s in target.spacing)} mm, linear)"
+        )
         resampled = _resample(sitk.Cast(image, sitk.sitkFloat32), target, AIR_HU, nearest=False)
         hu = sitk.GetArrayFromImage(resampled)
         world_from_index = target.world_from_index()
@@ -536,10 +594,19 @@ def _to_volume(image, path: Path, fmt: str, modality: str | None, dicom: DicomIn
         spacing = target.spacing
     # a copy owned by the volume: the ITK image's buffer goes away with the image
     hu = np.array(hu, dtype=np.float32, copy=True)
-    spacing = tuple(float(s) for s in spacing)
-    return Volume(hu=hu, spacing_mm=spacing, source=str(path), format=fmt, world_from_index=world_from_index,
-                  file_from_index=file_from_index, file_grid=grid, reorientation=reorientation,
-                  oblique_degrees=degrees, modality=modality, dicom=dicom)
+    return Volume(
+        hu=hu,
+        spacing_mm=_floats3(spacing),
+        source=str(path),
+        format=fmt,
+        world_from_index=world_from_index,
+        file_from_index=file_from_index,
+        file_grid=grid,
+        reorientation=reorientation,
+        oblique_degrees=degrees,
+        modality=modality,
+        dicom=dicom,
+    )
 
 
 def axis_alignment(grid: Grid) -> tuple[Reorientation | None, float]:
@@ -570,8 +637,10 @@ def axial_grid(grid: Grid) -> Grid:
     spacing = []
     for world_axis, _ in INTERNAL_AXES:
         spacing.append(grid.spacing[int(np.argmax(np.abs(direction[world_axis, :])))])
-    corners = np.array([[i, j, k] for i in (0, grid.size[0] - 1) for j in (0, grid.size[1] - 1)
-                        for k in (0, grid.size[2] - 1)], dtype=float)
+    corners = np.array(
+        [[i, j, k] for i in (0, grid.size[0] - 1) for j in (0, grid.size[1] - 1) for k in (0, grid.size[2] - 1)],
+        dtype=float,
+    )
     world = _apply(grid.world_from_index(), corners)
     in_axes = world @ INTERNAL_DIRECTION  # coordinates along the internal axes
     lo, hi = in_axes.min(axis=0), in_axes.max(axis=0)

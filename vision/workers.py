@@ -19,9 +19,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+from ontology.errors import LesanetError
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -52,12 +54,14 @@ def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
 def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """A spawn-context pool whose workers die with this process."""
     return concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=die_with_parent, initargs=(os.getpid(),),
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
     )
 
 
-class BuildLocked(OSError):
+class BuildLocked(LesanetError, OSError):
     """Another live process is building into the same place."""
 
 
@@ -72,8 +76,9 @@ def build_lock(path: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BuildLocked(f"{what}: another process is building it now (lock {path}); wait for it to finish") from None
+            raise BuildLocked(
+                f"{what}: another process is building it now (lock {path}); wait for it to finish"
+            ) from None
         yield
     finally:
         os.close(fd)  # closing releases the lock
-

@@ -11,6 +11,12 @@ from kg.web.evaluation import EvaluationError, load_evaluation
 from kg.web.patches import PatchError, PatchSource
 
 __all__ = [
-    "BrowserConfig", "Describe", "Description", "EvaluationError", "LesionBrowser", "PatchError", "PatchSource",
+    "BrowserConfig",
+    "Describe",
+    "Description",
+    "EvaluationError",
+    "LesionBrowser",
+    "PatchError",
+    "PatchSource",
     "load_evaluation",
 ]

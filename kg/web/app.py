@@ -17,9 +17,10 @@ from __future__ import annotations
 import importlib.resources
 import time
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jinja2
 
@@ -28,18 +29,20 @@ from kg.binding import Binding, bind_values
 from kg.canned import CANNED, bindings_for
 from kg.guard import QueryRejected, check_sparql
 from kg.pool import QueryFailed
-from kg.records import OntologyLike
 from kg.results import QueryResult, parse_results, short_form
 from kg.server import HttpError, Request, Response, Route, SparqlServer
 from kg.web import queries
 from kg.web.evaluation import Evaluation
 from kg.web.patches import PatchError, PatchRequest, PatchSource, as_int, parse_box
+from ontology.protocol import OntologyLike
 
 HTML = "text/html; charset=utf-8"
 # No scripts, nothing from elsewhere: images, styles and form posts stay on this server.
 SECURITY_HEADERS = [
-    ("Content-Security-Policy",
-     "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    ),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
 ]
@@ -103,7 +106,9 @@ class LesionBrowser:
     # ------------------------------------------------------------------ routing
 
     def routes(self) -> dict[str, Route]:
-        no_body: Callable[[SparqlServer], int] = lambda server: 0
+        def no_body(server: SparqlServer) -> int:
+            return 0
+
         pages = {
             "/": self.home,
             "/lesion": self.lesion,
@@ -117,14 +122,18 @@ class LesionBrowser:
             table[path] = Route(self.static, ("GET",), no_body)
         return table
 
-    def _page(self, handler: Callable[[SparqlServer, Request], Response]) -> Callable[[SparqlServer, Request], Response]:
+    def _page(
+        self, handler: Callable[[SparqlServer, Request], Response]
+    ) -> Callable[[SparqlServer, Request], Response]:
         """A page handler whose refusals are HTML pages with the same status and reason."""
 
         def page(server: SparqlServer, request: Request) -> Response:
             try:
                 return handler(server, request)
             except HttpError as exc:
-                body = self._render("error.html", status=exc.status, phrase=HTTPStatus(exc.status).phrase, message=str(exc))
+                body = self._render(
+                    "error.html", status=exc.status, phrase=HTTPStatus(exc.status).phrase, message=str(exc)
+                )
                 return Response(exc.status, body, HTML, SECURITY_HEADERS + exc.headers)
 
         return page
@@ -142,8 +151,14 @@ class LesionBrowser:
         limits = server.config.limits
 
         def run(text: str, bindings: Mapping[str, Binding]) -> QueryResult:
-            work = {"op": "query", "text": bind_values(text, bindings), "graphs": None, "format": "json",
-                    "max_rows": limits.max_rows, "max_bytes": limits.max_bytes}
+            work = {
+                "op": "query",
+                "text": bind_values(text, bindings),
+                "graphs": None,
+                "format": "json",
+                "max_rows": limits.max_rows,
+                "max_bytes": limits.max_bytes,
+            }
             try:
                 header, body = server.pool.run(work, limits, request.client_gone)
             except QueryFailed as exc:
@@ -200,9 +215,15 @@ class LesionBrowser:
         counts = queries.canned(run, "label-counts", {}).values()
         lesions = [str(r["lesionId"]) for r in run(queries.FIRST_LESIONS % HOME_LESIONS_SHOWN, {}).values()]
         return self._html(
-            "home.html", summary=summary, counts=counts[:HOME_LABELS_SHOWN], n_labels=len(counts), lesions=lesions,
-            patches=self.config.patches.describe(), has_patches=self.config.patches.available,
-            evaluation=self.config.evaluation, can_describe=self.config.describe is not None,
+            "home.html",
+            summary=summary,
+            counts=counts[:HOME_LABELS_SHOWN],
+            n_labels=len(counts),
+            lesions=lesions,
+            patches=self.config.patches.describe(),
+            has_patches=self.config.patches.available,
+            evaluation=self.config.evaluation,
+            can_describe=self.config.describe is not None,
         )
 
     def lesion(self, server: SparqlServer, request: Request) -> Response:
@@ -225,26 +246,45 @@ class LesionBrowser:
         grouped = {key: [e for e in decided if e["category"] == key] for key, _ in CATEGORIES}
         undecided = sorted((e for e in labels if not e["decision"]), key=lambda e: -e["score"])[:UNDECIDED_SHOWN]
         return self._html(
-            "lesion.html", title=f"lesion {lesion_id}", lesion_id=lesion_id, info=info, model=model,
-            grouped=grouped, n_decided=len(decided), n_scored=len(labels), undecided=undecided,
-            broken=self._broken_exclusions([e["name"] for e in decided]), sentences=self._sentences(training),
-            similar=similar, has_patches=self.config.patches.available,
+            "lesion.html",
+            title=f"lesion {lesion_id}",
+            lesion_id=lesion_id,
+            info=info,
+            model=model,
+            grouped=grouped,
+            n_decided=len(decided),
+            n_scored=len(labels),
+            undecided=undecided,
+            broken=self._broken_exclusions([e["name"] for e in decided]),
+            sentences=self._sentences(training),
+            similar=similar,
+            has_patches=self.config.patches.available,
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
     def _scored_label(self, row: dict[str, Any]) -> dict[str, Any]:
-        name = row.get("name") or self._label_name(str(row["label"])) or short_form({"type": "uri", "value": str(row["label"])})
+        name = (
+            row.get("name")
+            or self._label_name(str(row["label"]))
+            or short_form({"type": "uri", "value": str(row["label"])})
+        )
         try:
             category = self.onto.category(name)
         except LookupError:
             category = "other"
-        return {"name": name, "iri": row["label"], "score": float(row["score"]), "threshold": float(row["threshold"]),
-                "decision": bool(row["decision"]), "category": category}
+        return {
+            "name": name,
+            "iri": row["label"],
+            "score": float(row["score"]),
+            "threshold": float(row["threshold"]),
+            "decision": bool(row["decision"]),
+            "category": category,
+        }
 
     def _broken_exclusions(self, decided: list[str]) -> list[tuple[str, str]]:
         """Pairs of decided labels the ontology says exclude each other (stated or inherited)."""
         chosen = set(decided)
-        pairs = set()
+        pairs: set[tuple[str, str]] = set()
         for name in decided:
             try:
                 clashing = self.onto.exclusive(name) & chosen
@@ -258,9 +298,13 @@ class LesionBrowser:
         """Training-label rows grouped by sentence: its text and mined labels per relation."""
         by_sentence: dict[str, dict[str, Any]] = {}
         for row in rows:
-            entry = by_sentence.setdefault(str(row["sentence"]), {"text": row["text"], "relevant": [], "uncertain": [], "irrelevant": []})
+            entry = by_sentence.setdefault(
+                str(row["sentence"]), {"text": row["text"], "relevant": [], "uncertain": [], "irrelevant": []}
+            )
             relation = str(row["relation"])
-            entry.setdefault(relation, []).append({"name": row.get("name") or str(row["label"]), "evidence": row.get("evidence") or ""})
+            entry.setdefault(relation, []).append(
+                {"name": row.get("name") or str(row["label"]), "evidence": row.get("evidence") or ""}
+            )
         return list(by_sentence.values())
 
     def label(self, server: SparqlServer, request: Request) -> Response:
@@ -272,12 +316,22 @@ class LesionBrowser:
         direct = queries.first_row(run(queries.DIRECT_COUNT, {"label": _uri(term.iri)})) or {"n": 0}
         onto = self.onto
         return self._html(
-            "label.html", title=term.name, term=term,
-            parents=sorted(onto.parents(term.name)), children=sorted(onto.children(term.name)),
-            exclusive=sorted(onto.exclusive(term.name)), composites=sorted(self._composites.get(term.name, [])),
-            category=onto.category(term.name), total=total, direct=direct["n"], hits=hits, page=page,
-            pages=max(1, -(-total // size)), figures=self.config.evaluation.figures(term.name),
-            evaluation=self.config.evaluation, has_patches=self.config.patches.available,
+            "label.html",
+            title=term.name,
+            term=term,
+            parents=sorted(onto.parents(term.name)),
+            children=sorted(onto.children(term.name)),
+            exclusive=sorted(onto.exclusive(term.name)),
+            composites=sorted(self._composites.get(term.name, [])),
+            category=onto.category(term.name),
+            total=total,
+            direct=direct["n"],
+            hits=hits,
+            page=page,
+            pages=max(1, -(-total // size)),
+            figures=self.config.evaluation.figures(term.name),
+            evaluation=self.config.evaluation,
+            has_patches=self.config.patches.available,
         )
 
     def search(self, server: SparqlServer, request: Request) -> Response:
@@ -285,16 +339,30 @@ class LesionBrowser:
         if by not in ("description", "label", "lesion"):
             raise HttpError(HTTPStatus.BAD_REQUEST, f"search by description, label or lesion, not {by[:40]!r}")
         text = self._param(request, "q", required=False)
-        context: dict[str, Any] = {"title": "search", "by": by, "q": text or "", "can_describe": self.config.describe is not None,
-                                   "understood": None, "problem": None, "hits": None, "total": 0, "page": 1, "pages": 1,
-                                   "has_patches": self.config.patches.available, "required": [], "excluded": []}
+        context: dict[str, Any] = {
+            "title": "search",
+            "by": by,
+            "q": text or "",
+            "can_describe": self.config.describe is not None,
+            "understood": None,
+            "problem": None,
+            "hits": None,
+            "total": 0,
+            "page": 1,
+            "pages": 1,
+            "has_patches": self.config.patches.available,
+            "required": [],
+            "excluded": [],
+        }
         if not text:
             return self._html("search.html", **context)
         run = self._runner(server, request)
         if by == "lesion":
             lesion_id = _lesion_id_of(text)
             self._lesion_info(run, lesion_id)  # 404 when absent
-            return Response(HTTPStatus.SEE_OTHER, b"", HTML, [("Location", "/lesion?id=" + urllib.parse.quote(lesion_id, safe=""))])
+            return Response(
+                HTTPStatus.SEE_OTHER, b"", HTML, [("Location", "/lesion?id=" + urllib.parse.quote(lesion_id, safe=""))]
+            )
         if by == "label":
             try:
                 terms = [self.onto.term(text)]
@@ -304,7 +372,9 @@ class LesionBrowser:
             excluded_terms: list[Any] = []
         else:
             if self.config.describe is None:
-                raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "this server has no text miner; search by label or lesion id")
+                raise HttpError(
+                    HTTPStatus.SERVICE_UNAVAILABLE, "this server has no text miner; search by label or lesion id"
+                )
             try:
                 description = self.config.describe(text)
             except (ValueError, LookupError, OSError, RuntimeError) as exc:
@@ -319,8 +389,14 @@ class LesionBrowser:
         size = self.config.page_size
         flt = queries.LabelFilter(tuple(str(t.iri) for t in terms), tuple(str(t.iri) for t in excluded_terms))
         total, hits = queries.search_lesions(run, flt, size, (page - 1) * size)
-        context.update(hits=hits, total=total, page=page, pages=max(1, -(-total // size)),
-                       required=[t.name for t in terms], excluded=[t.name for t in excluded_terms])
+        context.update(
+            hits=hits,
+            total=total,
+            page=page,
+            pages=max(1, -(-total // size)),
+            required=[t.name for t in terms],
+            excluded=[t.name for t in excluded_terms],
+        )
         return self._html("search.html", **context)
 
     def sparql(self, server: SparqlServer, request: Request) -> Response:
@@ -335,9 +411,16 @@ class LesionBrowser:
             samples = {name: value for name in ("label", "lesion") if (value := request.single(name))}
             text = self._example_text(run, example, samples)
         context: dict[str, Any] = {
-            "title": "SPARQL", "query": text or self._example_text(run, "label-counts"), "examples": list(CANNED.values()),
-            "prefixes": vocab.PREFIXES, "limits": limits, "result": None, "problem": None, "shown": SPARQL_ROWS_SHOWN,
-            "ran": False, "cells": [],
+            "title": "SPARQL",
+            "query": text or self._example_text(run, "label-counts"),
+            "examples": list(CANNED.values()),
+            "prefixes": vocab.PREFIXES,
+            "limits": limits,
+            "result": None,
+            "problem": None,
+            "shown": SPARQL_ROWS_SHOWN,
+            "ran": False,
+            "cells": [],
         }
         if text is None or example is not None:
             return self._html("sparql.html", **context)
@@ -348,8 +431,14 @@ class LesionBrowser:
                 raise HttpError(exc.status, str(exc)) from exc
             context["problem"] = (exc.status, str(exc))
             return Response(exc.status, self._render("sparql.html", **context), HTML, list(SECURITY_HEADERS))
-        work = {"op": "query", "text": text, "graphs": None, "format": "csv" if fmt == "csv" else "json",
-                "max_rows": limits.max_rows, "max_bytes": limits.max_bytes}
+        work = {
+            "op": "query",
+            "text": text,
+            "graphs": None,
+            "format": "csv" if fmt == "csv" else "json",
+            "max_rows": limits.max_rows,
+            "max_bytes": limits.max_bytes,
+        }
         try:
             header, body = server.pool.run(work, limits, request.client_gone)
             if not header.get("ok"):
@@ -362,11 +451,15 @@ class LesionBrowser:
         content_type = str(header["content_type"])
         if fmt != "html":
             suffix = "csv" if content_type.startswith("text/csv") else "nt" if "n-triples" in content_type else "json"
-            return Response(HTTPStatus.OK, body, content_type,
-                            [("Content-Disposition", f'attachment; filename="results.{suffix}"')])
+            return Response(
+                HTTPStatus.OK, body, content_type, [("Content-Disposition", f'attachment; filename="results.{suffix}"')]
+            )
         result = parse_results(content_type, body)
-        context.update(ran=True, result=result, cells=[[self._cell(row.get(v)) for v in result.variables]
-                                                       for row in result.rows[:SPARQL_ROWS_SHOWN]])
+        context.update(
+            ran=True,
+            result=result,
+            cells=[[self._cell(row.get(v)) for v in result.variables] for row in result.rows[:SPARQL_ROWS_SHOWN]],
+        )
         return self._html("sparql.html", **context)
 
     def _example_text(self, run: queries.Runner, name: str, given: Mapping[str, str] | None = None) -> str:
@@ -431,5 +524,5 @@ def _uri(value: Any) -> Binding:
 def _lesion_id_of(value: str) -> str:
     """A lesion id from an id or a minted lesion IRI (``…/data/lesion/deeplesion/12``)."""
     if value.startswith(_LESION_PREFIX):
-        return "/".join(urllib.parse.unquote(part) for part in value[len(_LESION_PREFIX):].split("/"))
+        return "/".join(urllib.parse.unquote(part) for part in value[len(_LESION_PREFIX) :].split("/"))
     return value

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ontology.errors import LesanetError
+
 THRESHOLDS_FORMAT_FILE = "thresholds.json"
 _METRICS = ("auc", "precision", "recall", "f1", "threshold", "test_positives", "train_positives")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(LesanetError, ValueError):
     """A run or evaluation file that cannot be read; the message names it."""
 
 
@@ -79,7 +81,12 @@ def load_evaluation(run: str | Path | None = None, evaluation_file: str | Path |
         path = result.evaluation_file
         doc = _read_json(path, "lesanet evaluate --format json output")
         sets = doc.get("sets") if isinstance(doc, dict) else None
-        if not isinstance(sets, list) or not sets or not isinstance(sets[0], dict) or not isinstance(sets[0].get("labels"), list):
+        if (
+            not isinstance(sets, list)
+            or not sets
+            or not isinstance(sets[0], dict)
+            or not isinstance(sets[0].get("labels"), list)
+        ):
             raise EvaluationError(f"{path}: not `lesanet evaluate --format json` output (no sets[0].labels)")
         first = sets[0]
         set_name = str(first.get("name") or first.get("split") or "evaluation")

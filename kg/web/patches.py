@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ontology.errors import LesanetError
+
 CACHE_FORMAT = "lesanet-patch-cache"
 # The cache's window (docs/architecture.md): the same grey levels the model saw.
 WINDOW_HU = (-1024.0, 3071.0)
@@ -33,7 +35,7 @@ BOX_COLOUR = (255, 200, 0)
 _RENDERED_KEEP = 512  # PNGs kept in memory (about 30 KB each)
 
 
-class PatchError(ValueError):
+class PatchError(LesanetError, ValueError):
     """No patch can be shown for a lesion; the message says why and what to give."""
 
 
@@ -79,11 +81,17 @@ class PatchCache:
             index = json.loads(index_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise PatchError(f"{index_path}: unreadable ({exc}); rebuild it with `lesanet data cache`") from None
-        if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT or not isinstance(index.get("lesions"), list):
+        if (
+            not isinstance(index, dict)
+            or index.get("format") != CACHE_FORMAT
+            or not isinstance(index.get("lesions"), list)
+        ):
             raise PatchError(f"{index_path}: not a patch cache index (format {CACHE_FORMAT!r} expected)")
         self.patches = np.load(patches_path, mmap_mode="r", allow_pickle=False)
         if self.patches.dtype != np.uint8 or self.patches.ndim != 4 or self.patches.shape[1] != 3:
-            raise PatchError(f"{patches_path}: shape {self.patches.shape} {self.patches.dtype}, expected N x 3 x H x W uint8")
+            raise PatchError(
+                f"{patches_path}: shape {self.patches.shape} {self.patches.dtype}, expected N x 3 x H x W uint8"
+            )
         self.rows: dict[int, tuple[int, Box | None]] = {}
         for number, entry in enumerate(index["lesions"]):
             try:
@@ -188,8 +196,10 @@ class PatchSource:
         if self.images is not None and request.file and request.box_px is not None:
             path = self._source_path(request.file)
             return render_png(*read_source_crop(path, request.box_px))
-        raise PatchError(f"no patch for lesion {request.lesion_id}: not in the cache and no source slice; "
-                         f"patches come from {self.describe()}")
+        raise PatchError(
+            f"no patch for lesion {request.lesion_id}: not in the cache and no source slice; "
+            f"patches come from {self.describe()}"
+        )
 
     def _source_path(self, file: str) -> Path:
         assert self.images is not None

@@ -9,13 +9,14 @@ paging numbers are Python ints formatted into ``LIMIT``/``OFFSET``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import rdflib
 
 from kg.binding import Binding
 from kg.canned import get_canned, lesion_term
+from kg.errors import KgError
 from kg.results import QueryResult
 
 Runner = Callable[[str, Mapping[str, Binding]], QueryResult]
@@ -65,6 +66,7 @@ FIRST_LESIONS = """
 SELECT ?lesionId WHERE { ?lesion kg:keyRegion ?region ; kg:lesionId ?lesionId } ORDER BY ?lesionId LIMIT %d
 """
 
+
 @dataclass(frozen=True)
 class LabelFilter:
     """Lesions whose decided labels include every ``required`` class (or a subclass of
@@ -76,7 +78,9 @@ class LabelFilter:
 
 def _lesion_search_text(flt: LabelFilter, limit: int, offset: int) -> str:
     patterns = [f"  ?c{i} rdfs:subClassOf* ?l{i} .\n  ?lesion a ?c{i} ." for i in range(len(flt.required))]
-    negations = [f"  FILTER NOT EXISTS {{ ?x{i} rdfs:subClassOf* ?n{i} . ?lesion a ?x{i} }}" for i in range(len(flt.excluded))]
+    negations = [
+        f"  FILTER NOT EXISTS {{ ?x{i} rdfs:subClassOf* ?n{i} . ?lesion a ?x{i} }}" for i in range(len(flt.excluded))
+    ]
     return (
         'SELECT ?lesion ?lesionId (GROUP_CONCAT(DISTINCT ?name; separator=", ") AS ?labels)\nWHERE {\n'
         + "\n".join(patterns)
@@ -89,10 +93,15 @@ def _lesion_search_text(flt: LabelFilter, limit: int, offset: int) -> str:
 
 def _lesion_count_text(flt: LabelFilter) -> str:
     patterns = [f"  ?c{i} rdfs:subClassOf* ?l{i} .\n  ?lesion a ?c{i} ." for i in range(len(flt.required))]
-    negations = [f"  FILTER NOT EXISTS {{ ?x{i} rdfs:subClassOf* ?n{i} . ?lesion a ?x{i} }}" for i in range(len(flt.excluded))]
+    negations = [
+        f"  FILTER NOT EXISTS {{ ?x{i} rdfs:subClassOf* ?n{i} . ?lesion a ?x{i} }}" for i in range(len(flt.excluded))
+    ]
     return (
-        "SELECT (COUNT(DISTINCT ?lesion) AS ?n)\nWHERE {\n" + "\n".join(patterns)
-        + "\n  ?lesion kg:keyRegion ?region .\n" + "\n".join(negations) + "\n}\n"
+        "SELECT (COUNT(DISTINCT ?lesion) AS ?n)\nWHERE {\n"
+        + "\n".join(patterns)
+        + "\n  ?lesion kg:keyRegion ?region .\n"
+        + "\n".join(negations)
+        + "\n}\n"
     )
 
 
@@ -111,7 +120,7 @@ class LesionHit:
 def search_lesions(run: Runner, flt: LabelFilter, limit: int, offset: int) -> tuple[int, list[LesionHit]]:
     """(how many lesions match, the page of them from ``offset``)."""
     if not flt.required:
-        raise ValueError("a lesion search needs at least one required label")
+        raise KgError("a lesion search needs at least one required label")
     bindings = _filter_bindings(flt)
     total = int(run(_lesion_count_text(flt), bindings).values()[0]["n"])
     rows = run(_lesion_search_text(flt, limit, offset), bindings).values() if total > offset else []

@@ -90,7 +90,7 @@ class Patient:
     bowel_seed: int = 0  # arrangement of the bowel loops
 
     @staticmethod
-    def sample(rng: np.random.Generator) -> "Patient":
+    def sample(rng: np.random.Generator) -> Patient:
         return Patient(
             size=float(rng.uniform(0.88, 1.1)),
             depth=float(rng.uniform(0.88, 1.1)),
@@ -266,7 +266,7 @@ def render_slice(p: Patient, z_world: float, grid: Grid) -> tuple[np.ndarray, np
     liver = _bump(z, dome_r, 345) * s
     if liver > 0:
         c.ellipse(-cax * 0.38, -cay * 0.02, cax * 0.6 * liver, cay * 0.72 * liver, HU["liver"], Region.LIVER)
-        for k, (vx, vy) in enumerate(((-0.45, 0.05), (-0.25, -0.2), (-0.55, -0.25))):
+        for vx, vy in ((-0.45, 0.05), (-0.25, -0.2), (-0.55, -0.25)):
             if liver > 0.4:
                 c.ellipse(cax * vx, cay * vy, 5, 5, HU["blood"] + 10, Region.VESSEL)
     spleen = _bump(z, 200, 295) * s
@@ -348,8 +348,18 @@ def render_slice(p: Patient, z_world: float, grid: Grid) -> tuple[np.ndarray, np
     if 450 <= z < 560:
         w = _bump(z, 440, 570)
         for side in (-1, 1):
-            c.ellipse(side * cax * 0.62, spine_y * 0.7, 42 * w + 6, 9, HU["cortical"] - 100, Region.PELVIC_BONE, angle=-side * 0.9)
-            c.ellipse(side * cax * 0.62, spine_y * 0.7, 38 * w + 3, 5, HU["bone"], Region.PELVIC_BONE, angle=-side * 0.9)
+            c.ellipse(
+                side * cax * 0.62,
+                spine_y * 0.7,
+                42 * w + 6,
+                9,
+                HU["cortical"] - 100,
+                Region.PELVIC_BONE,
+                angle=-side * 0.9,
+            )
+            c.ellipse(
+                side * cax * 0.62, spine_y * 0.7, 38 * w + 3, 5, HU["bone"], Region.PELVIC_BONE, angle=-side * 0.9
+            )
     if 465 <= z < 575:
         c.ellipse(0, spine_y + 6, 32, 16, HU["cortical"] - 200, Region.PELVIC_BONE)
         c.ellipse(0, spine_y + 6, 28, 12, HU["bone"], Region.PELVIC_BONE)

@@ -8,8 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ontology.files import atomic_path
+
 # labels too general to tell the patches apart on the picture
-_GENERAL = {"chest", "abdomen", "upper abdomen", "pelvis", "retroperitoneum", "lymph node", "bone", "lung", "enlargement"}
+_GENERAL = {
+    "chest",
+    "abdomen",
+    "upper abdomen",
+    "pelvis",
+    "retroperitoneum",
+    "lymph node",
+    "bone",
+    "lung",
+    "enlargement",
+}
 
 
 def _display(patch_u8: np.ndarray, lung: bool) -> np.ndarray:
@@ -19,7 +31,9 @@ def _display(patch_u8: np.ndarray, lung: bool) -> np.ndarray:
     return np.clip((hu - lo) / (hi - lo), 0, 1)
 
 
-def patch_panel(cache_dir: str | os.PathLike[str], out_png: str | os.PathLike[str], count: int = 16, seed: int = 0) -> Path:
+def patch_panel(
+    cache_dir: str | os.PathLike[str], out_png: str | os.PathLike[str], count: int = 16, seed: int = 0
+) -> Path:
     """Draw ``count`` patches (one per kind of finding where possible) with labels."""
     import matplotlib
 
@@ -56,9 +70,7 @@ def patch_panel(cache_dir: str | os.PathLike[str], out_png: str | os.PathLike[st
     fig.suptitle("Phantom lesion patches (120 mm, 1 mm/px; middle channel) with their true labels", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=72)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=72)
     plt.close(fig)
-    os.replace(tmp, out)
     return out

@@ -12,12 +12,13 @@ Labels here are the specific names; the writer expands them through the ontology
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 
+from vision.deeplesion import DataError
 from vision.phantom.anatomy import HU, LUNG_REGIONS, Grid, Patient, Region, body_half_axes
 
 LOBE_LABELS = {
@@ -68,7 +69,9 @@ class PhantomLesion:
     labels: tuple[str, ...]
     site: str
     kind: str
-    coarse_type: int  # DeepLesion coarse type: 1 bone 2 abdomen 3 mediastinum 4 liver 5 lung 6 kidney 7 soft tissue 8 pelvis
+    coarse_type: (
+        int  # DeepLesion coarse type: 1 bone 2 abdomen 3 mediastinum 4 liver 5 lung 6 kidney 7 soft tissue 8 pelvis
+    )
     window: tuple[float, float]
     shape_seed: int
 
@@ -157,8 +160,11 @@ def _thoracic_node(rng: np.random.Generator, organ: float) -> KindResult:
 
 def _cyst(rng: np.random.Generator, organ: float) -> KindResult:
     d = _diameter(rng, 4, 60, 14)
-    return ["cyst", "hypoattenuation"] + _size_labels(d), Look(value=float(rng.uniform(0, 12)), edge_mm=0.6), d, float(
-        rng.uniform(0.88, 1.0)
+    return (
+        ["cyst", "hypoattenuation"] + _size_labels(d),
+        Look(value=float(rng.uniform(0, 12)), edge_mm=0.6),
+        d,
+        float(rng.uniform(0.88, 1.0)),
     )
 
 
@@ -199,8 +205,11 @@ def _adrenal_nodule(rng: np.random.Generator, organ: float) -> KindResult:
 
 def _sclerotic(rng: np.random.Generator, organ: float) -> KindResult:
     d = _diameter(rng, 6, 22, 11)
-    return ["sclerotic"] + _size_labels(d), Look(value=float(rng.uniform(950, 1300)), edge_mm=1.0), d, float(
-        rng.uniform(0.8, 1.0)
+    return (
+        ["sclerotic"] + _size_labels(d),
+        Look(value=float(rng.uniform(950, 1300)), edge_mm=1.0),
+        d,
+        float(rng.uniform(0.8, 1.0)),
     )
 
 
@@ -283,37 +292,129 @@ ABD = (-175.0, 275.0)
 LUNG = (-1500.0, 500.0)
 MED = (-160.0, 240.0)
 BONE = (-450.0, 1050.0)
-_ORGAN_KINDS = ((_cyst, 0.35), (_hypo_lesion, 0.35), (_hyper_lesion, 0.12), (_rim_enhancing, 0.1), (_heterogeneous_mass, 0.08))
+_ORGAN_KINDS = (
+    (_cyst, 0.35),
+    (_hypo_lesion, 0.35),
+    (_hyper_lesion, 0.12),
+    (_rim_enhancing, 0.1),
+    (_heterogeneous_mass, 0.08),
+)
 
 SITES: tuple[Site, ...] = (
-    Site("lung", 0.27, (15, 245), ((_lung_nodule, 0.62), (_lung_mass, 0.2), (_ground_glass, 0.18)), 5, LUNG,
-         regions=LUNG_REGIONS),
-    Site("superior mediastinum node", 0.04, (35, 85), ((_thoracic_node, 1.0),), 3, MED,
-         labels=("superior mediastinum lymph node",), station=_st_superior_mediastinum),
-    Site("subcarinal node", 0.035, (102, 122), ((_thoracic_node, 1.0),), 3, MED,
-         labels=("subcarinal lymph node",), station=_st_subcarinal),
-    Site("right hilar node", 0.03, (95, 130), ((_thoracic_node, 1.0),), 3, MED,
-         labels=("right hilum lymph node",), station=lambda p, z, s: _st_hilum(p, z, -1)),
-    Site("left hilar node", 0.025, (95, 130), ((_thoracic_node, 1.0),), 3, MED,
-         labels=("left hilum lymph node",), station=lambda p, z, s: _st_hilum(p, z, 1)),
-    Site("axillary node", 0.03, (15, 80), ((_lymph_node, 1.0),), 7, MED,
-         labels=("axilla lymph node",), station=_st_axilla),
+    Site(
+        "lung",
+        0.27,
+        (15, 245),
+        ((_lung_nodule, 0.62), (_lung_mass, 0.2), (_ground_glass, 0.18)),
+        5,
+        LUNG,
+        regions=LUNG_REGIONS,
+    ),
+    Site(
+        "superior mediastinum node",
+        0.04,
+        (35, 85),
+        ((_thoracic_node, 1.0),),
+        3,
+        MED,
+        labels=("superior mediastinum lymph node",),
+        station=_st_superior_mediastinum,
+    ),
+    Site(
+        "subcarinal node",
+        0.035,
+        (102, 122),
+        ((_thoracic_node, 1.0),),
+        3,
+        MED,
+        labels=("subcarinal lymph node",),
+        station=_st_subcarinal,
+    ),
+    Site(
+        "right hilar node",
+        0.03,
+        (95, 130),
+        ((_thoracic_node, 1.0),),
+        3,
+        MED,
+        labels=("right hilum lymph node",),
+        station=lambda p, z, s: _st_hilum(p, z, -1),
+    ),
+    Site(
+        "left hilar node",
+        0.025,
+        (95, 130),
+        ((_thoracic_node, 1.0),),
+        3,
+        MED,
+        labels=("left hilum lymph node",),
+        station=lambda p, z, s: _st_hilum(p, z, 1),
+    ),
+    Site(
+        "axillary node",
+        0.03,
+        (15, 80),
+        ((_lymph_node, 1.0),),
+        7,
+        MED,
+        labels=("axilla lymph node",),
+        station=_st_axilla,
+    ),
     Site("liver", 0.14, (200, 330), _ORGAN_KINDS, 4, ABD, regions=(Region.LIVER,)),
     Site("spleen", 0.02, (215, 280), ((_cyst, 0.5), (_hypo_lesion, 0.5)), 2, ABD, regions=(Region.SPLEEN,)),
-    Site("kidney", 0.06, (262, 365), ((_cyst, 0.7), (_renal_solid, 0.3)), 6, ABD,
-         regions=(Region.RIGHT_KIDNEY, Region.LEFT_KIDNEY)),
-    Site("adrenal", 0.035, (240, 268), ((_adrenal_nodule, 1.0),), 2, ABD,
-         regions=(Region.RIGHT_ADRENAL, Region.LEFT_ADRENAL)),
-    Site("pancreas", 0.03, (272, 300), ((_cyst, 0.5), (_hypo_lesion, 0.5)), 2, ABD,
-         regions=(Region.PANCREATIC_HEAD, Region.PANCREATIC_BODY, Region.PANCREATIC_TAIL)),
-    Site("paraaortic node", 0.06, (300, 425), ((_lymph_node, 1.0),), 2, ABD,
-         labels=("retroperitoneum lymph node", "paraaortic"), station=_st_paraaortic),
-    Site("mesenteric node", 0.035, (320, 440), ((_lymph_node, 1.0),), 2, ABD,
-         labels=("mesentery lymph node",), station=_st_mesentery),
-    Site("iliac node", 0.035, (480, 575), ((_lymph_node, 1.0),), 8, ABD,
-         labels=("iliac lymph node",), station=_st_iliac),
-    Site("groin node", 0.025, (590, 635), ((_lymph_node, 1.0),), 8, ABD,
-         labels=("groin lymph node",), station=_st_groin),
+    Site(
+        "kidney",
+        0.06,
+        (262, 365),
+        ((_cyst, 0.7), (_renal_solid, 0.3)),
+        6,
+        ABD,
+        regions=(Region.RIGHT_KIDNEY, Region.LEFT_KIDNEY),
+    ),
+    Site(
+        "adrenal",
+        0.035,
+        (240, 268),
+        ((_adrenal_nodule, 1.0),),
+        2,
+        ABD,
+        regions=(Region.RIGHT_ADRENAL, Region.LEFT_ADRENAL),
+    ),
+    Site(
+        "pancreas",
+        0.03,
+        (272, 300),
+        ((_cyst, 0.5), (_hypo_lesion, 0.5)),
+        2,
+        ABD,
+        regions=(Region.PANCREATIC_HEAD, Region.PANCREATIC_BODY, Region.PANCREATIC_TAIL),
+    ),
+    Site(
+        "paraaortic node",
+        0.06,
+        (300, 425),
+        ((_lymph_node, 1.0),),
+        2,
+        ABD,
+        labels=("retroperitoneum lymph node", "paraaortic"),
+        station=_st_paraaortic,
+    ),
+    Site(
+        "mesenteric node",
+        0.035,
+        (320, 440),
+        ((_lymph_node, 1.0),),
+        2,
+        ABD,
+        labels=("mesentery lymph node",),
+        station=_st_mesentery,
+    ),
+    Site(
+        "iliac node", 0.035, (480, 575), ((_lymph_node, 1.0),), 8, ABD, labels=("iliac lymph node",), station=_st_iliac
+    ),
+    Site(
+        "groin node", 0.025, (590, 635), ((_lymph_node, 1.0),), 8, ABD, labels=("groin lymph node",), station=_st_groin
+    ),
     Site("spine", 0.03, (40, 460), ((_sclerotic, 0.5), (_lytic, 0.5)), 1, BONE, regions=(Region.SPINE,)),
     Site("rib", 0.01, (40, 300), ((_sclerotic, 0.4), (_lytic, 0.6)), 1, BONE, regions=(Region.RIB,)),
     Site("pelvic bone", 0.015, (470, 600), ((_sclerotic, 0.5), (_lytic, 0.5)), 1, BONE, regions=(Region.PELVIC_BONE,)),
@@ -344,7 +445,7 @@ def region_labels(region: Region, x: float, z_anat: float) -> list[str]:
         return ["thoracic spine" if z_anat < 255 else "lumbar", "vertebral body"]
     if region == Region.PELVIC_BONE:
         return ["sacrum"] if abs(x) < 35 else ["pelvic bone"]
-    raise ValueError(f"region {region!r} has no body-part label")
+    raise DataError(f"region {region!r} has no body-part label")
 
 
 def pick_weighted(rng: np.random.Generator, items: list, weights: list[float]):
@@ -473,7 +574,9 @@ def paint_lesion(hu: np.ndarray, lesion: PhantomLesion, z_world: float, grid: Gr
     if look.texture:
         rng = np.random.default_rng([lesion.shape_seed, slice_seed])
         coarse = rng.standard_normal((5, 5)).astype(np.float32)
-        field = ndimage.zoom(coarse, (value.shape[0] / 5, value.shape[1] / 5), order=1)[: value.shape[0], : value.shape[1]]
+        field = ndimage.zoom(coarse, (value.shape[0] / 5, value.shape[1] / 5), order=1)[
+            : value.shape[0], : value.shape[1]
+        ]
         value[: field.shape[0], : field.shape[1]] += look.texture * field
     if look.rim:
         value += np.where(rel > 0.72, look.rim, 0.0).astype(np.float32)

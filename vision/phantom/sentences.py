@@ -10,23 +10,27 @@ irrelevant), which is gold by construction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any
 
 import numpy as np
+
+from ontology.protocol import OntologyLike
 
 RELEVANT, UNCERTAIN, IRRELEVANT = "relevant", "uncertain", "irrelevant"
 HEDGES = ("possibly", "probably", "likely", "suspicious for", "may represent", "questionable")
 # false attributes a report may deny, with the phrase pattern that denies them
 NEGATABLE = ("calcified", "cavitary", "spiculated", "enhancing", "lobular", "heterogeneous")
-ALTERNATIVES = {"cyst": "nodule", "nodule": "cyst", "mass": "cyst", "lung nodule": "ground-glass opacity",
-                "lymphadenopathy": "mass", "ground-glass opacity": "lung nodule", "lung mass": "consolidation"}
-
-
-class OntologyLike(Protocol):
-    def term(self, name: str) -> Any: ...
-    def category(self, name: str) -> str: ...
-    def parents(self, name: str) -> set[str]: ...
+ALTERNATIVES = {
+    "cyst": "nodule",
+    "nodule": "cyst",
+    "mass": "cyst",
+    "lung nodule": "ground-glass opacity",
+    "lymphadenopathy": "mass",
+    "ground-glass opacity": "lung nodule",
+    "lung mass": "consolidation",
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,11 @@ def _options(onto: OntologyLike, label: str) -> list[str]:
     """Usable surface forms: the name and its synonyms, minus truncated stems."""
     forms = [label] + [s for s in onto.term(label).synonyms if s]
     forms = list(dict.fromkeys(forms))
-    return [f for f in forms if len(f) >= 3 and not any(o != f and o.startswith(f) and not o[len(f)].isspace() for o in forms)]
+    return [
+        f
+        for f in forms
+        if len(f) >= 3 and not any(o != f and o.startswith(f) and not o[len(f)].isspace() for o in forms)
+    ]
 
 
 _ADJECTIVE_ENDINGS = ("ed", "ic", "ing", "al", "ous", "ar", "ense", "ary", "ive")

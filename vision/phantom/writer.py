@@ -24,17 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from ontology.files import default_file_mode, write_bytes_atomic, write_json_atomic
 from vision.deeplesion import (
+    SPLIT_NAMES,
+    DataError,
     DLLesion,
     LesionLabels,
-    SPLIT_NAMES,
-    default_file_mode,
     encode_slice_png,
     label_split_json,
     series_dir_name,
     write_dl_info,
-    write_json_atomic,
-    write_bytes_atomic,
 )
 from vision.phantom.anatomy import Grid, Patient, add_scanner_noise, render_slice
 from vision.phantom.lesions import SITES, PhantomLesion, paint_lesion, pick_weighted, place_lesion
@@ -89,7 +88,7 @@ def _measure(lesion: PhantomLesion, z_key: float, grid: Grid) -> dict[str, Any]:
     ca, sa = math.cos(lesion.angle), math.sin(lesion.angle)
     long_dir, short_dir = ((ca, sa), (-sa, ca)) if rx >= ry else ((-sa, ca), (ca, sa))
     long_r, short_r = max(rx, ry), min(rx, ry)
-    points = []
+    points: list[float] = []
     for (dx, dy), r in ((long_dir, long_r), (short_dir, short_r)):
         for sign in (-1, 1):
             points.extend(grid.to_pixel(lesion.x + sign * r * dx, lesion.y + sign * r * dy))
@@ -186,7 +185,13 @@ def render_series(spec: SeriesSpec, images_dir: str | None) -> dict[str, Any]:
                     **m,
                 }
             )
-    return {"spec": spec, "gender": gender, "age": age, "records": records, "n_slices": len(needed) if images_dir is not None else 0}
+    return {
+        "spec": spec,
+        "gender": gender,
+        "age": age,
+        "records": records,
+        "n_slices": len(needed) if images_dir is not None else 0,
+    }
 
 
 def _expanded(onto: Any, labels: list[str], allowed: list[str]) -> list[str]:
@@ -195,7 +200,7 @@ def _expanded(onto: Any, labels: list[str], allowed: list[str]) -> list[str]:
     for name in expanded:
         clash = onto.exclusive(name) & expanded
         if clash:
-            raise ValueError(f"phantom label set {labels} holds exclusive labels {name!r} and {sorted(clash)[0]!r}")
+            raise DataError(f"phantom label set {labels} holds exclusive labels {name!r} and {sorted(clash)[0]!r}")
     return [name for name in allowed if name in expanded]
 
 
@@ -215,9 +220,9 @@ def synthesize(
     ``write_images=False`` writes the tables and sentences only (e.g. for text mining).
     """
     if n_lesions < 1:
-        raise ValueError("the phantom needs at least one lesion")
+        raise DataError("the phantom needs at least one lesion")
     if image_size not in (256, 512):
-        raise ValueError("image_size must be 256 or 512")
+        raise DataError("image_size must be 256 or 512")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose another folder or overwrite")
@@ -260,11 +265,10 @@ def _write_tables(
     truth_rows: list[dict[str, Any]] = []
     sentence_lines: list[str] = []
     label_counts: Counter[str] = Counter()
-    allowed = set(term_list)
     for result in results:
         spec: SeriesSpec = result["spec"]
         records = result["records"]
-        for position, rec in enumerate(records):
+        for rec in records:
             idx = len(dl_rows)
             truth = _expanded(onto, rec["labels"], term_list)
             label_counts.update(truth)
@@ -280,7 +284,11 @@ def _write_tables(
                     measurement=tuple(rec["measurement"]),
                     box=tuple(rec["box"]),  # type: ignore[arg-type]
                     diameters_px=tuple(rec["diameters_px"]),  # type: ignore[arg-type]
-                    location=(round(cx / image_size, 5), round(cy / image_size, 5), round(min(1.0, max(0.0, rec["z_anat"] / 640)), 5)),
+                    location=(
+                        round(cx / image_size, 5),
+                        round(cy / image_size, 5),
+                        round(min(1.0, max(0.0, rec["z_anat"] / 640)), 5),
+                    ),
                     coarse_type=-1 if spec.split_code == 1 else rec["coarse_type"],
                     possibly_noisy=False,
                     slice_range=tuple(rec["slice_range"]),  # type: ignore[arg-type]
@@ -295,8 +303,14 @@ def _write_tables(
             # another lesion on the same key slice may be described beside OTHER_BMK
             others = [r for r in records if r is not rec and r["group"] == rec["group"]]
             other = others[0]["labels"] if others else None
-            false_labels = [n for n in ("calcified", "cavitary", "spiculated", "enhancing", "lobular", "heterogeneous") if n not in truth]
-            text, mentions = make_sentence(np.random.default_rng([seed, 7, idx]), onto, rec["labels"], other, false_labels)
+            false_labels = [
+                n
+                for n in ("calcified", "cavitary", "spiculated", "enhancing", "lobular", "heterogeneous")
+                if n not in truth
+            ]
+            text, mentions = make_sentence(
+                np.random.default_rng([seed, 7, idx]), onto, rec["labels"], other, false_labels
+            )
             record = sentence_record(idx, text, mentions)
             sentence_lines.append(json.dumps(record, ensure_ascii=False))
             relevant = _expanded(onto, record["relevant"], term_list)
@@ -309,7 +323,7 @@ def _write_tables(
             )
             truth_rows.append({"text": ", ".join(rec["labels"]), "lesion_idx": idx, "expanded_terms": truth})
     write_dl_info(work / "DL_info.csv", dl_rows)
-    write_json_atomic(work / "labels.json", label_split_json(term_list, label_rows))
+    write_json_atomic(work / "labels.json", label_split_json(term_list, label_rows), indent=None)
     write_json_atomic(work / "truth.json", truth_rows, indent=1)
     write_bytes_atomic(work / "sentences.jsonl", ("\n".join(sentence_lines) + "\n").encode("utf-8"))
     splits = Counter(row.split for row in label_rows)

@@ -1,0 +1,133 @@
+"""The import graph of the tree: no circle, the rooms apart, vision's layers pointing down.
+
+Read from the source (every ``import``, at module level or inside a function), so a local
+import cannot hide a circle. The rules are those of docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROOMS = ("ontology", "textmine", "vision", "kg")
+TOP_MODULES = ("cli", "demo")
+
+# vision's layers, lowest first: a module imports only from its own layer or lower ones.
+VISION_LAYERS: dict[str, tuple[str, ...]] = {
+    "data": (
+        "vision",
+        "vision.config",
+        "vision.workers",
+        "vision.deeplesion",
+        "vision.preprocess",
+        "vision.volumes",
+        "vision.inputs",
+        "vision.locate",
+        "vision.manifest",
+        "vision.cache",
+        "vision.labels",
+        "vision.phantom",
+        "vision.phantom.anatomy",
+        "vision.phantom.lesions",
+        "vision.phantom.sentences",
+        "vision.phantom.writer",
+        "vision.phantom.figure",
+    ),
+    "networks": ("vision.model", "vision.losses"),
+    "metrics": ("vision.metrics", "vision.stats", "vision.thresholds"),
+    "engines": ("vision.checkpoint", "vision.train", "vision.infer", "vision.retrieval"),
+    "evaluation": ("vision.evaluate",),
+    "reporting": ("vision.figures",),
+    "experiments": ("vision.ablate", "vision.reproduction"),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    paths = [p for room in ROOMS for p in (ROOT / room).rglob("*.py")]
+    paths += [ROOT / f"{name}.py" for name in TOP_MODULES]
+    return {_module_name(p): p for p in paths}
+
+
+def _imported(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:  # relative: from . import x / from .m import x
+        base = package.split(".")[: len(package.split(".")) - node.level + 1]
+        module = ".".join(base + ([node.module] if node.module else []))
+    else:
+        module = node.module or ""
+    # `from pkg import sub` imports the submodule `pkg.sub` when there is one, and `pkg`
+    return [f"{module}.{alias.name}" for alias in node.names] + [module]
+
+
+def import_graph() -> nx.DiGraph:
+    """Module -> module it imports, for the project's own modules."""
+    modules = _modules()
+    graph = nx.DiGraph()
+    graph.add_nodes_from(modules)
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            for target in _imported(node, package):
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                # a submodule always runs its package's __init__: not an edge of its own
+                if target and target != name and not name.startswith(target + "."):
+                    graph.add_edge(name, target)
+    return graph
+
+
+@pytest.fixture(scope="module")
+def graph() -> nx.DiGraph:
+    return import_graph()
+
+
+def room(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_the_graph_sees_the_known_imports(graph: nx.DiGraph) -> None:
+    # guards the reader itself: a graph without these edges would pass every rule below
+    assert graph.has_edge("vision.train", "vision.model")
+    assert graph.has_edge("kg.rdf", "kg.vocab")
+    assert graph.has_edge("cli", "ontology.errors")
+    assert graph.has_edge("vision.figures", "vision.infer")  # a function-level import counts too
+
+
+def test_no_import_circle(graph: nx.DiGraph) -> None:
+    cycles = sorted(" -> ".join(c) for c in nx.simple_cycles(graph))
+    assert not cycles, cycles
+
+
+def test_ontology_imports_no_room(graph: nx.DiGraph) -> None:
+    bad = [(a, b) for a, b in graph.edges if room(a) == "ontology" and room(b) != "ontology"]
+    assert not bad, bad
+
+
+def test_textmine_vision_kg_never_import_each_other(graph: nx.DiGraph) -> None:
+    apart = {"textmine", "vision", "kg"}
+    bad = [(a, b) for a, b in graph.edges if room(a) in apart and room(b) in apart and room(a) != room(b)]
+    assert not bad, bad
+
+
+def test_nothing_imports_the_cli(graph: nx.DiGraph) -> None:
+    assert not list(graph.predecessors("cli"))
+
+
+def test_vision_layers_point_down(graph: nx.DiGraph) -> None:
+    layer = {module: rank for rank, modules in enumerate(VISION_LAYERS.values()) for module in modules}
+    vision_modules = {m for m in graph if room(m) == "vision"}
+    assert vision_modules == set(layer), "every vision module has a layer in VISION_LAYERS"
+    upward = [(a, b) for a, b in graph.edges if a in layer and b in layer and layer[b] > layer[a]]
+    assert not upward, upward
