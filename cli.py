@@ -51,6 +51,13 @@ def _batch_exit(
     return code
 
 
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    """The one quiet flag of every command that shows progress (--no-progress is the same flag)."""
+    parser.add_argument(
+        "--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar or per-step lines"
+    )
+
+
 def _add_max_messages(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-messages",
@@ -327,7 +334,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="override a config value, e.g. --set loss.rhem=false (repeatable; for ablations)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    _add_quiet(p)
     p.add_argument(
         "--threads",
         type=int,
@@ -1208,7 +1215,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="CPU threads for torch (1 is faster when other jobs share the cores)",
     )
-    p.add_argument("--quiet", action="store_true")
+    _add_quiet(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_ablate)
 
@@ -1686,7 +1693,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="pixel coordinates in DL_info.csv start at 0 (default) or 1",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_quiet(p)
     _add_max_messages(p)
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_data_cache)
@@ -1723,7 +1730,7 @@ def _cmd_data_cache(args: argparse.Namespace) -> int:
         known_labels=set(onto.terms),
         ontology_version=onto.version,
         coordinate_base=args.coordinate_base,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     from ontology.batch import BadRecords
 

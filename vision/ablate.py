@@ -9,7 +9,6 @@ on the hand / complete-truth set.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -20,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ontology.errors import LesanetError
-from ontology.files import write_json_atomic, write_text_atomic
+from ontology.files import write_text_atomic
+from vision.cache import PatchCache
 from vision.config import Config, apply_overrides
 from vision.evaluate import (
     EvalResult,
@@ -32,7 +32,7 @@ from vision.evaluate import (
     train_positive_counts,
 )
 from vision.figures import label_subset_figure
-from vision.infer import load_predictor, open_cache, score_selection, select_split
+from vision.infer import load_predictor, score_selection
 from vision.metrics import average_metrics
 from vision.retrieval import label_set_similarity, lesion_label_set, make_index
 from vision.train import train
@@ -136,7 +136,7 @@ def run_ablation(
             raise AblationError(f"unknown variant {unknown[0]!r}; known: {', '.join(v.name for v in VARIANTS)}")
         chosen = [by_name[name.lower()] for name in variants]
     cache, out = Path(cache), Path(out_dir)
-    has_truth = select_split(cache, "hand").rows.size > 0
+    has_truth = PatchCache(cache).select("hand").rows.size > 0
     results: dict[str, list[EvalResult]] = {}
     for variant in chosen:
         variant_config = apply_overrides(config, list(variant.overrides))
@@ -166,22 +166,6 @@ def run_ablation(
 # --------------------------------------------------------------------------- label subsets (Fig. 5)
 
 
-def subset_cache(cache: Path, term_list: Sequence[str], out: Path) -> Path:
-    """A cache view with a smaller label list: the same patches (linked), a new index.json."""
-
-    out.mkdir(parents=True, exist_ok=True)
-    index = json.loads((cache / "index.json").read_text(encoding="utf-8"))
-    index["term_list"] = list(term_list)
-    target = out / "patches.npy"
-    if not target.exists():
-        try:
-            os.symlink((cache / "patches.npy").resolve(), target)
-        except OSError:  # filesystems without symlinks
-            shutil.copyfile(cache / "patches.npy", target)
-    write_json_atomic(out / "index.json", index)
-    return out
-
-
 def run_label_subsets(
     config: Config,
     cache: str | Path,
@@ -204,9 +188,9 @@ def run_label_subsets(
     if not minimums:
         raise AblationError("--label-subsets needs at least one minimum, e.g. 1000,500,100,0")
     cache, out = Path(cache), Path(out_dir)
-    _, index = open_cache(cache)
-    term_list = index["term_list"]
-    counts = train_positive_counts(index["lesions"], term_list, onto, config)
+    opened = PatchCache(cache)
+    term_list = list(opened.term_list)
+    counts = train_positive_counts(opened.records, term_list, onto, config)
     subsets: dict[str, list[str]] = {}
     for minimum in sorted(set(minimums), reverse=True):
         names = [name for name, n in zip(term_list, counts) if n > minimum]
@@ -217,7 +201,7 @@ def run_label_subsets(
     label_f1: dict[str, dict[str, float]] = {}
     for train_name, train_labels in subsets.items():
         slug = "subset-gt-" + train_name.split()[-1]
-        sub_cache = subset_cache(cache, train_labels, out / slug / "cache")
+        sub_cache = opened.with_labels(train_labels, out / slug / "cache").path
         run_dir = out / slug / "run"
         _train_variant(config, sub_cache, run_dir, epochs, onto, progress, resume)
         predictor = load_predictor(run_dir, onto=onto)
@@ -266,7 +250,7 @@ def retrieval_per_query(
     """
 
     predictor = load_predictor(run_dir, onto=onto)
-    everything = select_split(cache, "all")
+    everything = PatchCache(cache).select("all")
     splits = np.array([record.get("split") for record in everything.records])
     queries, base = np.flatnonzero(splits == "test"), np.flatnonzero(np.isin(splits, ["train", "val"]))
     if queries.size == 0 or base.size < k:

@@ -31,6 +31,7 @@ from ontology.batch import RecordError, decode_json_line
 from ontology.files import write_json_atomic
 from vision.deeplesion import (
     DEFAULT_COORDINATE_BASE,
+    SPLIT_CODES,
     DataError,
     read_dl_info,
     read_hand_labeled,
@@ -597,6 +598,7 @@ class PatchCache:
                 f"{self.path}: patches.npy ({actual_bytes:,} bytes) is not the one index.json was "
                 f"written for ({expected_bytes:,} bytes); rebuild with `lesanet data cache`"
             )
+        self._records: list[dict[str, Any]] | None = None
         self.patches: np.ndarray = np.load(self.path / "patches.npy", mmap_mode="r")
         if self.patches.shape[0] != len(self.lesions) or self.patches.dtype != np.uint8:
             raise DataError(
@@ -610,3 +612,69 @@ class PatchCache:
     def rows(self, split: str) -> np.ndarray:
         """Row numbers of one split ("train", "val", "test")."""
         return np.array([e.row for e in self.lesions if e.split == split], dtype=np.int64)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The lesions as plain dicts, in index.json's form (what training and evaluation read)."""
+        if self._records is None:
+            self._records = [asdict(lesion) for lesion in self.lesions]
+        return self._records
+
+    def select(self, split: str) -> CacheSelection:
+        """Rows of ``split``: ``train`` / ``val`` / ``test``, ``all``, or ``hand`` (test rows with a complete truth)."""
+        if split == "all":
+            rows = np.arange(len(self.lesions), dtype=np.int64)
+        elif split == "hand":
+            rows = np.array([e.row for e in self.lesions if e.split == "test" and e.truth is not None], dtype=np.int64)
+        elif split in SPLIT_CODES:
+            rows = self.rows(split)
+        else:
+            raise DataError(f"unknown split {split!r} (train, val, test, hand, all)")
+        return CacheSelection(self, rows)
+
+    def with_labels(self, term_list: Sequence[str], out: str | os.PathLike[str]) -> PatchCache:
+        """A view of this cache with another label list: the same patches (linked), a new index.json."""
+        target = Path(out)
+        target.mkdir(parents=True, exist_ok=True)
+        index = json.loads((self.path / "index.json").read_text(encoding="utf-8"))
+        index["term_list"] = list(term_list)
+        patches = target / "patches.npy"
+        if not patches.exists():
+            try:
+                os.symlink((self.path / "patches.npy").resolve(), patches)
+            except OSError:  # filesystems without symlinks
+                shutil.copyfile(self.path / "patches.npy", patches)
+        write_json_atomic(target / "index.json", index)
+        return PatchCache(target)
+
+
+@dataclass(frozen=True)
+class CacheSelection:
+    """Rows of a patch cache chosen for scoring (e.g. one split), with their index records."""
+
+    cache: PatchCache
+    rows: np.ndarray  # chosen row numbers
+
+    @property
+    def path(self) -> Path:
+        return self.cache.path
+
+    @property
+    def patches(self) -> np.ndarray:  # memory-mapped uint8 N × 3 × P × P (all rows)
+        return self.cache.patches
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        lesions = self.cache.records
+        return [lesions[r] for r in self.rows]
+
+    @property
+    def term_list(self) -> list[str]:
+        return [str(t) for t in self.cache.term_list]
+
+    def boxes(self) -> np.ndarray:
+        return np.array([r["box"] for r in self.records], dtype=np.float32).reshape(-1, 4)
+
+    def only(self, rows: np.ndarray) -> CacheSelection:
+        """The same cache with other rows chosen."""
+        return CacheSelection(self.cache, np.asarray(rows, dtype=np.int64))

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from ontology.files import write_json_atomic
+from vision.cache import PatchCache
 from vision.deeplesion import read_hand_labeled
-from vision.infer import CacheSelection, Predictor, check_cache_labels, load_predictor, score_selection, select_split
+from vision.infer import Predictor, check_cache_labels, load_predictor, score_selection
 from vision.labels import build_targets
 from vision.metrics import (
     DEFAULT_THRESHOLD,
@@ -409,17 +410,17 @@ def _selection_and_truth(predictor: Any, cache: str | Path, split: str, truth: s
         raise EvaluationError(f"unknown split {split!r} (val, test, hand)")
     if truth is not None:
         by_idx = read_truth_file(truth)
-        everything = select_split(cache, "all")
+        everything = PatchCache(cache).select("all")
         rows = np.array(
             [r for r, rec in zip(everything.rows, everything.records) if rec["lesion_idx"] in by_idx], dtype=np.int64
         )
         if rows.size == 0:
             raise EvaluationError(f"{truth}: none of its {len(by_idx)} lesions is in the cache {cache}")
-        selection = CacheSelection(everything.path, everything.patches, everything.index, rows)
+        selection = everything.only(rows)
         check_cache_labels(predictor.term_list, selection)
         sets = [by_idx[rec["lesion_idx"]] for rec in selection.records]
         return selection, complete_truth(sets, predictor.term_list, predictor.onto), "hand (complete truth)"
-    selection = select_split(cache, split)
+    selection = PatchCache(cache).select(split)
     check_cache_labels(predictor.term_list, selection)
     if selection.rows.size == 0:
         hint = " (no test lesion has a complete truth; pass --truth FILE)" if split == "hand" else ""
@@ -481,7 +482,7 @@ def evaluate_run(
     term_list = predictor.term_list
     onto = predictor.onto
     info = predictor.info
-    everything = selection.index["lesions"]
+    everything = selection.cache.records
     return evaluate_scores(
         name,
         scored.probs,

@@ -25,14 +25,13 @@ from sklearn.metrics import auc as area_under_curve
 from sklearn.metrics import roc_curve
 
 from ontology.files import atomic_path
+from vision.cache import PatchCache
 from vision.evaluate import complete_truth, mined_truth
 from vision.infer import (
     PredictError,
     Prediction,
-    open_cache,
     predict_cache_full,
     score_selection,
-    select_split,
 )
 from vision.retrieval import Embeddings, Query, RetrievalError, lesion_label_set, make_index
 
@@ -274,7 +273,7 @@ def run_figures(
 
     out = Path(out_dir)
     written: list[Path] = []
-    split = "hand" if select_split(cache, "hand").rows.size else "test"
+    split = "hand" if PatchCache(cache).select("hand").rows.size else "test"
     prediction = predict_cache_full(predictor, cache, split)
     if not prediction.records:
         raise PredictError(f"{cache}: no test lesions to draw")
@@ -315,7 +314,7 @@ def run_figures(
         ]
     written.append(prediction_panels(panels, out / "predictions.png"))
     # retrieval: the first drawn lesion queries the train + val lesions
-    base = select_split(cache, "train")
+    base = PatchCache(cache).select("train")
     base_scored = score_selection(predictor.model, base, device=predictor.device)
     if base.rows.size:
         k = min(4, int(base.rows.size))
@@ -376,10 +375,10 @@ def hits_panel(result: Mapping[str, Any], query: Query, embeddings: Embeddings, 
     """The query and its neighbours as a picture (neighbour patches read from the embedded cache)."""
     cache = embeddings.info.get("cache")
     try:
-        patches, index = open_cache(str(cache))
+        opened = PatchCache(str(cache))
     except (ValueError, OSError, TypeError) as exc:
         raise RetrievalError(f"{embeddings.path}: its cache {cache!r} cannot be opened for the panel ({exc})") from None
-    lesions = index["lesions"]
+    patches, lesions = opened.patches, opened.records
 
     def panel(lesion_id: str, row_in_cache: int, labels: Sequence[str], sentence: str | None) -> PanelLesion:
         entries = [{"label": n, "decision": True} for n in labels]

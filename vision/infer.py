@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vision.cache import PatchCache
+from vision.cache import CacheSelection, PatchCache
 from vision.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
 from vision.inputs import LesionInput, PredictError, input_patches
 from vision.metrics import DEFAULT_THRESHOLD, decide_thresholds
@@ -237,59 +237,6 @@ def decided_labels(record: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- the patch cache
 
 
-@dataclass(frozen=True)
-class CacheSelection:
-    """Rows of a patch cache chosen for scoring (e.g. one split), with their index records."""
-
-    path: Path
-    patches: np.ndarray  # memory-mapped uint8 N × 3 × P × P (all rows)
-    index: dict[str, Any]
-    rows: np.ndarray  # chosen row numbers
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        lesions = self.index["lesions"]
-        return [lesions[r] for r in self.rows]
-
-    @property
-    def term_list(self) -> list[str]:
-        return [str(t) for t in self.index["term_list"]]
-
-    def boxes(self) -> np.ndarray:
-        return np.array([r["box"] for r in self.records], dtype=np.float32).reshape(-1, 4)
-
-
-def open_cache(cache: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The patch array (memory-mapped) and index (plain dicts) of a cache, via the cache room's reader."""
-    import dataclasses
-
-    opened = PatchCache(Path(cache))
-    index = {
-        "term_list": list(opened.term_list),
-        "ontology_version": opened.ontology_version,
-        "lesions": [dataclasses.asdict(lesion) for lesion in opened.lesions],
-    }
-    return opened.patches, index
-
-
-def select_split(cache: str | Path, split: str) -> CacheSelection:
-    """Rows of ``split`` (``train``/``val``/``test``, ``all``, or ``hand`` = test rows with truth)."""
-    patches, index = open_cache(cache)
-    lesions = index["lesions"]
-    if split == "all":
-        rows = np.arange(len(lesions))
-    elif split == "hand":
-        rows = np.array(
-            [i for i, r in enumerate(lesions) if r.get("split") == "test" and r.get("truth") is not None],
-            dtype=np.int64,
-        )
-    elif split in ("train", "val", "test"):
-        rows = np.array([i for i, r in enumerate(lesions) if r.get("split") == split], dtype=np.int64)
-    else:
-        raise PredictError(f"unknown split {split!r} (train, val, test, hand, all)")
-    return CacheSelection(Path(cache), patches, index, rows.astype(np.int64))
-
-
 def check_cache_labels(predictor_terms: Sequence[str], selection: CacheSelection) -> None:
     if list(predictor_terms) != selection.term_list:
         raise PredictError(
@@ -351,7 +298,7 @@ def predict_cache_full(
     Lesion ids are ``deeplesion/<DL_info row>`` (the cache's lesions are DeepLesion-format
     rows); ``dataset`` names where they come from (``deeplesion``, ``phantom``, ...).
     """
-    selection = select_split(cache, split)
+    selection = PatchCache(cache).select(split)
     check_cache_labels(predictor.term_list, selection)
     scored = score_selection(predictor.model, selection, batch_size, predictor.device)
     decisions = decide(predictor, scored.probs)

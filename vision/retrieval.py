@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ontology.errors import LesanetError
+from vision.cache import PatchCache
 from vision.infer import (
     Predictor,
     check_cache_labels,
@@ -33,7 +34,6 @@ from vision.infer import (
     load_predictor,
     predict_inputs,
     score_selection,
-    select_split,
 )
 
 EMBEDDINGS_FORMAT = "lesanet-embeddings"
@@ -324,7 +324,7 @@ def embed_cache(
     """Embed every lesion of a cache (or one split) once with a run; writes and returns the file."""
 
     predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
-    selection = select_split(cache, split)
+    selection = PatchCache(cache).select(split)
     check_cache_labels(predictor.term_list, selection)
     scored = score_selection(predictor.model, selection, batch_size, predictor.device)
     lesions = [

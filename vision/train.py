@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
+from vision.cache import PatchCache
 from vision.checkpoint import (
     METRICS_FILE,
     RUN_FILE,
@@ -80,15 +81,6 @@ class TrainingData:
 # --------------------------------------------------------------------------- inputs
 
 
-def _open_cache(cache_path: Path) -> tuple[np.ndarray, list[str], str, list[dict[str, Any]]]:
-    """Patch array (memory-mapped), term list, ontology version and lesion records of a cache."""
-    from vision.cache import PatchCache
-
-    cache = PatchCache(cache_path)
-    records = [dataclasses.asdict(lesion) for lesion in cache.lesions]
-    return cache.patches, [str(t) for t in cache.term_list], str(cache.ontology_version), records
-
-
 def ancestor_matrix(term_list: list[str], onto: Any) -> Tensor:
     """C x C bool, [j, k] = label k is an ontology ancestor of label j (coarser than j)."""
     position = {name: i for i, name in enumerate(term_list)}
@@ -128,7 +120,13 @@ def load_training_data(config: Config, cache_path: str | Path, onto: Any = None)
 
         onto = load_ontology()
     cache_path = Path(cache_path)
-    patches, term_list, cache_ontology, records = _open_cache(cache_path)
+    cache = PatchCache(cache_path)
+    patches, term_list, cache_ontology, records = (
+        cache.patches,
+        list(cache.term_list),
+        cache.ontology_version,
+        cache.records,
+    )
     _check_labels(term_list, onto, str(cache_path / "index.json"))
     if cache_ontology != onto.version:
         print(
