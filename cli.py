@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kg.formats import OUTPUT_FORMATS
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
 
@@ -568,7 +569,7 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     p = gsub.add_parser("rdf", help="convert prediction records (JSON/JSONL) to Turtle, N-Triples or JSON-LD")
     p.add_argument("records", metavar="PREDICTIONS", help="prediction records (docs/architecture.md)")
     p.add_argument("-o", "--output", required=True, help="output file (.ttl, .nt or .jsonld)")
-    p.add_argument("--format", choices=["turtle", "nt", "json-ld"], default=None, help="default: from the suffix")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default=None, help="default: from the suffix")
     _add_ontology_option(p)
     p.set_defaults(func=_cmd_kg_rdf)
 
@@ -804,7 +805,7 @@ def _cmd_kg_find(args: argparse.Namespace) -> int:
 def _cmd_kg_validate(args: argparse.Namespace) -> int:
     import rdflib
 
-    from kg.rdf import format_for
+    from kg.formats import BY_NAME, input_syntax
     from kg.validate import validate_graph
 
     ontology = None
@@ -812,9 +813,8 @@ def _cmd_kg_validate(args: argparse.Namespace) -> int:
         ontology = rdflib.Graph().parse(data=_load_ontology(args).serialize("ttl"), format="turtle")
     ok = True
     for path in args.files:
-        graph = rdflib.Graph().parse(
-            path, format={"turtle": "turtle", "nt": "nt", "json-ld": "json-ld"}[format_for(path)]
-        )
+        syntax = BY_NAME["json-ld"] if Path(path).suffix.lower() == ".json" else input_syntax(path)
+        graph = rdflib.Graph().parse(path, format=syntax.rdflib)
         report = validate_graph(graph, ontology)
         ok &= report.conforms
         if report.conforms:

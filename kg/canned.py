@@ -74,7 +74,7 @@ def _read(path: Path) -> str:
 
 def lesion_term(value: str) -> rdflib.URIRef:
     """A lesion id (``deeplesion/12``) or an already minted lesion IRI, as an IRI term."""
-    if value.startswith(f"{vocab.DATA}lesion/"):
+    if value.startswith(vocab.LESION_PREFIX):
         return rdflib.URIRef(value)
     return rdflib.URIRef(vocab.lesion_iri(value))
 

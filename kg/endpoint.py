@@ -21,10 +21,11 @@ import pyoxigraph as ox
 from kg import rdf, vocab
 from kg.binding import Binding, bind_values
 from kg.errors import KgError
+from kg.formats import input_syntax
 from kg.rdf import chunked
 from kg.records import RecordError, iter_json_records
 from kg.results import QueryResult
-from kg.store import classify_json, rdf_format_for
+from kg.store import classify_json
 from ontology.errors import LesanetError
 from ontology.protocol import OntologyLike
 
@@ -152,7 +153,7 @@ def upload_files(
             )
             sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
         else:
-            fmt = ox.RdfFormat.JSON_LD if kind == "json-ld" else rdf_format_for(path)
+            fmt = ox.RdfFormat.JSON_LD if kind == "json-ld" else input_syntax(path).oxigraph
             by_graph: dict[str, list[str]] = {}
             try:
                 for item in ox.parse(path=str(path), format=fmt):

@@ -38,6 +38,7 @@ from rdflib.namespace import DCTERMS, OWL, PROV, RDF, RDFS, SKOS, XSD
 from kg import vocab
 from kg.dicom_refs import dicom_ntriples
 from kg.errors import KgError
+from kg.formats import output_format
 from kg.records import (
     LabelResolver,
     MinedSentence,
@@ -215,13 +216,12 @@ def _annotation_template(activity_id: str, class_iris: tuple[str, ...]) -> tuple
     classifying, annotation_class = _p(OA.classifying), _p(OA.Annotation)
     score_p, threshold_p, decision_p = _p(KG.score), _p(KG.threshold), _p(KG.decision)
     generated, activity = _p(PROV.wasGeneratedBy), _minted(vocab.activity_iri(activity_id))
-    # The layouts of vocab.annotation_iri, region_iri and lesion_iri with the id path slotted.
-    annotation = f"{vocab.DATA}annotation/{activity_id}/{_ID}"
-    target, lesion = f"<{vocab.DATA}region/{_ID}>", f"<{vocab.DATA}lesion/{_ID}>"
+    # vocab's layouts with the id path slotted
+    target, lesion = f"<{vocab.REGION_LAYOUT.format(id=_ID)}>", f"<{vocab.LESION_LAYOUT.format(id=_ID)}>"
     parts, tails = [], []
     for class_iri in class_iris:
         cls = _iri(class_iri)
-        node = f"<{annotation}/{_local_segment(class_iri)}>"
+        node = f"<{vocab.ANNOTATION_LAYOUT.format(activity=activity_id, id=_ID, label=_local_segment(class_iri))}>"
         constant = (
             f"{node} {a} {annotation_class} .\n"
             f"{node} {motivated} {classifying} .\n"
@@ -474,29 +474,6 @@ def sentences_to_graph(
     return ntriples_to_graph(sentence_ntriples(records, onto, miner, dataset, errors))
 
 
-#: Output formats: name -> (rdflib serializer, file suffixes).
-FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "turtle": ("turtle", (".ttl",)),
-    "nt": ("nt", (".nt",)),
-    "json-ld": ("json-ld", (".jsonld", ".json")),
-}
-_FORMAT_ALIASES = {"ttl": "turtle", "ntriples": "nt", "n-triples": "nt", "jsonld": "json-ld"}
-
-
-def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """Normalise a format name, or guess it from the file suffix (.ttl, .nt, .jsonld)."""
-    if fmt:
-        fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
-        if fmt not in FORMATS:
-            raise KgError(f"unknown RDF format {fmt!r}; use one of {', '.join(FORMATS)}")
-        return fmt
-    suffix = Path(path).suffix.lower()
-    for name, (_serializer, suffixes) in FORMATS.items():
-        if suffix in suffixes:
-            return name
-    raise KgError(f"cannot tell the RDF format of {path} from its suffix; use .ttl, .nt or .jsonld, or give the format")
-
-
 def turtle_from_ntriples(ntriples: str) -> str:
     """Turtle with the project prefixes, subjects grouped, literals kept exactly as written
     (pyoxigraph; rdflib's Turtle writer would round doubles to 7 digits)."""
@@ -513,7 +490,7 @@ def turtle_from_ntriples(ntriples: str) -> str:
 
 def serialize_graph(graph: Graph, fmt: str) -> str:
     """A graph as Turtle, sorted N-Triples or compacted JSON-LD (project prefixes)."""
-    fmt = format_for("", fmt)
+    fmt = output_format("", fmt)
     if fmt == "json-ld":
         context = {prefix: ns for prefix, ns in vocab.PREFIXES.items()}
         return graph.serialize(format="json-ld", context=context, auto_compact=True)
@@ -536,7 +513,7 @@ def write_rdf(
     number of triples written.
     """
     target = Path(path)
-    fmt = format_for(target, fmt)
+    fmt = output_format(target, fmt)
     if isinstance(graph_or_records, Graph):
         text = serialize_graph(graph_or_records, fmt)
         write_text_atomic(target, text)

@@ -24,6 +24,7 @@ from rdflib.term import Identifier
 from kg import rdf, vocab
 from kg.binding import Binding, bind_values, to_rdflib
 from kg.errors import KgError
+from kg.formats import input_syntax
 from kg.records import RecordError, iter_json_records
 from kg.results import Cell, QueryResult
 from ontology.errors import LesanetError
@@ -106,27 +107,6 @@ class _ChunkReader(io.RawIOBase):
         target[:size] = self._buffer[:size]
         self._buffer = self._buffer[size:]  # a view: no copy of the rest
         return size
-
-
-_RDF_SUFFIXES = {
-    ".owl": ox.RdfFormat.RDF_XML,
-    ".rdf": ox.RdfFormat.RDF_XML,
-    ".xml": ox.RdfFormat.RDF_XML,
-    ".ttl": ox.RdfFormat.TURTLE,
-    ".nt": ox.RdfFormat.N_TRIPLES,
-    ".nq": ox.RdfFormat.N_QUADS,
-    ".trig": ox.RdfFormat.TRIG,
-    ".jsonld": ox.RdfFormat.JSON_LD,
-    ".n3": ox.RdfFormat.N3,
-}
-
-
-def rdf_format_for(path: Path) -> ox.RdfFormat:
-    """The RDF syntax of a file from its suffix."""
-    fmt = _RDF_SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise KgError(f"{path}: unknown RDF suffix {path.suffix!r}; use .ttl .nt .nq .trig .jsonld .owl .rdf")
-    return fmt
 
 
 def _record_kind(record: Any) -> str | None:
@@ -304,7 +284,7 @@ class LesionStore:
                     return self.load_records(records, onto, file_errors)  # type: ignore[arg-type]
                 return self.load_sentences(records, onto, dataset, file_errors)  # type: ignore[arg-type]
             return self._load_rdf_file(path, ox.RdfFormat.JSON_LD, graph, file_errors)
-        return self._load_rdf_file(path, rdf_format_for(path), graph, file_errors)
+        return self._load_rdf_file(path, input_syntax(path).oxigraph, graph, file_errors)
 
     def _load_rdf_file(self, path: Path, fmt: ox.RdfFormat, graph: str | None, errors: _Prefixed) -> int:
         """One RDF file, all or nothing: parsed once to find a syntax error (streaming,

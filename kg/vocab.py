@@ -66,12 +66,22 @@ def short_hash(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
+# The layouts of the IRIs minted per lesion; {id} is the id's path (id_path), {activity} an
+# activity id, {label} a label's path segment. kg.rdf fills them with a placeholder id to
+# build its per-model templates, so each layout is written here only.
+LESION_LAYOUT = DATA + "lesion/{id}"
+REGION_LAYOUT = DATA + "region/{id}"
+ANNOTATION_LAYOUT = DATA + "annotation/{activity}/{id}/{label}"
+#: what every minted lesion IRI starts with
+LESION_PREFIX = LESION_LAYOUT.format(id="")
+
+
 def lesion_iri(lesion_id: str) -> str:
-    return f"{DATA}lesion/{id_path(lesion_id)}"
+    return LESION_LAYOUT.format(id=id_path(lesion_id))
 
 
 def region_iri(lesion_id: str) -> str:
-    return f"{DATA}region/{id_path(lesion_id)}"
+    return REGION_LAYOUT.format(id=id_path(lesion_id))
 
 
 def selector_iri(lesion_id: str) -> str:
@@ -98,7 +108,7 @@ def ontology_version_iri(version: str) -> str:
 
 
 def annotation_iri(activity_id: str, lesion_id: str, label_local: str) -> str:
-    return f"{DATA}annotation/{activity_id}/{id_path(lesion_id)}/{path_segment(label_local)}"
+    return ANNOTATION_LAYOUT.format(activity=activity_id, id=id_path(lesion_id), label=path_segment(label_local))
 
 
 def neighbor_iri(activity_id: str, lesion_id: str, rank: int) -> str:

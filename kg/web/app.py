@@ -52,7 +52,7 @@ SPARQL_ROWS_SHOWN = 500
 HOME_LABELS_SHOWN = 30
 HOME_LESIONS_SHOWN = 12
 _STATIC = {"/static/browser.css": ("browser.css", "text/css; charset=utf-8")}
-_LESION_PREFIX = f"{vocab.DATA}lesion/"
+_LESION_PREFIX = vocab.LESION_PREFIX
 
 
 @dataclass(frozen=True)
