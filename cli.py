@@ -715,8 +715,8 @@ def _cmd_kg_rdf(args: argparse.Namespace) -> int:
 
 
 def _cmd_kg_load(args: argparse.Namespace) -> int:
-    from kg.records import BadRecords
     from kg.store import LesionStore
+    from ontology.batch import BadRecords
 
     onto = _load_ontology(args)
     errors = BadRecords(keep=max(args.max_messages, 0))

@@ -18,6 +18,7 @@ from typing import Any
 
 from ontology.errors import LesanetError
 from ontology.protocol import OntologyLike
+from ontology.records import Mention
 
 
 class RecordError(LesanetError, ValueError):
@@ -56,15 +57,6 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class Mention:
-    start: int
-    end: int
-    text: str
-    label: str
-    class_iri: str
-
-
-@dataclass(frozen=True)
 class MinedSentence:
     sentence_id: str
     lesion_idx: int
@@ -82,29 +74,6 @@ class Located:
 
     where: str
     value: Any
-
-
-class BadRecords(list):
-    """An ``errors`` list for batch converters that keeps the first ``keep`` messages and
-    counts the rest, so a file of a million bad lines cannot fill the memory."""
-
-    def __init__(self, keep: int = 20) -> None:
-        super().__init__()
-        self.keep = keep
-        self.total = 0
-
-    def append(self, message: str) -> None:  # type: ignore[override]
-        self.total += 1
-        if len(self) < self.keep:
-            super().append(message)
-
-    def extend(self, messages: Iterable[str]) -> None:  # type: ignore[override]
-        for message in messages:
-            self.append(message)
-
-    @property
-    def hidden(self) -> int:
-        return self.total - len(self)
 
 
 MAX_LINE_BYTES = 64 << 20  # a JSON line or array element beyond this is refused, not read
@@ -538,7 +507,8 @@ def parse_sentence(record: Any, resolver: LabelResolver, where: str) -> MinedSen
             raise RecordError(f"{at}: start/end must be offsets inside the text, got {start!r}..{end!r}")
         key = item.get("iri") or item.get("label")
         name, class_iri = resolver.resolve(_string(key, f"{at}.label"), at)
-        mentions.append(Mention(start, end, text[start:end], name, class_iri))
+        given = item.get("relation")
+        mentions.append(Mention(start, end, text[start:end], name, given if isinstance(given, str) else "", class_iri))
     return MinedSentence(sentence_id, lesion_idx, text, tuple(relations), tuple(mentions))
 
 

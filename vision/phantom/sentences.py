@@ -11,12 +11,11 @@ irrelevant), which is gold by construction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ontology.protocol import OntologyLike
+from ontology.records import Mention, SentenceRecord
 
 RELEVANT, UNCERTAIN, IRRELEVANT = "relevant", "uncertain", "irrelevant"
 HEDGES = ("possibly", "probably", "likely", "suspicious for", "may represent", "questionable")
@@ -31,15 +30,6 @@ ALTERNATIVES = {
     "ground-glass opacity": "lung nodule",
     "lung mass": "consolidation",
 }
-
-
-@dataclass(frozen=True)
-class Mention:
-    start: int
-    end: int
-    text: str
-    label: str
-    relation: str
 
 
 class _Builder:
@@ -162,7 +152,7 @@ def make_sentence(
     return text, [Mention(m.start, m.end, text[m.start : m.end], m.label, m.relation) for m in b.mentions]
 
 
-def sentence_record(lesion_idx: int, text: str, mentions: Sequence[Mention]) -> dict[str, Any]:
+def sentence_record(lesion_idx: int, text: str, mentions: Sequence[Mention]) -> SentenceRecord:
     """The sentences.jsonl record of docs/architecture.md."""
 
     def names(relation: str) -> list[str]:
@@ -172,9 +162,7 @@ def sentence_record(lesion_idx: int, text: str, mentions: Sequence[Mention]) -> 
         "id": str(lesion_idx),
         "lesion_idx": lesion_idx,
         "text": text,
-        "mentions": [
-            {"start": m.start, "end": m.end, "text": m.text, "label": m.label, "relation": m.relation} for m in mentions
-        ],
+        "mentions": [m.as_record() for m in mentions],
         "relevant": names(RELEVANT),
         "uncertain": names(UNCERTAIN),
         "irrelevant": names(IRRELEVANT),

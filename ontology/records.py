@@ -1,0 +1,74 @@
+"""The records the rooms exchange as files (docs/architecture.md), as types.
+
+On the wire they stay plain JSON objects; these types say what they hold, so the contracts
+between textmine, vision and kg are code. ``Mention`` is the one mention value: the
+phantom writes gold ones, kg reads them back (with the label's class IRI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
+
+RELATIONS = ("relevant", "uncertain", "irrelevant")
+
+
+class MentionRecord(TypedDict):
+    """One mention in a sentence record: a character span of ``text`` and its label."""
+
+    start: int
+    end: int
+    text: str
+    label: str
+    relation: NotRequired[str]  # relevant / uncertain / irrelevant
+    iri: NotRequired[str]  # added by `lesanet textmine run`
+    cue: NotRequired[str | None]
+
+
+class SentenceRecord(TypedDict):
+    """A line of sentences.jsonl (phantom gold, textmine input and output)."""
+
+    id: str
+    lesion_idx: int | None
+    text: str
+    mentions: list[MentionRecord]
+    relevant: list[str]
+    uncertain: list[str]
+    irrelevant: list[str]
+    error: NotRequired[str]
+
+
+class LabelDecision(TypedDict):
+    """One label of a prediction record."""
+
+    label: str
+    iri: str
+    score: float
+    threshold: float
+    decision: bool
+
+
+class PredictionRecord(TypedDict):
+    """One predicted lesion (vision predict -> kg)."""
+
+    lesion_id: str
+    source: dict[str, Any]
+    labels: list[LabelDecision]
+    model: dict[str, Any]
+    ontology_version: str
+    neighbors: NotRequired[list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A label mention: ``text[start:end]``, its label, its relation to the bookmarked lesion."""
+
+    start: int
+    end: int
+    text: str
+    label: str
+    relation: str = "relevant"
+    class_iri: str = ""  # the label's ontology class, where the reader resolved it
+
+    def as_record(self) -> MentionRecord:
+        return {"start": self.start, "end": self.end, "text": self.text, "label": self.label, "relation": self.relation}
