@@ -1536,10 +1536,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         emb = retrieval.load_embeddings(args.embeddings)
         retrieval.check_same_model(emb, predictor.info.checkpoint_sha256)
-        index = retrieval.make_index(emb.vectors)
-        for record, vector in zip(records, prediction.scored.embeddings):
-            hits = retrieval.neighbours(emb, vector, args.k, index=index)
-            record["neighbors"] = [{"lesion_id": h["lesion_id"], "distance": h["distance"]} for h in hits]
+        retrieval.attach_neighbours(records, prediction.scored.embeddings, emb, args.k)
     if args.json:
         single = batch is None and inputs is not None and lesions.rows == 1  # lists for manifests and batches
         text = json.dumps(records[0] if single else records, indent=2, ensure_ascii=False)
@@ -1950,44 +1947,27 @@ def _cmd_textmine_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_textmine_eval(args: argparse.Namespace) -> int:
-    from textmine.evaluate import detect_gold_format, load_hand_labeled, score_hand_labeled, score_relations
+    from textmine.evaluate import (
+        detect_gold_format,
+        hand_labeled_table,
+        load_hand_labeled,
+        relations_table,
+        score_hand_labeled,
+        score_relations,
+    )
 
     miner = _textmine_miner(args)
     if detect_gold_format(args.gold) == "hand":
         labels = miner.onto.label_set(args.label_set) if args.label_set else None
         result = score_hand_labeled(miner, load_hand_labeled(args.gold), labels).as_dict()
-        if args.json:
-            _print_json(result)
-        else:
-            micro, macro = result["micro"], result["macro"]
-            print(
-                f"{result['texts']} texts, expanded relevant+uncertain vs expanded_terms, "
-                f"labels: {args.label_set or 'all'}"
-            )
-            print(f"micro  P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")
-            print(
-                f"macro  P {macro['precision']:.4f}  R {macro['recall']:.4f}  F1 {macro['f1']:.4f}"
-                f"  ({macro['labels']} labels in the gold)"
-            )
-            rows = list(result["per_label"].items())
-            rows = rows if args.top == 0 else rows[: args.top]
-            print(f"{'label':<32} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6}")
-            for name, s in rows:
-                print(f"{name:<32} {s['tp'] + s['fn']:>5} {s['precision']:>6.3f} {s['recall']:>6.3f} {s['f1']:>6.3f}")
+        text = hand_labeled_table(result, args.label_set or "all", args.top)
     else:
         result = score_relations(miner, args.gold).as_dict()
-        if args.json:
-            _print_json(result)
-        else:
-            print(f"{result['texts']} sentences, sets after expansion")
-            for key in ("relevant", "uncertain"):
-                s = result[key]
-                print(f"{key:<10} P {s['precision']:.4f}  R {s['recall']:.4f}  F1 {s['f1']:.4f}")
-            classes = result["confusion"]["rows_gold_cols_pred"]
-            print("relations (rows gold, columns predicted; per mention when the gold has mentions):")
-            print(f"{'':>12}" + "".join(f"{c:>12}" for c in classes))
-            for name, row in zip(classes, result["confusion"]["matrix"]):
-                print(f"{name:>12}" + "".join(f"{v:>12}" for v in row))
+        text = relations_table(result)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write(text)
     for message in result["errors"]:
         print(f"lesanet textmine: {message}", file=sys.stderr)
     return EXIT_ERROR if result["errors"] else EXIT_OK

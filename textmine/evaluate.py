@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,3 +270,36 @@ def detect_gold_format(path: str | Path) -> str:
     if head.startswith(b"{"):
         return "relations"
     raise TextmineError(f"{path}: neither a hand-labeled JSON list nor relation JSONL (one object a line)")
+
+
+# --------------------------------------------------------------------------- the tables `textmine eval` prints
+
+
+def hand_labeled_table(result: Mapping[str, Any], label_set: str, top: int) -> str:
+    """Micro / macro scores and the per-label table (``top`` rows, 0 = all) of a hand-labeled score."""
+    micro, macro = result["micro"], result["macro"]
+    lines = [
+        f"{result['texts']} texts, expanded relevant+uncertain vs expanded_terms, labels: {label_set}",
+        f"micro  P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}",
+        f"macro  P {macro['precision']:.4f}  R {macro['recall']:.4f}  F1 {macro['f1']:.4f}"
+        f"  ({macro['labels']} labels in the gold)",
+        f"{'label':<32} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6}",
+    ]
+    rows = list(result["per_label"].items())
+    for name, s in rows if top == 0 else rows[:top]:
+        lines.append(f"{name:<32} {s['tp'] + s['fn']:>5} {s['precision']:>6.3f} {s['recall']:>6.3f} {s['f1']:>6.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def relations_table(result: Mapping[str, Any]) -> str:
+    """Set scores and the relation confusion matrix of a relation-gold score."""
+    lines = [f"{result['texts']} sentences, sets after expansion"]
+    for key in ("relevant", "uncertain"):
+        s = result[key]
+        lines.append(f"{key:<10} P {s['precision']:.4f}  R {s['recall']:.4f}  F1 {s['f1']:.4f}")
+    classes = result["confusion"]["rows_gold_cols_pred"]
+    lines.append("relations (rows gold, columns predicted; per mention when the gold has mentions):")
+    lines.append(f"{'':>12}" + "".join(f"{c:>12}" for c in classes))
+    for name, row in zip(classes, result["confusion"]["matrix"]):
+        lines.append(f"{name:>12}" + "".join(f"{v:>12}" for v in row))
+    return "\n".join(lines) + "\n"

@@ -522,3 +522,11 @@ def quality_markdown(report: Mapping[str, RetrievalQuality]) -> str:
             f"{q.mean_iou_at_k:.4f} |"
         )
     return "\n".join(lines)
+
+
+def attach_neighbours(records: Sequence[dict[str, Any]], vectors: np.ndarray, embeddings: Embeddings, k: int) -> None:
+    """Add each prediction record's ``k`` nearest lesions of ``embeddings`` as its ``neighbors``."""
+    index = make_index(embeddings.vectors)
+    for record, vector in zip(records, vectors):
+        hits = neighbours(embeddings, vector, k, index=index)
+        record["neighbors"] = [{"lesion_id": h["lesion_id"], "distance": h["distance"]} for h in hits]
