@@ -14,11 +14,14 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kg.formats import OUTPUT_FORMATS
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from kg.store import SparqlBackend
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -552,7 +555,7 @@ def _read_token(path: str | None) -> str | None:
     return token
 
 
-def _kg_backend(args: argparse.Namespace, read_only: bool):  # -> kg.store.SparqlBackend
+def _kg_backend(args: argparse.Namespace, read_only: bool) -> SparqlBackend:
     if args.endpoint:
         from kg.endpoint import SparqlEndpoint
 
@@ -715,22 +718,16 @@ def _cmd_kg_rdf(args: argparse.Namespace) -> int:
 
 
 def _cmd_kg_load(args: argparse.Namespace) -> int:
-    from kg.store import LesionStore
     from ontology.batch import BadRecords
 
     onto = _load_ontology(args)
     errors = BadRecords(keep=max(args.max_messages, 0))
-    backend = _kg_backend(args, read_only=False)
-    if isinstance(backend, LesionStore):
-        if not backend.has_ontology():
-            print(f"{args.store}: loading ontology {onto.version}", file=sys.stderr)
-            backend.load_ontology(onto)
-        loaded = backend.load_files(args.files, args.graph, onto, errors, args.dataset)
-        backend.optimize()
-    else:
-        from kg.endpoint import upload_files
-
-        loaded = upload_files(backend, args.files, onto, args.graph, errors, args.dataset)
+    backend = _kg_backend(args, read_only=False)  # the embedded store or an endpoint: one load path
+    if not backend.has_ontology():
+        print(f"{args.store or args.endpoint}: loading ontology {onto.version}", file=sys.stderr)
+        backend.load_ontology(onto)
+    loaded = backend.load_files(args.files, args.graph, onto, errors, args.dataset)
+    backend.optimize()
     for line in errors:
         print(f"skipped {line}", file=sys.stderr)
     if errors.hidden:

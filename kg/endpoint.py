@@ -106,70 +106,74 @@ class SparqlEndpoint:
     def clear_graph(self, graph: str) -> None:
         self.update(f"CLEAR SILENT GRAPH {to_oxigraph_iri(graph)}")
 
+    # --- the loading half of kg.store.SparqlBackend, as LesionStore has it
+
+    def has_ontology(self) -> bool:
+        result = self.query("ASK { ?class a <http://www.w3.org/2002/07/owl#Class> }")
+        return bool(result.boolean)
+
+    def load_ontology(self, onto: OntologyLike) -> int:
+        """Replace the ontology graphs on the server with ``onto`` (OWL + inferred edges)."""
+        self.clear_graph(vocab.GRAPH_ONTOLOGY)
+        self.clear_graph(vocab.GRAPH_ONTOLOGY_INFERRED)
+        triples = ox.parse(onto.serialize("ttl"), format=ox.RdfFormat.TURTLE)  # type: ignore[attr-defined]
+        sent = self.load_ntriples((f"{t} .\n" for t in triples), vocab.GRAPH_ONTOLOGY)
+        return sent + self.load_ntriples(rdf.ontology_inferred_ntriples(onto), vocab.GRAPH_ONTOLOGY_INFERRED)
+
+    def load_files(
+        self,
+        paths: Iterable[str | Path],
+        graph: str | None = None,
+        onto: OntologyLike | None = None,
+        errors: list[str] | None = None,
+        dataset: str = "deeplesion",
+    ) -> dict[str, int]:
+        """The remote twin of :meth:`kg.store.LesionStore.load_files`: lines sent per file."""
+        sent: dict[str, int] = {}
+        for path in map(Path, paths):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such file")
+            kind = classify_json(path) if path.suffix.lower() in (".json", ".jsonl") else "rdf"
+            file_errors: list[str] = []
+            if kind in ("predictions", "sentences"):
+                if onto is None:
+                    raise KgError(f"{path}: converting {kind} records needs the ontology")
+                records = iter_json_records(path, file_errors)
+                if kind == "predictions":
+                    lines = rdf.prediction_ntriples(records, onto, file_errors)
+                    sent[str(path)] = self.load_ntriples(lines, vocab.GRAPH_PREDICTIONS)
+                else:
+                    lines = rdf.sentence_ntriples(records, onto, dataset=dataset, errors=file_errors)
+                    sent[str(path)] = self.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
+            else:
+                sent[str(path)] = self._load_rdf_file(path, kind, graph)
+            if file_errors and errors is None:
+                raise RecordError(f"{path}: {file_errors[0]}")
+            if errors is not None:
+                errors.extend(f"{path}: {e}" for e in file_errors)
+        return sent
+
+    def _load_rdf_file(self, path: Path, kind: str, graph: str | None) -> int:
+        fmt = ox.RdfFormat.JSON_LD if kind == "json-ld" else input_syntax(path).oxigraph
+        by_graph: dict[str, list[str]] = {}
+        try:
+            for item in ox.parse(path=str(path), format=fmt):
+                g = (
+                    item.graph_name.value
+                    if isinstance(item, ox.Quad) and isinstance(item.graph_name, ox.NamedNode)
+                    else None
+                )
+                by_graph.setdefault(g or graph or vocab.GRAPH_PREDICTIONS, []).append(
+                    f"{item.subject} {item.predicate} {item.object} .\n"
+                )
+        except SyntaxError as exc:
+            raise KgError(f"{path}: {exc}") from exc
+        return sum(self.load_ntriples(lines, g) for g, lines in by_graph.items())
+
+    def optimize(self) -> None:
+        """Nothing to do: a server keeps its own storage compact."""
+
 
 def to_oxigraph_iri(iri: str) -> str:
     """``<iri>`` after validation (raises ValueError on a malformed IRI)."""
     return str(ox.NamedNode(iri))
-
-
-def has_ontology(endpoint: SparqlEndpoint) -> bool:
-    result = endpoint.query("ASK { ?class a <http://www.w3.org/2002/07/owl#Class> }")
-    return bool(result.boolean)
-
-
-def upload_ontology(endpoint: SparqlEndpoint, onto: OntologyLike) -> int:
-    """Replace the ontology graphs on the server with ``onto`` (OWL + inferred edges)."""
-    endpoint.clear_graph(vocab.GRAPH_ONTOLOGY)
-    endpoint.clear_graph(vocab.GRAPH_ONTOLOGY_INFERRED)
-    triples = ox.parse(onto.serialize("ttl"), format=ox.RdfFormat.TURTLE)  # type: ignore[attr-defined]
-    sent = endpoint.load_ntriples((f"{t} .\n" for t in triples), vocab.GRAPH_ONTOLOGY)
-    return sent + endpoint.load_ntriples(rdf.ontology_inferred_ntriples(onto), vocab.GRAPH_ONTOLOGY_INFERRED)
-
-
-def upload_files(
-    endpoint: SparqlEndpoint,
-    paths: Iterable[str | Path],
-    onto: OntologyLike,
-    graph: str | None = None,
-    errors: list[str] | None = None,
-    dataset: str = "deeplesion",
-) -> dict[str, int]:
-    """The remote twin of :meth:`kg.store.LesionStore.load_files` (ontology uploaded first
-    when the server has none)."""
-    if not has_ontology(endpoint):
-        upload_ontology(endpoint, onto)
-    sent: dict[str, int] = {}
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        kind = classify_json(path) if path.suffix.lower() in (".json", ".jsonl") else "rdf"
-        file_errors: list[str] = []
-        if kind == "predictions":
-            lines = rdf.prediction_ntriples(iter_json_records(path, file_errors), onto, file_errors)
-            sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_PREDICTIONS)
-        elif kind == "sentences":
-            lines = rdf.sentence_ntriples(
-                iter_json_records(path, file_errors), onto, dataset=dataset, errors=file_errors
-            )
-            sent[str(path)] = endpoint.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
-        else:
-            fmt = ox.RdfFormat.JSON_LD if kind == "json-ld" else input_syntax(path).oxigraph
-            by_graph: dict[str, list[str]] = {}
-            try:
-                for item in ox.parse(path=str(path), format=fmt):
-                    g = (
-                        item.graph_name.value
-                        if isinstance(item, ox.Quad) and isinstance(item.graph_name, ox.NamedNode)
-                        else None
-                    )
-                    by_graph.setdefault(g or graph or vocab.GRAPH_PREDICTIONS, []).append(
-                        f"{item.subject} {item.predicate} {item.object} .\n"
-                    )
-            except SyntaxError as exc:
-                raise KgError(f"{path}: {exc}") from exc
-            sent[str(path)] = sum(endpoint.load_ntriples(lines, g) for g, lines in by_graph.items())
-        if file_errors and errors is None:
-            raise RecordError(f"{path}: {file_errors[0]}")
-        if errors is not None:
-            errors.extend(f"{path}: {e}" for e in file_errors)
-    return sent

@@ -53,6 +53,21 @@ class SparqlBackend(Protocol):
 
     def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int: ...
 
+    def has_ontology(self) -> bool: ...
+
+    def load_ontology(self, onto: OntologyLike) -> int: ...
+
+    def load_files(
+        self,
+        paths: Iterable[str | Path],
+        graph: str | None = None,
+        onto: OntologyLike | None = None,
+        errors: list[str] | None = None,
+        dataset: str = "deeplesion",
+    ) -> dict[str, int]: ...
+
+    def optimize(self) -> None: ...
+
 
 _XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
 _LANG_STRING = "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString"

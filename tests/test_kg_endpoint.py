@@ -25,7 +25,7 @@ from test_kg import canonical, decided, lesanet, make_predictions, make_sentence
 
 from kg import rdf, vocab
 from kg.canned import CANNED, run_canned
-from kg.endpoint import EndpointError, SparqlEndpoint, upload_ontology
+from kg.endpoint import EndpointError, SparqlEndpoint
 from kg.store import LesionStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_canned_queries_on_oxigraph_server_match_the_embedded_store(oxigraph_ser
     predictions, sentences, local = data
     endpoint = SparqlEndpoint(oxigraph_server)
     assert endpoint.update_url.endswith("/update")
-    upload_ontology(endpoint, shipped_ontology)
+    endpoint.load_ontology(shipped_ontology)
     sent = endpoint.load_ntriples(rdf.prediction_ntriples(predictions, shipped_ontology), lines_per_request=5000)
     endpoint.load_ntriples(rdf.sentence_ntriples(sentences, shipped_ontology), vocab.GRAPH_TRAINING_LABELS)
     assert sent == "".join(rdf.prediction_ntriples(predictions, shipped_ontology)).count("\n")
