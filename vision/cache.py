@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ontology.batch import RecordError, decode_json_line
-from ontology.files import write_json_atomic
+from ontology.files import read_versioned_json, write_json_atomic
 from vision.deeplesion import (
     DEFAULT_COORDINATE_BASE,
     SPLIT_CODES,
@@ -556,9 +556,7 @@ class PatchCache:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         index_path = self.path / "index.json"
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not index_path.is_file():
             partial = (
                 " (an interrupted build is there: rerun the same `lesanet data cache` to finish it)"
                 if (self.path / PARTIAL_DIR).is_dir()
@@ -566,11 +564,8 @@ class PatchCache:
             )
             raise DataError(
                 f"{self.path}: no index.json, so no complete cache; build it with `lesanet data cache`{partial}"
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{index_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        if index.get("format") != CACHE_FORMAT or index.get("version") != CACHE_VERSION:
-            raise DataError(f"{index_path}: not a {CACHE_FORMAT} v{CACHE_VERSION} index")
+            )
+        index = read_versioned_json(index_path, CACHE_FORMAT, CACHE_VERSION, DataError, "; rebuild the cache")
         self.term_list: list[str] = index["term_list"]
         self.ontology_version: str = index["ontology_version"]
         self.patch_size: int = index["patch_size"]

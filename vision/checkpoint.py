@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ontology.errors import LesanetError
-from ontology.files import atomic_path, write_bytes_atomic, write_json_atomic
+from ontology.files import atomic_path, read_json, write_bytes_atomic, write_json_atomic
 from vision.config import Config, ConfigError, config_from_dict
 from vision.model import MODEL_NAME, MODEL_VERSION, LesaNet
 
@@ -112,10 +112,7 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
     path = run_dir / RUN_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: no run.json - is {run_dir} a training run directory (lesanet train -o DIR)?")
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable run.json ({exc})") from None
+    run = read_json(path, CheckpointError, "run.json")
     required = ["config", "term_list", "ontology_version", "model", "epoch", "checkpoint_sha256"]
     missing = [k for k in required if k not in run] if isinstance(run, dict) else required
     if missing:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ontology.errors import LesanetError
-from ontology.files import write_bytes_atomic
+from ontology.files import read_json, write_bytes_atomic
 
 DL_INFO_COLUMNS: tuple[str, ...] = (
     "File_name",
@@ -403,12 +402,7 @@ def read_label_split(
     ontology's names) rejects a term_list name it lacks.
     """
     path = Path(path)
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read label JSON ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    data = read_json(path, DataError, "label JSON")
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with term_list and *_lesion_idxs")
     term_list = data.get("term_list")
@@ -513,12 +507,7 @@ def read_hand_labeled(
     ``known_labels`` instead demands exact names.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read hand-labeled JSON ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    data = read_json(path, DataError, "hand-labeled JSON")
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of {{lesion_idx, expanded_terms}} records")
     records: list[HandLabeled] = []

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ontology.errors import LesanetError
+from ontology.files import read_versioned_json
 from vision.cache import PatchCache
 from vision.infer import (
     Predictor,
@@ -271,20 +272,11 @@ def load_embeddings(path: str | Path) -> Embeddings:
     """Open an embeddings directory; errors name the file and what is wrong."""
     path = Path(path)
     index_file = path / "index.json"
-    try:
-        info = json.loads(index_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RetrievalError(
-            f"{path}: not an embeddings directory (no index.json); make one with `lesanet embed`"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise RetrievalError(f"{index_file}: not valid JSON (line {exc.lineno})") from None
-    if info.get("format") != EMBEDDINGS_FORMAT:
-        raise RetrievalError(f"{index_file}: format is {info.get('format')!r}, expected {EMBEDDINGS_FORMAT!r}")
-    if info.get("version") != EMBEDDINGS_VERSION:
-        raise RetrievalError(
-            f"{index_file}: version {info.get('version')!r} is not supported (expected {EMBEDDINGS_VERSION}); re-run `lesanet embed`"
-        )
+    if not index_file.is_file():
+        raise RetrievalError(f"{path}: not an embeddings directory (no index.json); make one with `lesanet embed`")
+    info = read_versioned_json(
+        index_file, EMBEDDINGS_FORMAT, EMBEDDINGS_VERSION, RetrievalError, "; re-run `lesanet embed`"
+    )
     try:
         vectors = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         scores = np.load(path / "scores.npy", mmap_mode="r", allow_pickle=False)

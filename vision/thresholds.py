@@ -6,7 +6,6 @@ so neither imports the other for them. ``EvaluationError`` lives here for the sa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ontology.errors import LesanetError
+from ontology.files import read_versioned_json
 
 THRESHOLDS_FILE = "thresholds.json"
 THRESHOLDS_FORMAT = "lesanet-thresholds"
@@ -46,12 +46,9 @@ def read_thresholds(run_dir: str | Path, term_list: Sequence[str], checkpoint_sh
     path = Path(run_dir) / THRESHOLDS_FILE
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvaluationError(f"{path}: unreadable ({exc}); re-run `lesanet evaluate RUN --calibrate`") from None
-    if doc.get("format") != THRESHOLDS_FORMAT:
-        raise EvaluationError(f"{path}: not a thresholds file (format {doc.get('format')!r})")
+    doc = read_versioned_json(
+        path, THRESHOLDS_FORMAT, 1, EvaluationError, "; re-run `lesanet evaluate RUN --calibrate`"
+    )
     if doc.get("checkpoint_sha256") != checkpoint_sha256:
         raise EvaluationError(f"{path}: calibrated for another checkpoint; re-run `lesanet evaluate RUN --calibrate`")
     names = [entry.get("label") for entry in doc.get("labels", [])]
