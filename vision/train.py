@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
+from ontology.logs import get_logger
 from vision.cache import PatchCache
 from vision.checkpoint import (
     METRICS_FILE,
@@ -52,6 +53,9 @@ from vision.model import LesaNet
 
 # Use at most this share of free GPU memory for the resident patch cache.
 GPU_CACHE_SHARE = 0.5
+
+
+log = get_logger(__name__)
 
 
 class TrainError(LesanetError, ValueError):
@@ -129,10 +133,7 @@ def load_training_data(config: Config, cache_path: str | Path, onto: Any = None)
     )
     _check_labels(term_list, onto, str(cache_path / "index.json"))
     if cache_ontology != onto.version:
-        print(
-            f"lesanet: note: {cache_path} was built with ontology {cache_ontology}; training with {onto.version}",
-            file=sys.stderr,
-        )
+        log.warning("%s was built with ontology %s; training with %s", cache_path, cache_ontology, onto.version)
     size = config.model.patch_size
     if patches.shape[2:] != (size, size):
         raise TrainError(
@@ -364,10 +365,9 @@ def _fit(
     if resume and not (run_dir / TRAIN_STATE_FILE).exists() and not (run_dir / RUN_FILE).exists():
         # killed before its first epoch ended: nothing was kept, so resuming is starting
         if place.is_main:
-            print(
-                f"lesanet: note: {run_dir} has no finished epoch to resume (the run stopped during its first "
-                "epoch); starting it from epoch 1",
-                file=sys.stderr,
+            log.warning(
+                "%s has no finished epoch to resume (the run stopped during its first epoch); starting it from epoch 1",
+                run_dir,
             )
         resume = False
     if resume:
@@ -441,7 +441,7 @@ def _fit(
             _publish(run_dir, model, config, data, epoch + 1, history)
             if progress:
                 shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
-                print(json.dumps(shown), file=sys.stderr)
+                log.info(json.dumps(shown))
         if place.world > 1:
             dist.barrier()
     return run_dir
