@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kg.records import RecordError
+from ontology.protocol import OntologyLike
 
 #: The ontology's IRI (what the version IRI specialises); also the FHIR code system.
 ONTOLOGY_IRI = "https://w3id.org/lesanet/lesion"
@@ -128,7 +129,7 @@ def standard_code(mapping: Any, fallback_meaning: str) -> Code:
     return Code(local, meaning, designator, base, None, prefix or base)
 
 
-def decided_labels(record: Mapping[str, Any], onto: Any, where: str) -> list[DecidedLabel]:
+def decided_labels(record: Mapping[str, Any], onto: OntologyLike, where: str) -> list[DecidedLabel]:
     """The record's decided labels, most specific first within each category, with codes."""
     version = str(record.get("ontology_version") or "")
     if not version:

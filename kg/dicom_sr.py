@@ -58,6 +58,7 @@ from kg.clinical import (
     short_version,
 )
 from ontology.files import atomic_path
+from ontology.protocol import OntologyLike
 
 MANUFACTURER = "LesaNet toolkit"
 SR_SERIES_NUMBER = 990  # the SR's own series; images rarely number theirs this high
@@ -208,7 +209,7 @@ def uid_from(*parts: str) -> str:
     return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
 
 
-def _measurement_group(record: Mapping[str, Any], where: str, onto: Any, instance: Any) -> Any:
+def _measurement_group(record: Mapping[str, Any], where: str, onto: OntologyLike, instance: Any) -> Any:
     import highdicom as hd
     from highdicom.sr import (
         AlgorithmIdentification,
@@ -368,7 +369,7 @@ def _drop_unknown_thickness(report: Any, sop_uids: set[str]) -> None:
         walk(report)
 
 
-def measurement_report(records: Sequence[Mapping[str, Any]], onto: Any, instances: Mapping[str, Any]) -> Any:
+def measurement_report(records: Sequence[Mapping[str, Any]], onto: OntologyLike, instances: Mapping[str, Any]) -> Any:
     """A Comprehensive 3D SR (TID 1500) for ``records`` (all of one study) given the key
     slices' headers (``instances``: SOP Instance UID -> pydicom Dataset)."""
     import highdicom as hd
@@ -455,7 +456,7 @@ def measurement_report(records: Sequence[Mapping[str, Any]], onto: Any, instance
 
 
 def write_sr(
-    records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], onto: Any, instances: Mapping[str, Any]
+    records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], onto: OntologyLike, instances: Mapping[str, Any]
 ) -> Path:
     """Write the SR of ``records`` to ``path`` atomically (temp file, then rename)."""
     sr = measurement_report(records, onto, instances)
@@ -498,7 +499,7 @@ def source_instances(
 def write_sr_outputs(
     records: Sequence[Mapping[str, Any]],
     target: str | os.PathLike[str],
-    onto: Any,
+    onto: OntologyLike,
     per_study: bool = False,
     folder: str | os.PathLike[str] | None = None,
 ) -> tuple[list[tuple[Path, int]], list[str]]:

@@ -15,6 +15,7 @@ import rdflib
 
 from kg import vocab
 from kg.clinical import ClinicalExportError
+from ontology.protocol import OntologyLike
 
 _SOURCE_QUERY = """
 SELECT ?lesionId ?dataset ?lesionIndex ?file ?slice ?boxPx ?spacing ?sop ?series ?study ?centre
@@ -53,7 +54,7 @@ def _numbers(text: str | None) -> list[float] | None:
     return None if text is None else [float(v) for v in str(text).split()]
 
 
-def stored_record(backend: Any, lesion_id: str, onto: Any, checkpoint: str | None = None) -> dict[str, Any]:
+def stored_record(backend: Any, lesion_id: str, onto: OntologyLike, checkpoint: str | None = None) -> dict[str, Any]:
     """The prediction record of ``lesion_id`` as the store holds it.
 
     A lesion predicted by several models (inference activities) needs ``checkpoint``: a
@@ -106,7 +107,7 @@ def stored_record(backend: Any, lesion_id: str, onto: Any, checkpoint: str | Non
     for key, var in (("version", "modelVersion"), ("checkpoint_sha256", "sha"), ("config", "config")):
         if first.get(var) is not None:
             model[key] = first[var]
-    record_labels = []
+    record_labels: list[dict[str, Any]] = []
     for item in chosen:
         term = onto.term(str(item["label"]))
         record_labels.append(

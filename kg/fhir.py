@@ -42,6 +42,7 @@ from kg.clinical import (
     record_where,
 )
 from ontology.files import write_text_atomic
+from ontology.protocol import OntologyLike
 
 KG_SYSTEM = "https://w3id.org/lesanet/kg"  # the kg vocabulary (kg:score, kg:threshold)
 LESION_SYSTEM = "https://w3id.org/lesanet/data/lesion"  # lesion ids, as kg mints lesion IRIs
@@ -150,7 +151,7 @@ def _imaging_study(records: Sequence[Mapping[str, Any]], instances: Mapping[str,
 
 def bundle_dict(
     records: Sequence[Mapping[str, Any]],
-    onto: Any,
+    onto: OntologyLike,
     instances: Mapping[str, Any] | None = None,
     issued: datetime | None = None,
 ) -> dict[str, Any]:
@@ -247,7 +248,7 @@ def bundle_dict(
 def _observations(
     record: Mapping[str, Any],
     where: str,
-    onto: Any,
+    onto: OntologyLike,
     device_id: str,
     subject: str | None,
     study_id: str | None,
@@ -304,7 +305,7 @@ def _where_text(source: Mapping[str, Any]) -> str:
     return (", " + ", ".join(parts)) if parts else ""
 
 
-def _conclusion(records: Iterable[Mapping[str, Any]], onto: Any) -> str:
+def _conclusion(records: Iterable[Mapping[str, Any]], onto: OntologyLike) -> str:
     lines = []
     for i, record in enumerate(records):
         names = [label.name for label in decided_labels(record, onto, f"record {i + 1}")]
@@ -333,7 +334,7 @@ def check_references(bundle: Mapping[str, Any]) -> None:
 
 def fhir_bundle(
     records: Sequence[Mapping[str, Any]],
-    onto: Any,
+    onto: OntologyLike,
     instances: Mapping[str, Any] | None = None,
     issued: datetime | None = None,
 ) -> Any:
@@ -352,7 +353,7 @@ def fhir_bundle(
 def write_fhir(
     records: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
-    onto: Any,
+    onto: OntologyLike,
     instances: Mapping[str, Any] | None = None,
 ) -> int:
     """Write the Bundle as JSON atomically; parsed back by the models before the rename.

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from ontology.protocol import OntologyLike
 from textmine.errors import TextmineError
 
 DERIVATIONS_FILE = "derivations.yaml"
@@ -73,7 +74,7 @@ def derivation_rules() -> dict[str, Any]:
 class Anatomy:
     """Region, sheet and vessel facts about body-part terms, read off the ontology graph."""
 
-    def __init__(self, onto: Any, rules: Mapping[str, Any]) -> None:
+    def __init__(self, onto: OntologyLike, rules: Mapping[str, Any]) -> None:
         self.onto = onto
         self.regions = [r for r in rules.get("regions", []) if r in onto.terms]
         self.sheets = {s for s in rules.get("sheets", []) if s in onto.terms}
@@ -111,7 +112,7 @@ def _one_word_forms(term: Any) -> list[str]:
 
 
 def derivations(
-    onto: Any, known: Mapping[str, str], blocked: Iterable[str] = (), rules: Mapping[str, Any] | None = None
+    onto: OntologyLike, known: Mapping[str, str], blocked: Iterable[str] = (), rules: Mapping[str, Any] | None = None
 ) -> list[Derivation]:
     """Generated forms for ``onto``. ``known`` (lower-cased phrase -> label) are never regenerated;
     ``blocked`` words (ConText cues, not-label words) are never produced; ``rules`` default to
@@ -148,7 +149,7 @@ def derivations(
     return sorted(out.values(), key=lambda d: d.phrase)
 
 
-def _body_part_forms(onto: Any, rules: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def _body_part_forms(onto: OntologyLike, rules: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(word, term, source) for every one-word name / synonym of a body part, and the combining forms."""
     forms: list[tuple[str, str, str]] = []
     for name, term in onto.terms.items():
@@ -177,7 +178,7 @@ def _next_to(anatomy: Anatomy, rules: Mapping[str, Any], x: str) -> tuple[tuple[
     return (), f"next to {x}, not in it: no location label"
 
 
-def _positional(onto: Any, anatomy: Anatomy, rules: Mapping[str, Any], add) -> None:
+def _positional(onto: OntologyLike, anatomy: Anatomy, rules: Mapping[str, Any], add) -> None:
     for word, x, source in _body_part_forms(onto, rules):
         for prefix, spec in (rules.get("prefixes") or {}).items():
             if spec["implies"] not in ("itself", "beside"):
@@ -204,7 +205,7 @@ def _swap_suffix(word: str, old: str, new: str) -> str | None:
     return stem + new
 
 
-def _attribute_forms(onto: Any, rules: Mapping[str, Any], known: Mapping[str, str], add) -> None:
+def _attribute_forms(onto: OntologyLike, rules: Mapping[str, Any], known: Mapping[str, str], add) -> None:
     pairs = [tuple(p) for p in rules.get("participle_suffixes", [])]
     adverbs = dict(rules.get("adverb_suffixes") or {})
     forms_of: dict[str, set[str]] = {}  # label -> its one-word forms, ontology and generated
@@ -252,7 +253,7 @@ def _attribute_forms(onto: Any, rules: Mapping[str, Any], known: Mapping[str, st
                     add(derived, (), f"{prefix}- + {word!r}: {label} is itself a hyper-/hypo- term: no label")
 
 
-def _vessel_phrases(onto: Any, anatomy: Anatomy, rules: Mapping[str, Any], add) -> None:
+def _vessel_phrases(onto: OntologyLike, anatomy: Anatomy, rules: Mapping[str, Any], add) -> None:
     vessels = {str(k).lower(): str(v) for k, v in (rules.get("vessel_words") or {}).items()}
     for label in vessels.values():
         if label not in onto.terms:
@@ -271,7 +272,7 @@ def _vessel_phrases(onto: Any, anatomy: Anatomy, rules: Mapping[str, Any], add) 
             )
 
 
-def name_composites(onto: Any) -> list[NameComposite]:
+def name_composites(onto: OntologyLike) -> list[NameComposite]:
     """Terms named "<location> <head>" (head = lymph node or a lesion type) that lie under both.
 
     The ontology defines some such terms as intersections (mediastinum lymph node); for the
@@ -313,7 +314,7 @@ class NameComposer:
     one ("left hilar mass or lymphadenopathy" -> left hilum lymph node).
     """
 
-    def __init__(self, onto: Any, side_words: Iterable[str], norm: Any = str.lower) -> None:
+    def __init__(self, onto: OntologyLike, side_words: Iterable[str], norm: Any = str.lower) -> None:
         self.onto = onto
         self.side_words = frozenset(side_words)
         self.rules = []  # (term, location label or None, modifier words, labels that are the head or under it)

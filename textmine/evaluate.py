@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ontology.protocol import OntologyLike
 from textmine.context import RELATIONS
 from textmine.errors import TextmineError
 from textmine.pipeline import LabelMiner
@@ -146,7 +147,7 @@ def score_hand_labeled(
     return scores
 
 
-def _canonical(onto: Any, name: str) -> str:
+def _canonical(onto: OntologyLike, name: str) -> str:
     """The ontology's rdfs:label for a gold name (the official file writes some synonyms,
     e.g. 'pericardial' for pericardium); unknown names stay as they are and count as misses."""
     if name in onto.terms:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
+from ontology.protocol import OntologyLike
 from vision.cache import PatchCache
 from vision.config import Config, apply_overrides
 from vision.evaluate import (
@@ -90,7 +91,7 @@ def _finished(run_dir: Path, epochs: int) -> bool:
 
 
 def _train_variant(
-    config: Config, cache: Path, run_dir: Path, epochs: int | None, onto: Any, progress: bool, resume: bool
+    config: Config, cache: Path, run_dir: Path, epochs: int | None, onto: OntologyLike, progress: bool, resume: bool
 ) -> None:
 
     target = epochs if epochs is not None else config.train.epochs
@@ -102,7 +103,7 @@ def _train_variant(
     train(config, cache, run_dir, epochs=epochs, resume=partial, progress=progress, onto=onto)
 
 
-def _evaluate_variant(run_dir: Path, cache: Path, onto: Any, has_truth: bool) -> list[EvalResult]:
+def _evaluate_variant(run_dir: Path, cache: Path, onto: OntologyLike, has_truth: bool) -> list[EvalResult]:
 
     predictor = load_predictor(run_dir, onto=onto)
     calibrate_thresholds(predictor, cache)
@@ -118,7 +119,7 @@ def run_ablation(
     out_dir: str | Path,
     variants: Sequence[str] | None = None,
     epochs: int | None = None,
-    onto: Any = None,
+    onto: OntologyLike | None = None,
     progress: bool = True,
     resume: bool = False,
 ) -> AblationOutcome:
@@ -172,7 +173,7 @@ def run_label_subsets(
     out_dir: str | Path,
     minimums: Sequence[int],
     epochs: int | None = None,
-    onto: Any = None,
+    onto: OntologyLike | None = None,
     progress: bool = True,
     resume: bool = False,
 ) -> AblationOutcome:
@@ -241,7 +242,7 @@ def run_label_subsets(
 
 
 def retrieval_per_query(
-    run_dir: Path, cache: Path, onto: Any, k: int = 5, theta: float = 1.0
+    run_dir: Path, cache: Path, onto: OntologyLike, k: int = 5, theta: float = 1.0
 ) -> dict[str, list[float]]:
     """Precision@k of every test query against the train + val lesions, by embedding and by score vector.
 

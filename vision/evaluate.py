@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ontology.files import write_json_atomic
+from ontology.protocol import OntologyLike
 from vision.cache import PatchCache
 from vision.deeplesion import read_hand_labeled
 from vision.infer import Predictor, check_cache_labels, load_predictor, score_selection
@@ -68,14 +69,14 @@ class Truth:
     unknown_labels: tuple[str, ...] = ()  # truth names outside the run's label list (ignored)
 
 
-def mined_truth(records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: Any) -> Truth:
+def mined_truth(records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: OntologyLike) -> Truth:
     """Text-mined truth: relevant labels expanded are positive; uncertain non-positives are left out."""
 
     targets = build_targets(records, term_list, onto, positives="R", expand=True)
     return Truth("text-mined", np.asarray(targets.positive, dtype=bool), np.asarray(targets.weight) > 0)
 
 
-def complete_truth(label_sets: Sequence[Iterable[str]], term_list: Sequence[str], onto: Any) -> Truth:
+def complete_truth(label_sets: Sequence[Iterable[str]], term_list: Sequence[str], onto: OntologyLike) -> Truth:
     """Complete truth: every listed label (expanded) is positive, every other label negative.
 
     Names are resolved through the ontology (a synonym such as "pericardial" counts as
@@ -389,7 +390,7 @@ def _csv(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = No
 
 
 def train_positive_counts(
-    cache_records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: Any, config: Any
+    cache_records: Sequence[Mapping[str, Any]], term_list: Sequence[str], onto: OntologyLike, config: Any
 ) -> np.ndarray:
     """Training positives per label, counted the way training builds its targets."""
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ontology.protocol import OntologyLike
 from vision.cache import CacheSelection, PatchCache
 from vision.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
 from vision.inputs import LesionInput, PredictError, input_patches
@@ -40,7 +41,7 @@ class Predictor:
     info: RunInfo
     thresholds: np.ndarray
     calibrated: bool
-    onto: Any
+    onto: OntologyLike
     device: torch.device
     exclusive: np.ndarray | None = None  # C × C when exclusive-label filtering is on
     _iris: dict[str, str] = field(default_factory=dict)
@@ -66,7 +67,7 @@ class Predictor:
 def load_predictor(
     run_dir: str | Path,
     device: str | None = None,
-    onto: Any = None,
+    onto: OntologyLike | None = None,
     exclusive_filter: bool = False,
     use_thresholds: bool = True,
 ) -> Predictor:
@@ -151,7 +152,7 @@ def decide(predictor: Predictor, probs: np.ndarray) -> np.ndarray:
 
 
 def consistent_decisions(
-    probs: np.ndarray, decisions: np.ndarray, term_list: Sequence[str], onto: Any, exclusive: np.ndarray
+    probs: np.ndarray, decisions: np.ndarray, term_list: Sequence[str], onto: OntologyLike, exclusive: np.ndarray
 ) -> np.ndarray:
     """Expanded decisions with no exclusive pair: decided labels are taken in descending
     score and one is kept only when the expansion of everything kept so far, with it, is
@@ -172,7 +173,7 @@ def consistent_decisions(
     return kept
 
 
-def expand_decisions(decisions: np.ndarray, term_list: Sequence[str], onto: Any) -> np.ndarray:
+def expand_decisions(decisions: np.ndarray, term_list: Sequence[str], onto: OntologyLike) -> np.ndarray:
     """Close each lesion's decided labels under the ontology (ancestors, inferred composites)."""
     column = {name: c for c, name in enumerate(term_list)}
     expanded = np.array(decisions, dtype=bool, copy=True)

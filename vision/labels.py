@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ontology import Ontology
+from ontology.protocol import OntologyLike
 from vision.deeplesion import DataError
 
 POSITIVE_MODES = {"R": ("relevant",), "RU": ("relevant", "uncertain"), "RUI": ("relevant", "uncertain", "irrelevant")}
@@ -38,7 +38,7 @@ class LabelTargets:
 def build_targets(
     records: Sequence[Mapping[str, object]],
     term_list: Sequence[str],
-    onto: Ontology,
+    onto: OntologyLike,
     positives: str = "RU",
     expand: bool = True,
 ) -> LabelTargets:

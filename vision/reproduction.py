@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ontology.files import write_json_atomic, write_text_atomic
+from ontology.protocol import OntologyLike
 from vision.ablate import VARIANTS, AblationError, retrieval_per_query, run_ablation, run_label_subsets
 from vision.config import Config, apply_overrides
 from vision.figures import label_subset_figure
@@ -85,7 +86,7 @@ def run_seed(
     out: Path,
     epochs: int | None,
     label_subsets: Sequence[int],
-    onto: Any,
+    onto: OntologyLike,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Ablation variants, label subsets and retrieval of one seed; returns (and writes) its record."""
@@ -123,7 +124,7 @@ def run_seeds(
     prepare_data: Callable[[int, Path], Path],
     epochs: int | None = None,
     label_subsets: Sequence[int] = (),
-    onto: Any = None,
+    onto: OntologyLike | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> list[int]:
@@ -412,7 +413,7 @@ def _clean(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def ontology_figures(onto: Any) -> dict[str, int]:
+def ontology_figures(onto: OntologyLike) -> dict[str, int]:
     stats = onto.stats()
     return {
         "labels": stats["labels"],
@@ -689,7 +690,7 @@ def _commands_section(commands: Commands) -> str:
 
 
 def write_reproduction(
-    out: str | Path, doc: str | Path, onto: Any, commands: Commands, requested_seeds: int | None = None
+    out: str | Path, doc: str | Path, onto: OntologyLike, commands: Commands, requested_seeds: int | None = None
 ) -> tuple[dict[str, Any], list[Path]]:
     """Summarise the finished seeds under ``out``; write ``summary.json`` there, the doc and its figure."""
     out, doc = Path(out), Path(doc)

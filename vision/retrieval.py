@@ -27,6 +27,7 @@ import numpy as np
 
 from ontology.errors import LesanetError
 from ontology.files import read_versioned_json
+from ontology.protocol import OntologyLike
 from vision.cache import PatchCache
 from vision.infer import (
     Predictor,
@@ -296,7 +297,7 @@ def _remove_tree(path: Path) -> None:
 # --------------------------------------------------------------------------- runs
 
 
-def lesion_label_set(record: Mapping[str, Any], onto: Any) -> list[str]:
+def lesion_label_set(record: Mapping[str, Any], onto: OntologyLike) -> list[str]:
     """The labels a lesion is known to have: its complete truth when known, else the
     text-mined relevant labels expanded through the ontology."""
     if record.get("truth") is not None:

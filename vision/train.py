@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
 from ontology.logs import get_logger
+from ontology.protocol import OntologyLike
 from vision.cache import PatchCache
 from vision.checkpoint import (
     METRICS_FILE,
@@ -85,7 +86,7 @@ class TrainingData:
 # --------------------------------------------------------------------------- inputs
 
 
-def ancestor_matrix(term_list: list[str], onto: Any) -> Tensor:
+def ancestor_matrix(term_list: list[str], onto: OntologyLike) -> Tensor:
     """C x C bool, [j, k] = label k is an ontology ancestor of label j (coarser than j)."""
     position = {name: i for i, name in enumerate(term_list)}
     finer = torch.zeros(len(term_list), len(term_list), dtype=torch.bool)
@@ -96,7 +97,7 @@ def ancestor_matrix(term_list: list[str], onto: Any) -> Tensor:
     return finer
 
 
-def _check_labels(term_list: list[str], onto: Any, where: str) -> None:
+def _check_labels(term_list: list[str], onto: OntologyLike, where: str) -> None:
     """Every label of the cache must be an ontology term under its own name."""
     from ontology import UnknownLabelError
 
@@ -115,7 +116,7 @@ def _check_labels(term_list: list[str], onto: Any, where: str) -> None:
             )
 
 
-def load_training_data(config: Config, cache_path: str | Path, onto: Any = None) -> TrainingData:
+def load_training_data(config: Config, cache_path: str | Path, onto: OntologyLike | None = None) -> TrainingData:
     """Read the cache, build targets with the ontology, keep train (>= min positives) and val lesions."""
     from vision.labels import build_targets
 
@@ -526,7 +527,7 @@ def train(
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
-    onto: Any = None,
+    onto: OntologyLike | None = None,
     stop_after_epoch: int | None = None,
 ) -> Path:
     """Train LesaNet on a patch cache into ``run_dir``; returns ``run_dir``.

@@ -82,7 +82,7 @@ class LesionBrowser:
 
     def __init__(self, config: BrowserConfig) -> None:
         self.config = config
-        self.onto: Any = config.ontology
+        self.onto: OntologyLike = config.ontology
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("kg.web", "templates"),
             autoescape=True,
@@ -290,7 +290,7 @@ class LesionBrowser:
                 clashing = self.onto.exclusive(name) & chosen
             except LookupError:
                 continue
-            pairs.update(tuple(sorted((name, other))) for other in clashing)
+            pairs.update((min(name, other), max(name, other)) for other in clashing)
         return sorted(pairs)
 
     @staticmethod

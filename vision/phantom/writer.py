@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ontology.files import default_file_mode, write_bytes_atomic, write_json_atomic
+from ontology.protocol import OntologyLike
 from vision.deeplesion import (
     SPLIT_NAMES,
     DataError,
@@ -194,7 +195,7 @@ def render_series(spec: SeriesSpec, images_dir: str | None) -> dict[str, Any]:
     }
 
 
-def _expanded(onto: Any, labels: list[str], allowed: list[str]) -> list[str]:
+def _expanded(onto: OntologyLike, labels: list[str], allowed: list[str]) -> list[str]:
     """Expansion through the ontology, in term_list order; exclusions are an error."""
     expanded = onto.expand(labels)
     for name in expanded:
@@ -211,7 +212,7 @@ def synthesize(
     *,
     workers: int = 2,
     image_size: int = 256,
-    onto: Any = None,
+    onto: OntologyLike | None = None,
     overwrite: bool = False,
     write_images: bool = True,
 ) -> Path:
@@ -258,7 +259,7 @@ def synthesize(
 
 
 def _write_tables(
-    work: Path, results: list[dict[str, Any]], term_list: list[str], onto: Any, seed: int, image_size: int
+    work: Path, results: list[dict[str, Any]], term_list: list[str], onto: OntologyLike, seed: int, image_size: int
 ) -> None:
     dl_rows: list[DLLesion] = []
     label_rows: list[LesionLabels] = []
