@@ -706,7 +706,7 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_kg_rdf(args: argparse.Namespace) -> int:
-    from kg.rdf import write_rdf
+    from kg.rdf_io import write_rdf
     from kg.records import read_json_records
 
     errors: list[str] = []
@@ -1543,7 +1543,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         text = infer.records_table(records, args.top)
     _emit(text, args.output)
     if args.rdf:
-        from kg.rdf import write_rdf
+        from kg.rdf_io import write_rdf
 
         triples = write_rdf(records, args.rdf, onto=predictor.onto)
         print(f"wrote {args.rdf}: {triples} triples", file=sys.stderr)

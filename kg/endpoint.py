@@ -22,7 +22,7 @@ from kg import rdf, vocab
 from kg.binding import Binding, bind_values
 from kg.errors import KgError
 from kg.formats import input_syntax
-from kg.rdf import chunked
+from kg.ntriples import chunked
 from kg.records import RecordError, iter_json_records
 from kg.results import QueryResult
 from kg.store import classify_json

@@ -21,7 +21,8 @@ import rdflib
 from rdflib.query import ResultRow
 from rdflib.term import Identifier
 
-from kg import rdf, vocab
+from kg import ntriples as nt
+from kg import rdf, rdf_io, vocab
 from kg.binding import Binding, bind_values, to_rdflib
 from kg.errors import KgError
 from kg.formats import input_syntax
@@ -211,7 +212,7 @@ class LesionStore:
         what it is given in memory until the call ends, so one call over a whole file
         grows with the file (about 1.7 GiB for 4.5 M triples); ``optimize()`` afterwards
         merges the extra index files."""
-        chunks = rdf.chunked(lines, _LINES_PER_CHUNK)
+        chunks = nt.chunked(lines, _LINES_PER_CHUNK)
         total = 0
         while (first := next(chunks, None)) is not None:
             batch = chain([first], islice(chunks, _LINES_PER_BULK_LOAD // _LINES_PER_CHUNK - 1))
@@ -225,7 +226,7 @@ class LesionStore:
         return total
 
     def load_graph(self, graph: rdflib.Graph, graph_iri: str = vocab.GRAPH_PREDICTIONS) -> int:
-        """Load an rdflib graph (e.g. from :func:`kg.rdf.predictions_to_graph`)."""
+        """Load an rdflib graph (e.g. from :func:`kg.rdf_io.predictions_to_graph`)."""
         data = graph.serialize(format="nt", encoding="utf-8")
         self._store.bulk_load(data, format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode(graph_iri))
         return len(graph)
@@ -435,7 +436,7 @@ class RdflibStore:
     def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int:
         target = self.dataset.graph(rdflib.URIRef(graph))
         before = len(target)
-        rdf.ntriples_to_graph(lines, target)
+        rdf_io.ntriples_to_graph(lines, target)
         return len(target) - before
 
     def load_graph(self, graph: rdflib.Graph, graph_iri: str = vocab.GRAPH_PREDICTIONS) -> int:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from rdflib.namespace import RDF
 
 import cli
-from kg import rdf, vocab
+from kg import rdf, rdf_io, vocab
 from kg.binding import bind_values
 from kg.canned import CANNED, run_canned
 from kg.records import RecordError
@@ -129,8 +129,8 @@ def disk_store(tmp_path_factory, shipped_ontology, predictions, sentences) -> Le
 def rdflib_store(shipped_ontology, predictions, sentences) -> RdflibStore:
     store = RdflibStore()
     store.load_ontology(shipped_ontology)
-    store.load_graph(rdf.predictions_to_graph(predictions, shipped_ontology))
-    store.load_graph(rdf.sentences_to_graph(sentences, shipped_ontology), vocab.GRAPH_TRAINING_LABELS)
+    store.load_graph(rdf_io.predictions_to_graph(predictions, shipped_ontology))
+    store.load_graph(rdf_io.sentences_to_graph(sentences, shipped_ontology), vocab.GRAPH_TRAINING_LABELS)
     return store
 
 
@@ -152,7 +152,7 @@ def canonical(result) -> set[tuple]:
 
 
 def test_prediction_graph_follows_the_model(shipped_ontology, predictions):
-    graph = rdf.predictions_to_graph(predictions[:3], shipped_ontology)
+    graph = rdf_io.predictions_to_graph(predictions[:3], shipped_ontology)
     annotations = set(graph.subjects(RDF.type, vocab.OA.Annotation))
     assert len(annotations) == 3 * 171
     scores = list(graph.objects(None, vocab.KG.score))
@@ -176,9 +176,9 @@ def test_prediction_graph_follows_the_model(shipped_ontology, predictions):
 
 @pytest.mark.parametrize("fmt,suffix", [("turtle", ".ttl"), ("nt", ".nt"), ("json-ld", ".jsonld")])
 def test_written_rdf_parses_back_to_the_same_graph(tmp_path, shipped_ontology, predictions, fmt, suffix):
-    expected = rdf.predictions_to_graph(predictions[:2], shipped_ontology)
+    expected = rdf_io.predictions_to_graph(predictions[:2], shipped_ontology)
     path = tmp_path / f"preds{suffix}"
-    count = rdf.write_rdf(predictions[:2], path, onto=shipped_ontology)  # format from the suffix
+    count = rdf_io.write_rdf(predictions[:2], path, onto=shipped_ontology)  # format from the suffix
     again = rdflib.Graph().parse(path, format={"turtle": "turtle", "nt": "nt", "json-ld": "json-ld"}[fmt])
     assert count == len(expected) == len(again)
     assert rdflib.compare.isomorphic(expected, again)
@@ -187,22 +187,22 @@ def test_written_rdf_parses_back_to_the_same_graph(tmp_path, shipped_ontology, p
 
 def test_turtle_keeps_scores_exactly(tmp_path, shipped_ontology, predictions):
     path = tmp_path / "p.ttl"
-    rdf.write_rdf(rdf.predictions_to_graph(predictions[:1], shipped_ontology), path)
+    rdf_io.write_rdf(rdf_io.predictions_to_graph(predictions[:1], shipped_ontology), path)
     again = rdflib.Graph().parse(path, format="turtle")
     written = sorted(float(s) for s in again.objects(None, vocab.KG.score))
     assert written == sorted(label["score"] for label in predictions[0]["labels"])
 
 
 def test_shacl_accepts_what_the_toolkit_emits(shipped_ontology, predictions, sentences):
-    graph = rdf.predictions_to_graph(predictions[:2], shipped_ontology)
-    graph += rdf.sentences_to_graph(sentences, shipped_ontology)
+    graph = rdf_io.predictions_to_graph(predictions[:2], shipped_ontology)
+    graph += rdf_io.sentences_to_graph(sentences, shipped_ontology)
     ontology = rdflib.Graph().parse(data=shipped_ontology.serialize("ttl"), format="turtle")
     report = validate_graph(graph, ontology)
     assert report.conforms, report.text[:2000]
 
 
 def test_shacl_rejects_a_broken_graph(shipped_ontology, predictions):
-    graph = rdf.predictions_to_graph(predictions[:1], shipped_ontology)
+    graph = rdf_io.predictions_to_graph(predictions[:1], shipped_ontology)
     annotation = next(graph.subjects(RDF.type, vocab.OA.Annotation))
     graph.set((annotation, vocab.KG.score, rdflib.Literal(1.5, datatype=rdflib.XSD.double)))  # out of [0, 1]
     other = next(s for s in graph.subjects(RDF.type, vocab.OA.Annotation) if s != annotation)
@@ -219,13 +219,15 @@ def test_bad_records_are_reported_and_the_rest_converted(shipped_ontology, predi
     bad_score = json.loads(json.dumps(predictions[2]))
     bad_score["labels"][0]["score"] = "high"
     errors: list[str] = []
-    graph = rdf.predictions_to_graph([predictions[0], bad_label, bad_score, predictions[3]], shipped_ontology, errors)
+    graph = rdf_io.predictions_to_graph(
+        [predictions[0], bad_label, bad_score, predictions[3]], shipped_ontology, errors
+    )
     assert len(errors) == 2
     assert errors[0].startswith("record 2 (deeplesion/1): labels[5]") and "no such organ" in errors[0]
     assert errors[1].startswith("record 3 (deeplesion/2): labels[0].score")
     assert len(set(graph.subjects(RDF.type, vocab.KG.Lesion))) == 2
     with pytest.raises(RecordError, match="record 2"):
-        rdf.predictions_to_graph([predictions[0], bad_label], shipped_ontology)
+        rdf_io.predictions_to_graph([predictions[0], bad_label], shipped_ontology)
 
 
 def test_checked_and_bulk_paths_write_the_same_triples(shipped_ontology, predictions):
@@ -244,7 +246,7 @@ def test_lesion_ids_cannot_form_iri_syntax(shipped_ontology, predictions):
     record = json.loads(json.dumps(predictions[0]))
     record["lesion_id"] = 'x> <http://evil/> "'
     record["source"]["file"] = "a b>c.png"
-    graph = rdf.predictions_to_graph([record], shipped_ontology)
+    graph = rdf_io.predictions_to_graph([record], shipped_ontology)
     lesions = list(graph.subjects(RDF.type, vocab.KG.Lesion))
     assert [str(s) for s in lesions] == [vocab.DATA + "lesion/x%3E%20%3Chttp%3A/evil%3E%20%22"] or all(
         "<" not in str(s) and " " not in str(s) for s in lesions
