@@ -20,6 +20,7 @@ from kg.binding import Binding
 from kg.errors import KgError
 from kg.results import QueryResult
 from kg.store import SparqlBackend
+from ontology import load_ontology
 from ontology.protocol import OntologyLike
 
 QUERY_DIR = Path(__file__).resolve().parent / "queries"
@@ -82,8 +83,6 @@ def lesion_term(value: str) -> rdflib.URIRef:
 def label_term(value: str, onto: OntologyLike | None) -> rdflib.URIRef:
     """A label name / synonym / IRI resolved through the ontology to its class IRI."""
     if onto is None:
-        from ontology import load_ontology
-
         onto = load_ontology()
     return rdflib.URIRef(str(onto.term(value).iri))
 

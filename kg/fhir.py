@@ -156,6 +156,7 @@ def bundle_dict(
     issued: datetime | None = None,
 ) -> dict[str, Any]:
     """The Bundle as JSON-ready data, before validation (see :func:`fhir_bundle`)."""
+    # local: kg.dicom_sr loads highdicom, needed only for DICOM sources
     from kg.dicom_sr import dicom_source
 
     if not records:

@@ -56,6 +56,7 @@ def _die_with_parent(parent: int) -> None:
 
 def execute(store: Any, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """Run one request on a :class:`kg.store.LesionStore`; never raises."""
+    # local: the worker imports the store (pyoxigraph) only once it runs
     from kg.store import ResultTooLarge
 
     try:
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     channel_in, channel_out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frames
     try:
+        # local and inside the try: an import failure is reported to the parent as one line
         from kg.store import LesionStore
 
         store = LesionStore(args.store, read_only=not args.read_write)

@@ -526,6 +526,7 @@ class Ontology:
             f"{len(self.inferred_edges)} subclass edges inferred from composites"
         )
         if reasoner:
+            # local: HermiT needs owlready2 and Java, only for the reasoner cross-check
             from ontology.hermit import hermit_unsatisfiable
 
             found = hermit_unsatisfiable(self.rdf, self.source)

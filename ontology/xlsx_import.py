@@ -19,6 +19,7 @@ import networkx as nx
 import yaml
 
 from ontology.errors import OntologyError
+from ontology.model import Ontology
 from ontology.reasoning import (
     Pair,
     infer_composite_edges,
@@ -397,8 +398,6 @@ def import_xlsx(xlsx: str | Path, labels_json: str | Path | None = None) -> Impo
 def _content_version_iri(body_xml: str, version_info: str) -> str:
     """The versionIRI of a rendered body: its content digest, read back the way users load it."""
     from rdflib import Graph
-
-    from ontology.model import Ontology
 
     digest = Ontology(Graph().parse(data=body_xml, format="xml"), "the import").content_digest
     return str(version_iri(version_info, digest))

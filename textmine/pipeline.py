@@ -59,6 +59,7 @@ class LabelMiner:
                 raise TextmineError(
                     "engine 'model' needs a trained relation model: pass model_path (lesanet textmine train-relations)"
                 )
+            # local: the relation CNN needs torch, the rules engine does not
             from textmine.relcnn import RelationModel
 
             self.model = RelationModel.load(model_path)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ontology import load_ontology
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
 from ontology.protocol import OntologyLike
@@ -124,10 +125,7 @@ def run_ablation(
     resume: bool = False,
 ) -> AblationOutcome:
     """Train and evaluate each variant; writes ``table1.md``, ``table1.csv``, ``table1.json``."""
-
     if onto is None:
-        from ontology import load_ontology
-
         onto = load_ontology()
     chosen = list(VARIANTS)
     if variants:
@@ -183,8 +181,6 @@ def run_label_subsets(
     """
 
     if onto is None:
-        from ontology import load_ontology
-
         onto = load_ontology()
     if not minimums:
         raise AblationError("--label-subsets needs at least one minimum, e.g. 1000,500,100,0")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ontology import load_ontology
 from ontology.protocol import OntologyLike
 from vision.cache import CacheSelection, PatchCache
 from vision.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
@@ -76,8 +77,6 @@ def load_predictor(
     ``use_thresholds=False`` ignores RUN/thresholds.json (about to be recalibrated).
     """
     if onto is None:
-        from ontology import load_ontology
-
         onto = load_ontology()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     version = read_run_info(run_dir).model_version

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from ontology.errors import LesanetError
+from vision.deeplesion import DataError, read_dl_info, read_slice_hu
+from vision.preprocess import lesion_patch
 
 
 class PredictError(LesanetError, ValueError):
@@ -139,8 +141,6 @@ def _check_box_inside(box: Sequence[float], shape: tuple[int, ...], where: str) 
 
 def _png_series_provider(folder: Path) -> Callable[[int], np.ndarray | None]:
     """Slices ``NNN.png`` of a DeepLesion series folder, each decoded once."""
-    from vision.deeplesion import read_slice_hu
-
     decoded: dict[int, np.ndarray | None] = {}
 
     def provider(n: int) -> np.ndarray | None:
@@ -158,7 +158,6 @@ def deeplesion_inputs(
     """Lesions given as ``DL_info.csv`` rows of a DeepLesion-format folder (``dataset`` names it).
 
     A lesion that is not a good row raises, or with ``errors`` is reported there and left out."""
-    from vision.deeplesion import read_dl_info
 
     root = Path(deeplesion_dir)
     info = read_dl_info(root / "DL_info.csv", strict=False)
@@ -210,7 +209,6 @@ def png_inputs(
         provider = _png_series_provider(path.parent)
     except ValueError:  # not a DeepLesion slice name: a single slice without neighbours
         key_slice = 0
-        from vision.deeplesion import read_slice_hu
 
         image = read_slice_hu(path)
         provider = lambda n: image if n == 0 else None  # noqa: E731
@@ -253,9 +251,6 @@ def input_patches(
     inputs: Sequence[LesionInput], warn: Callable[[str], None] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Preprocess every input exactly as the patch cache does (vision.preprocess.lesion_patch)."""
-    from vision.deeplesion import DataError
-    from vision.preprocess import lesion_patch
-
     patches, boxes = [], []
     for item in inputs:
         try:

@@ -223,6 +223,7 @@ def mask_placements(volume: Any, location: MaskLesions) -> list[Placement]:
     """One placement per connected component (or label value) of a mask on ``volume``'s grid."""
     from scipy import ndimage
 
+    # local: vision.volumes loads SimpleITK, needed only for CT volumes
     from vision.volumes import read_label_image
 
     if location.by not in MASK_MODES:
@@ -398,6 +399,7 @@ def image_inputs(
     errors: list[str] | None = None,
 ) -> list[LesionInput]:
     """Read a CT volume (any format of vision.volumes) and place its lesions (``errors``: see volume_inputs)."""
+    # local: vision.volumes loads SimpleITK, needed only for CT volumes
     from vision.volumes import read_volume
 
     try:

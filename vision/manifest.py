@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vision.deeplesion import DataError
 from vision.inputs import LesionInput, PredictError, input_patches
 from vision.locate import (
     MASK_MODES,
@@ -169,7 +170,8 @@ def prepare_manifest(
     warn: Callable[[str], None] | None = None,
 ) -> PreparedBatch:
     """Read each volume once, place and preprocess its rows' lesions; failures become RowErrors."""
-    from vision.deeplesion import DataError
+
+    # local: vision.volumes loads SimpleITK, needed only for CT volumes
     from vision.volumes import read_volume
 
     path = Path(path)

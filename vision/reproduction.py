@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ontology import load_ontology
 from ontology.files import write_json_atomic, write_text_atomic
 from ontology.protocol import OntologyLike
 from vision.ablate import VARIANTS, AblationError, retrieval_per_query, run_ablation, run_label_subsets
@@ -132,8 +133,6 @@ def run_seeds(
     if not seeds:
         raise AblationError("--seeds needs at least one seed")
     if onto is None:
-        from ontology import load_ontology
-
         onto = load_ontology()
     out = Path(out)
     settings = SeedSettings(config.name, epochs or config.train.epochs, tuple(label_subsets))

@@ -34,6 +34,7 @@ import torchvision.ops  # noqa: F401  (roi_align's meta kernels for torch.compil
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from ontology import UnknownLabelError, load_ontology
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
 from ontology.logs import get_logger
@@ -49,7 +50,9 @@ from vision.checkpoint import (
     save_train_state,
 )
 from vision.config import Config, config_from_dict
+from vision.labels import build_targets
 from vision.losses import ClassWeights, LesaNetLoss, LossParts, class_weights
+from vision.metrics import average_metrics, label_metrics
 from vision.model import LesaNet
 
 # Use at most this share of free GPU memory for the resident patch cache.
@@ -99,8 +102,6 @@ def ancestor_matrix(term_list: list[str], onto: OntologyLike) -> Tensor:
 
 def _check_labels(term_list: list[str], onto: OntologyLike, where: str) -> None:
     """Every label of the cache must be an ontology term under its own name."""
-    from ontology import UnknownLabelError
-
     for i, name in enumerate(term_list):
         try:
             term = onto.term(name)
@@ -118,11 +119,7 @@ def _check_labels(term_list: list[str], onto: OntologyLike, where: str) -> None:
 
 def load_training_data(config: Config, cache_path: str | Path, onto: OntologyLike | None = None) -> TrainingData:
     """Read the cache, build targets with the ontology, keep train (>= min positives) and val lesions."""
-    from vision.labels import build_targets
-
     if onto is None:
-        from ontology import load_ontology
-
         onto = load_ontology()
     cache_path = Path(cache_path)
     cache = PatchCache(cache_path)
@@ -302,8 +299,6 @@ def _autocast(device: torch.device, enabled: bool) -> Any:
 
 def validate(model: LesaNet, data: TrainingData, device: torch.device, batch_size: int) -> dict[str, float | None]:
     """Mean AUC and mean per-class F1 (threshold 0.5) on the validation lesions."""
-    from vision.metrics import average_metrics, label_metrics
-
     rows = data.val_rows
     if rows.numel() == 0:
         return {}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ontology.files import atomic_path
+from vision.cache import PatchCache
 
 # labels too general to tell the patches apart on the picture
 _GENERAL = {
@@ -39,8 +40,6 @@ def patch_panel(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from vision.cache import PatchCache
 
     cache = PatchCache(cache_dir)
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ontology import load_ontology
 from ontology.files import default_file_mode, write_bytes_atomic, write_json_atomic
 from ontology.protocol import OntologyLike
 from vision.deeplesion import (
@@ -228,8 +229,6 @@ def synthesize(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose another folder or overwrite")
     if onto is None:
-        from ontology import load_ontology
-
         onto = load_ontology()
     term_list = onto.label_set("lesanet171")
     out.parent.mkdir(parents=True, exist_ok=True)
