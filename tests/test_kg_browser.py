@@ -50,6 +50,7 @@ def site(tmp_path_factory, shipped_ontology) -> dict:
     """A store, a patch cache, an evaluation file and the prediction records behind them."""
     root = tmp_path_factory.mktemp("browser")
     records = make_predictions(shipped_ontology, n=N_LESIONS, seed=3)
+    del records[-1]["source"]["file"]  # predicted from a cache or a volume: no source slice file
     store = LesionStore(root / "store")
     store.load_ontology(shipped_ontology)
     store.load_records(records, shipped_ontology)
@@ -304,6 +305,10 @@ def test_sparql_page_downloads_refusals_and_escaping(server, site):
         page = response.read()
         assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert b"<b>lugn" not in page and b"&lt;b&gt;lugn" in page
+    # A lesion without a source slice file (as the demo predicts from its cache) has a page.
+    lesion_id = site["records"][-1]["lesion_id"]
+    with urllib.request.urlopen(f"{base}/lesion?id={urllib.parse.quote(lesion_id, safe='')}", timeout=30) as response:
+        assert response.status == 200 and b"source slice" not in response.read()
     # An unknown lesion is a 404 page naming it.
     try:
         urllib.request.urlopen(f"{base}/lesion?id=deeplesion%2F999", timeout=30)

@@ -202,7 +202,7 @@ class LesionBrowser:
         rows = run(queries.LESION_INFO, queries.lesion_bindings(lesion_id)).values()
         if not rows:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no lesion {lesion_id!r} in the store; search for one at /search")
-        info = queries.merged_rows(rows)
+        info: dict[str, Any] = dict.fromkeys(queries.LESION_INFO_FIELDS) | queries.merged_rows(rows)
         # Predictions and mined sentences may name the dataset differently (kg load --dataset).
         info["dataset"] = ", ".join(dict.fromkeys(str(r["dataset"]) for r in rows if r.get("dataset"))) or None
         return info

@@ -9,6 +9,7 @@ paging numbers are Python ints formatted into ``LIMIT``/``OFFSET``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,10 @@ WHERE {
              OPTIONAL { ?image kg:file ?file } OPTIONAL { ?image kg:sliceIndex ?slice } }
 }
 """
+
+# Every field of LESION_INFO: a lesion's page shows each, unbound ones (no source file for a
+# lesion predicted from a cache or volume, no mm box for a PNG) as absent.
+LESION_INFO_FIELDS: tuple[str, ...] = tuple(re.findall(r"\?(\w+)", LESION_INFO.split("WHERE")[0]))
 
 # The inference activity behind a lesion's labels (model, ontology version).
 LESION_MODEL = """
