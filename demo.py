@@ -24,6 +24,7 @@ from typing import Any
 
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
+from vision.evaluate import TABLE2_COLUMNS
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "cpu-small.yaml"
@@ -523,21 +524,7 @@ def write_report(result: DemoResult) -> Path:
     label_rows = sorted(
         (r for r in truth["labels"] if r.get("evaluable", True)), key=lambda r: -(r.get("train_positives") or 0)
     )
-    label_cols = [
-        c
-        for c in (
-            "label",
-            "category",
-            "train_positives",
-            "test_positives",
-            "auc",
-            "precision",
-            "recall",
-            "f1",
-            "threshold",
-        )
-        if c in (label_rows[0] if label_rows else {})
-    ]
+    label_cols = [c for c in TABLE2_COLUMNS if c in (label_rows[0] if label_rows else {})]
 
     mining_rows = [{"set": k, **mining[k]} for k in ("relevant", "uncertain") if k in mining]
     retrieval_rows = [{"retrieval by": k, **v} for k, v in retrieval.items()]

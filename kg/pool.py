@@ -302,6 +302,18 @@ class WorkerPool:
             worker.close()
 
 
+def query_request(text: str, limits: QueryLimits, fmt: str = "json", graphs: list[str] | None = None) -> dict[str, Any]:
+    """The worker's request for one query (format in kg/worker.py), with the result limits."""
+    return {
+        "op": "query",
+        "text": text,
+        "graphs": graphs,
+        "format": fmt,
+        "max_rows": limits.max_rows,
+        "max_bytes": limits.max_bytes,
+    }
+
+
 def query_store(store: str | Path, text: str, limits: QueryLimits) -> QueryResult:
     """A user query on an on-disk store in a one-off worker, as a :class:`QueryResult`
     (``lesanet kg query``: checked first, like the endpoint's)."""
@@ -317,15 +329,7 @@ def run_query(
     Raises :class:`QueryFailed` for limits, crashes and errors the engine reports."""
     worker = Worker(store, respawn=False)
     try:
-        request = {
-            "op": "query",
-            "text": text,
-            "graphs": graphs,
-            "format": fmt,
-            "max_rows": limits.max_rows,
-            "max_bytes": limits.max_bytes,
-        }
-        header, body = worker.ask(request, limits)
+        header, body = worker.ask(query_request(text, limits, fmt, graphs), limits)
     finally:
         worker.close()
     if not header.get("ok"):

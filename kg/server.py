@@ -43,7 +43,7 @@ import pyoxigraph as ox
 
 from kg.errors import KgError
 from kg.guard import DEFAULT_LIMITS, QueryLimits, QueryRejected, check_sparql
-from kg.pool import ClientGone, QueryFailed, WorkerPool
+from kg.pool import ClientGone, QueryFailed, WorkerPool, query_request
 
 HOST = "127.0.0.1"
 _TEXT = "text/plain; charset=utf-8"
@@ -379,18 +379,7 @@ def answer_query(server: SparqlServer, request: Request) -> Response:
     accept = request.headers.get("Accept") or ""
     fmt = "csv" if "text/csv" in accept and "json" not in accept else "json"
     limits = server.config.limits
-    header, body = _run(
-        server,
-        request,
-        {
-            "op": "query",
-            "text": text,
-            "graphs": graphs,
-            "format": fmt,
-            "max_rows": limits.max_rows,
-            "max_bytes": limits.max_bytes,
-        },
-    )
+    header, body = _run(server, request, query_request(text, limits, fmt, graphs))
     if not header.get("ok"):
         raise HttpError(int(header.get("status", 500)), str(header.get("message")))
     return Response(HTTPStatus.OK, body, str(header["content_type"]))

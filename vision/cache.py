@@ -486,7 +486,7 @@ def _finish(
             compact[new_row] = source[old_row]
         compact.flush()
         del compact, source
-    _fsync_file(tmp_npy)
+    _fsync(tmp_npy)
     lesions = []
     for new_row, old_row in enumerate(good_rows):
         meta = plan.meta[old_row]
@@ -522,24 +522,16 @@ def _commit(out: Path, new_npy: Path, index: dict[str, Any], report: dict[str, A
     patches under an old index.
     """
     (out / "index.json").unlink(missing_ok=True)
-    _fsync_dir(out)
+    _fsync(out)
     os.replace(new_npy, out / "patches.npy")
     write_json_atomic(out / "report.json", report, indent=1)
     index["patches_bytes"] = (out / "patches.npy").stat().st_size
     write_json_atomic(out / "index.json", index, indent=None)
-    _fsync_dir(out)
+    _fsync(out)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames in ``path`` durable (a machine crash keeps their order)."""
+def _fsync(path: Path) -> None:
+    """Make a file's bytes, or the renames in a folder, durable (a machine crash keeps their order)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -54,6 +54,18 @@ FREQUENCY_BINS: tuple[tuple[str, int, float], ...] = (
     ("<= 100", 0, 100),
 )
 CATEGORY_ORDER = ("bodypart", "type", "attribute")
+# Table 2's columns: one row per label
+TABLE2_COLUMNS = (
+    "label",
+    "category",
+    "train_positives",
+    "test_positives",
+    "auc",
+    "precision",
+    "recall",
+    "f1",
+    "threshold",
+)
 
 
 # --------------------------------------------------------------------------- truth
@@ -196,22 +208,7 @@ class EvalResult:
         lines += ["", breakdown_markdown(self), "", f"Table 2 (per label, sorted by {sort}):", ""]
         rows = self.label_rows(sort)
         rows = rows if top is None else rows[:top]
-        lines.append(
-            _markdown(
-                rows,
-                [
-                    "label",
-                    "category",
-                    "train_positives",
-                    "test_positives",
-                    "auc",
-                    "precision",
-                    "recall",
-                    "f1",
-                    "threshold",
-                ],
-            )
-        )
+        lines.append(_markdown(rows, list(TABLE2_COLUMNS)))
         return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,7 @@ from kg import vocab
 from kg.binding import Binding, bind_values
 from kg.canned import CANNED, bindings_for
 from kg.guard import QueryRejected, check_sparql
-from kg.pool import QueryFailed
+from kg.pool import QueryFailed, query_request
 from kg.results import QueryResult, parse_results, short_form
 from kg.server import HttpError, Request, Response, Route, SparqlServer
 from kg.web import queries
@@ -151,14 +151,7 @@ class LesionBrowser:
         limits = server.config.limits
 
         def run(text: str, bindings: Mapping[str, Binding]) -> QueryResult:
-            work = {
-                "op": "query",
-                "text": bind_values(text, bindings),
-                "graphs": None,
-                "format": "json",
-                "max_rows": limits.max_rows,
-                "max_bytes": limits.max_bytes,
-            }
+            work = query_request(bind_values(text, bindings), limits)
             try:
                 header, body = server.pool.run(work, limits, request.client_gone)
             except QueryFailed as exc:
@@ -431,14 +424,7 @@ class LesionBrowser:
                 raise HttpError(exc.status, str(exc)) from exc
             context["problem"] = (exc.status, str(exc))
             return Response(exc.status, self._render("sparql.html", **context), HTML, list(SECURITY_HEADERS))
-        work = {
-            "op": "query",
-            "text": text,
-            "graphs": None,
-            "format": "csv" if fmt == "csv" else "json",
-            "max_rows": limits.max_rows,
-            "max_bytes": limits.max_bytes,
-        }
+        work = query_request(text, limits, "csv" if fmt == "csv" else "json")
         try:
             header, body = server.pool.run(work, limits, request.client_gone)
             if not header.get("ok"):
