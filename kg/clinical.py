@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kg.records import RecordError
+from ontology.batch import RecordError
 from ontology.protocol import OntologyLike
 
 #: The ontology's IRI (what the version IRI specialises); also the FHIR code system.

@@ -23,8 +23,8 @@ from typing import Any
 import pyoxigraph as ox
 
 from kg import vocab
-from kg.records import RecordError
 from kg.vocab import KG
+from ontology.batch import RecordError
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 #: source key -> (kg property, on the slice node?)

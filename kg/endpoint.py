@@ -23,9 +23,10 @@ from kg.binding import Binding, bind_values
 from kg.errors import KgError
 from kg.formats import input_syntax
 from kg.ntriples import chunked
-from kg.records import RecordError, iter_json_records
+from kg.records import iter_json_records
 from kg.results import QueryResult
 from kg.store import classify_json
+from ontology.batch import RecordError
 from ontology.errors import LesanetError
 from ontology.protocol import OntologyLike
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from rdflib.namespace import OWL, RDF, RDFS, XSD
 
-from kg.records import RecordError
+from ontology.batch import RecordError
 
 XSD_DOUBLE = f"<{XSD.double}>"
 XSD_INTEGER = f"<{XSD.integer}>"

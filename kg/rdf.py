@@ -38,12 +38,12 @@ from kg.records import (
     LabelResolver,
     MinedSentence,
     Prediction,
-    RecordError,
     numbered,
     parse_prediction,
     parse_sentence,
 )
 from kg.vocab import KG, OA
+from ontology.batch import RecordError
 from ontology.protocol import OntologyLike
 
 # ----------------------------------------------------------------- predictions

@@ -1,28 +1,23 @@
 """Checked, typed views of the JSON records that the kg room reads.
 
 Formats are fixed in docs/architecture.md ("Prediction records", "Mined-sentence
-records"). A bad record raises :class:`RecordError` naming the record and the field; the
+records"). A bad record raises :class:`~ontology.batch.RecordError` naming the record and the field; the
 batch converters in :mod:`kg.rdf` collect those and go on with the rest.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
-import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ontology.errors import LesanetError
+from ontology.batch import RecordError, check_text, decode_json_line, json_failure
 from ontology.protocol import OntologyLike
 from ontology.records import Mention
-
-
-class RecordError(LesanetError, ValueError):
-    """A record that cannot be converted; the message names the record and the field."""
 
 
 @dataclass(frozen=True)
@@ -78,38 +73,7 @@ class Located:
 
 MAX_LINE_BYTES = 64 << 20  # a JSON line or array element beyond this is refused, not read
 _CHUNK = 1 << 20
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _check_text(value: Any, raw: str, where: str) -> None:
-    # json accepts "\ud800" and yields a lone surrogate, which no UTF-8 output can hold.
-    if _SURROGATE_ESCAPE.search(raw):
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise RecordError(
-                f"{where}: a string holds a lone surrogate ({exc.object[exc.start]!r}), which is not text"
-            ) from exc
-
-
-def _decode_one(raw: str, where: str) -> Any:
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        reason = exc.msg.removesuffix(" at")
-        raise RecordError(f"{where}: not valid JSON ({reason}, column {exc.colno}); a torn or truncated line?") from exc
-    except RecursionError as exc:
-        raise RecordError(f"{where}: JSON nested too deep") from exc
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
-        raise RecordError(f"{where}: {_value_error_reason(exc)}") from exc
-    _check_text(value, raw, where)
-    return value
-
-
-def _value_error_reason(exc: ValueError) -> str:
-    if "digits" in str(exc):
-        return f"a number of more than {sys.get_int_max_str_digits():,} digits"
-    return str(exc).splitlines()[0]
+NOT_JSON = "not valid JSON"  # kg's word for a line or array that does not parse
 
 
 def _json_lines(handle: Any, errors: list[str] | None) -> Iterator[Located]:
@@ -125,13 +89,11 @@ def _json_lines(handle: Any, errors: list[str] | None) -> Iterator[Located]:
                 while (rest := handle.readline(_CHUNK)) and not rest.endswith(b"\n"):
                     pass  # skip the rest of the over-long line
                 raise RecordError(f"{where}: longer than {MAX_LINE_BYTES >> 20} MiB; not read")
-            try:
-                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise RecordError(f"{where}: not UTF-8 (byte {exc.start + 1} of the line)") from exc
-            if not text.strip():
+            if lineno == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            if not raw.strip():
                 continue
-            yield Located(where, _decode_one(text, where))
+            yield Located(where, decode_json_line(raw, where, not_json=NOT_JSON))
         except RecordError as exc:
             if errors is None:
                 raise
@@ -255,24 +217,23 @@ class _ArrayReader:
                 line = self.line_at(exc.pos)
                 # A syntax error leaves no way to tell where the next record starts.
                 reason = exc.msg.removesuffix(" at")
-                raise _Fatal(f"line {line}: not valid JSON ({reason}); the records after it are not read") from exc
+                raise _Fatal(f"line {line}: {NOT_JSON} ({reason}); the records after it are not read") from exc
             except (RecursionError, ValueError) as exc:
                 skipped_to = _skip_value(self._buffer, start)
                 if skipped_to is None:
                     if self._more(chunk):
                         chunk = min(chunk * 2, MAX_LINE_BYTES)
                         continue
-                    raise _Fatal(f"{where}: not valid JSON; the records after it are not read") from exc
+                    raise _Fatal(f"{where}: {NOT_JSON}; the records after it are not read") from exc
                 self._pos = skipped_to
-                reason = "JSON nested too deep" if isinstance(exc, RecursionError) else _value_error_reason(exc)
-                raise RecordError(f"{where}: {reason}") from exc
+                raise RecordError(f"{where}: {json_failure(exc)}") from exc
             if end == len(self._buffer) and self._more(chunk):
                 continue  # a number may go on in the next chunk: decode again with more text
             if end - start > MAX_LINE_BYTES:
                 self._pos = end
                 raise RecordError(f"{where}: longer than {MAX_LINE_BYTES >> 20} MiB; not read")
             self._pos = end
-            _check_text(value, self._buffer[start:end], where)
+            check_text(value, self._buffer[start:end], where)
             return value
 
 

@@ -26,8 +26,9 @@ from kg import rdf, rdf_io, vocab
 from kg.binding import Binding, bind_values, to_rdflib
 from kg.errors import KgError
 from kg.formats import input_syntax
-from kg.records import RecordError, iter_json_records
+from kg.records import iter_json_records
 from kg.results import Cell, QueryResult
+from ontology.batch import RecordError
 from ontology.errors import LesanetError
 from ontology.protocol import OntologyLike
 

@@ -14,6 +14,7 @@ The ontology package is the floor every room imports, so the rules live here onc
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -31,9 +32,12 @@ EXIT_RULE = (
 
 DEFAULT_MESSAGES = 20  # bad-record messages shown before the rest are only counted
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the escape of a UTF-16 surrogate, \ud800-\udfff
+
 
 class RecordError(LesanetError, ValueError):
-    """One input record that cannot be used; the message says why (the caller adds where)."""
+    """One input record that cannot be used; the message says why, and where when the
+    reader knows (``line 12: …``, ``record 3 (deeplesion/2): labels[0].score …``)."""
 
 
 class BadRecords(list):
@@ -71,32 +75,54 @@ def batch_exit_code(succeeded: int, failed: int) -> int:
     return EXIT_SOME_FAILED if succeeded > 0 else EXIT_NOTHING_DONE
 
 
-def decode_json_line(raw: bytes | str) -> Any:
-    """One JSON value from one line; every failure is a :class:`RecordError` with the reason."""
+def json_failure(exc: ValueError | RecursionError, not_json: str = "not JSON") -> str:
+    """Why the ``json`` decoder refused a text, in words: torn (``not_json`` names it, with
+    the column), nested too deep, a number of too many digits."""
+    if isinstance(exc, json.JSONDecodeError):
+        reason = exc.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column N"
+        return f"{not_json} ({reason} at column {exc.colno}); a torn or truncated line?"
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deep"
+    if "digits" in str(exc):  # Python refuses integers of more than sys.get_int_max_str_digits() digits
+        return f"a number of more than {sys.get_int_max_str_digits():,} digits"
+    return str(exc).splitlines()[0]
+
+
+def check_text(value: Any, raw: str, where: str = "") -> None:
+    """Refuse a decoded value that holds a lone surrogate: json accepts ``"\\ud800"`` and
+    yields one, which no UTF-8 output can hold (``raw`` is the JSON text it came from)."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        reason = f"a string holds a lone surrogate ({exc.object[exc.start]!r}), which is not text"
+        raise RecordError(_at(where, reason)) from None
+    except RecursionError:
+        raise RecordError(_at(where, "JSON nested too deep")) from None
+
+
+def decode_json_line(raw: bytes | str, where: str = "", *, not_json: str = "not JSON") -> Any:
+    """One JSON value from one line; every failure is a :class:`RecordError` with the reason.
+
+    ``where`` (e.g. ``line 12``) starts each message when given; ``not_json`` is what a
+    line that does not parse is called (kg's messages say ``not valid JSON``).
+    """
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise RecordError(f"not UTF-8 (byte {exc.start + 1} of the line); re-encode the file as UTF-8") from None
+            reason = f"not UTF-8 (byte {exc.start + 1} of the line); re-encode the file as UTF-8"
+            raise RecordError(_at(where, reason)) from None
     else:
         text = raw
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"not JSON ({exc.msg} at column {exc.colno}); a torn or truncated line?") from None
-    except RecursionError:
-        raise RecordError("JSON nested too deep to read") from None
-    except ValueError as exc:  # Python refuses integers of more than sys.get_int_max_str_digits() digits
-        if "digits" in str(exc):
-            raise RecordError(f"a number of more than {sys.get_int_max_str_digits():,} digits") from None
-        raise RecordError(str(exc).splitlines()[0]) from None
-    if "\\u" in text:  # json accepts "\ud800" and yields a lone surrogate, which no UTF-8 output can hold
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise RecordError(
-                f"a string holds a lone surrogate ({exc.object[exc.start]!r}), which is not text"
-            ) from None
-        except RecursionError:
-            raise RecordError("JSON nested too deep to read") from None
+    except (ValueError, RecursionError) as exc:
+        raise RecordError(_at(where, json_failure(exc, not_json))) from None
+    check_text(value, text, where)
     return value
+
+
+def _at(where: str, reason: str) -> str:
+    return f"{where}: {reason}" if where else reason

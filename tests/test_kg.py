@@ -22,9 +22,9 @@ import cli
 from kg import rdf, rdf_io, vocab
 from kg.binding import bind_values
 from kg.canned import CANNED, run_canned
-from kg.records import RecordError
 from kg.store import LesionStore, RdflibStore
 from kg.validate import validate_graph
+from ontology.batch import RecordError
 
 N_LESIONS = 12
 MODEL = {"name": "LesaNet", "version": "0.1.0", "checkpoint_sha256": "ab" * 32, "config": "cpu-small"}

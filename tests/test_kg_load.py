@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from test_kg import lesanet, make_predictions
 
 import kg.records
-from kg.records import RecordError, iter_json_records
+from kg.records import iter_json_records
 from kg.store import LesionStore, classify_json
-from ontology.batch import BadRecords
+from ontology.batch import BadRecords, RecordError
 
 _SCALARS = st.one_of(
     st.none(),
