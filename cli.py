@@ -363,7 +363,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # when idle. Read once when torch loads, so only possible before the import.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from vision.config import apply_overrides, load_config
-    from vision.train import train
+    from vision.engines.train import train
 
     config = apply_overrides(load_config(args.config), args.overrides)
     if args.threads is not None:
@@ -374,7 +374,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     onto = _load_ontology(args)
     if args.resume and (Path(args.output) / "run.json").is_file():
-        from vision.checkpoint import read_run_info
+        from vision.engines.checkpoint import read_run_info
 
         _warn_ontology_version(args.output, read_run_info(args.output).ontology_version, onto)
     run_dir = train(
@@ -403,8 +403,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _calibrate_after_training(run_dir: str | Path, args: argparse.Namespace) -> None:
     """Thresholds on val, so that a fresh run predicts with calibrated decisions."""
-    from vision import evaluate
-    from vision.infer import load_predictor
+    from vision.engines.infer import load_predictor
+    from vision.evaluation import evaluate
 
     predictor = load_predictor(run_dir, device=args.device, onto=_load_ontology(args), use_thresholds=False)
     try:
@@ -430,7 +430,7 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_model_summary(args: argparse.Namespace) -> int:
     from vision.config import load_config
-    from vision.model import model_summary
+    from vision.networks.model import model_summary
 
     if args.labels < 1:
         raise CommandError(f"--labels must be >= 1, got {args.labels}")
@@ -958,9 +958,9 @@ def _volume_path(args: argparse.Namespace) -> str:
 
 
 def _volume_locations(args: argparse.Namespace, errors: list[str] | None = None) -> list:
-    """The lesion locations given on the command line for a CT volume (vision.locate);
+    """The lesion locations given on the command line for a CT volume (vision.data.locate);
     with ``errors``, bad lines of a --boxes file are reported there and the rest kept."""
-    from vision import inputs, locate
+    from vision.data import inputs, locate
 
     frame = "RAS" if args.ras else "LPS"
     forms = [
@@ -1005,7 +1005,7 @@ def _check_single_input(args: argparse.Namespace, also: Sequence[str] = ()) -> s
 
 def _boxes(path: str, errors: list[str] | None) -> list:
     """(line, slice, box) of a --boxes file; bad lines go to ``errors``, or raise when it is None."""
-    from vision import inputs
+    from vision.data import inputs
 
     boxes, bad = inputs.read_boxes(path)
     if bad and errors is None:
@@ -1020,7 +1020,7 @@ def _lesion_inputs(args: argparse.Namespace, errors: list[str] | None = None) ->
 
     With ``errors`` (predict), a lesion that cannot be placed — a bad --boxes line, a box
     outside the image, a --lesion that is not a row — is reported there and left out."""
-    from vision import inputs
+    from vision.data import inputs
 
     source = _check_single_input(args)
     if source == "deeplesion":
@@ -1039,7 +1039,7 @@ def _lesion_inputs(args: argparse.Namespace, errors: list[str] | None = None) ->
         else:
             raise CommandError("--png needs --box X1,Y1,X2,Y2 (or --boxes FILE)")
         return inputs.png_inputs(args.png, args.spacing, boxes, errors)
-    from vision import locate
+    from vision.data import locate
 
     return locate.image_inputs(
         _volume_path(args),
@@ -1096,8 +1096,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from vision import evaluate
-    from vision.infer import load_predictor
+    from vision.engines.infer import load_predictor
+    from vision.evaluation import evaluate
 
     if args.decision == "top-k" and not args.top_k:
         raise CommandError("--decision top-k needs --top-k K")
@@ -1156,7 +1156,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         text += "\n".join(r.to_markdown(args.sort, args.top) for r in results)
     _emit(text, args.output)
     if args.figures:
-        from vision.figures import run_figures
+        from vision.reporting.figures import run_figures
 
         for path in run_figures(predictor, args.data, args.figures):
             print(f"wrote {path}", file=sys.stderr)
@@ -1218,8 +1218,8 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from vision import ablate
     from vision.config import load_config
+    from vision.experiments import ablate
 
     if args.list:
         for variant in ablate.VARIANTS:
@@ -1297,7 +1297,7 @@ def _ablate_seeds(args: argparse.Namespace, config, onto, minimums: list[int]) -
     import shlex
 
     import demo
-    from vision import reproduction
+    from vision.experiments import reproduction
 
     if args.seeds < 1:
         raise CommandError("--seeds must be at least 1")
@@ -1468,7 +1468,7 @@ def _write_clinical(
 
 
 def _print_row_errors(errors: Sequence[Any], keep: int) -> None:
-    """Failed lesions / manifest rows (vision.manifest.RowError), the first ``keep`` shown."""
+    """Failed lesions / manifest rows (vision.data.manifest.RowError), the first ``keep`` shown."""
     from ontology.batch import BadRecords
 
     bad = BadRecords(keep)
@@ -1483,7 +1483,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.manifest:
         if args.data or any(getattr(args, n, None) for n in _INPUT_FLAGS):
             raise CommandError("give either --manifest CSV or one image input / --data, not both")
-        from vision import manifest
+        from vision.data import manifest
 
         rows, errors = manifest.read_manifest(args.manifest)
         batch = manifest.prepare_manifest(args.manifest, rows, errors, force=args.force, warn=_warn_line)
@@ -1496,7 +1496,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise CommandError("give either --data CACHE or one image input, not both")
         inputs = None
     else:
-        from vision import manifest
+        from vision.data import manifest
 
         input_errors: list[str] = []
         inputs = _lesion_inputs(args, input_errors)
@@ -1509,7 +1509,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         inputs = [item for item in inputs if item.lesion_id in set(lesions.lesion_ids)]
     if args.sr and batch is None:  # before the model loads: SR needs a DICOM source
         _check_sr_sources([item.source for item in inputs] if inputs is not None else [{"dataset": args.dataset}])
-    from vision import infer
+    from vision.engines import infer
 
     predictor = infer.load_predictor(
         args.run, device=args.device, onto=_load_ontology(args), exclusive_filter=args.exclusive_filter
@@ -1529,7 +1529,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     records = prediction.records
     if args.embeddings:
-        from vision import retrieval
+        from vision.engines import retrieval
 
         emb = retrieval.load_embeddings(args.embeddings)
         retrieval.check_same_model(emb, predictor.info.checkpoint_sha256)
@@ -1549,7 +1549,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {args.rdf}: {triples} triples", file=sys.stderr)
     _write_clinical(records, predictor.onto, args.sr, args.fhir, per_study=batch is not None)
     if args.patch_png:
-        from vision.figures import panel_lesions, prediction_panels
+        from vision.reporting.figures import panel_lesions, prediction_panels
 
         print(f"wrote {prediction_panels(panel_lesions(prediction), args.patch_png)}", file=sys.stderr)
     if batch is not None and batch.errors:
@@ -1581,7 +1581,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from vision import infer, retrieval
+    from vision.engines import infer, retrieval
 
     predictor = infer.load_predictor(args.run, device=args.device, onto=_load_ontology(args))
     emb = retrieval.embed_cache(predictor, args.data, args.output, split=args.split)
@@ -1613,7 +1613,7 @@ def _add_retrieve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from vision import infer, retrieval
+    from vision.engines import infer, retrieval
 
     emb = retrieval.load_embeddings(args.embeddings)
     if args.quality:
@@ -1640,19 +1640,19 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     else:
         print(retrieval.hits_table(result))
     if args.panel:
-        from vision.figures import hits_panel
+        from vision.reporting.figures import hits_panel
 
         print(f"wrote {hits_panel(result, query, emb, args.panel)}", file=sys.stderr)
     return EXIT_OK
 
 
 def _add_evaluation(sub: argparse._SubParsersAction) -> None:
-    """evaluate, ablate, predict, embed, retrieve (vision.evaluate / ablate / infer / retrieval)."""
+    """evaluate, ablate, predict, embed, retrieve (vision.evaluation.evaluate / ablate / infer / retrieval)."""
     for add in (_add_evaluate, _add_ablate, _add_predict, _add_embed, _add_retrieve):
         add(sub)
 
 
-# --------------------------------------------------------------------------- data / synth (CT data: vision.deeplesion, vision.cache, vision.phantom)
+# --------------------------------------------------------------------------- data / synth (CT data: vision.data.deeplesion, vision.data.cache, vision.data.phantom)
 
 
 _DATA_LIMITS = (
@@ -1711,7 +1711,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data_cache(args: argparse.Namespace) -> int:
-    from vision.cache import build_cache
+    from vision.data.cache import build_cache
 
     onto = _load_ontology(args)
     report = build_cache(
@@ -1742,7 +1742,7 @@ def _cmd_data_cache(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from vision.deeplesion import read_dl_info, read_label_split
+    from vision.data.deeplesion import read_dl_info, read_label_split
 
     info = read_dl_info(Path(args.deeplesion) / "DL_info.csv", strict=False, coordinate_base=args.coordinate_base)
     errors = [str(e) for e in info.errors]
@@ -1765,7 +1765,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_show(args: argparse.Namespace) -> int:
-    from vision.phantom.figure import patch_panel
+    from vision.data.phantom.figure import patch_panel
 
     print(f"wrote {patch_panel(args.cache, args.output, args.count, args.seed)}", file=sys.stderr)
     return EXIT_OK
@@ -1785,7 +1785,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from vision.phantom import synthesize
+    from vision.data.phantom import synthesize
 
     if args.lesions < 1:
         raise CommandError("--lesions must be at least 1")

@@ -24,7 +24,7 @@ from typing import Any
 
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
-from vision.evaluate import TABLE2_COLUMNS
+from vision.evaluation.evaluate import TABLE2_COLUMNS
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "cpu-small.yaml"

@@ -30,10 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vision.cache import PatchCache, build_cache  # noqa: E402
-from vision.deeplesion import read_dl_info, read_label_split, read_slice_hu  # noqa: E402
-from vision.phantom import synthesize  # noqa: E402
-from vision.preprocess import lesion_patch, lesion_patch_whole_slice, model_input  # noqa: E402
+from vision.data.cache import PatchCache, build_cache  # noqa: E402
+from vision.data.deeplesion import read_dl_info, read_label_split, read_slice_hu  # noqa: E402
+from vision.data.phantom import synthesize  # noqa: E402
+from vision.data.preprocess import lesion_patch, lesion_patch_whole_slice, model_input  # noqa: E402
 
 EPOCHS = 15  # the paper's schedule
 BATCH = 64

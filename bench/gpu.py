@@ -9,15 +9,15 @@ from the official label JSON when it is there, else drawn from the ontology's De
 label counts), then runs each measurement in its own process under its own time limit,
 so a failing or hanging one is reported and the rest go on:
 
-- ``train_step``: the training loop's step (``vision.train.train_step``, paper config,
+- ``train_step``: the training loop's step (``vision.engines.train.train_step``, paper config,
   batch 128) with bf16 + channels_last, the same with ``cudnn.benchmark``, and float32:
   steady-state lesions/s, peak GPU memory, host synchronisations per step, and the implied
   15-epoch schedule against the 60 s target and the 8 s dense-bf16 estimate;
 - ``cli_epoch``: one ``lesanet train`` epoch of the paper config on that cache (resident
   cache, validation, checkpoint);
 - ``torchrun``: ``torchrun --nproc_per_node N lesanet train`` for one short epoch (DDP);
-- ``inference``: ``vision.infer.score_patches`` at batch 1 and 128;
-- ``search``: exact search over 1 M embeddings (``vision.retrieval.ExactIndex``);
+- ``inference``: ``vision.engines.infer.score_patches`` at batch 1 and 128;
+- ``search``: exact search over 1 M embeddings (``vision.engines.retrieval.ExactIndex``);
 - ``compile``: the training step with and without ``torch.compile``.
 
 Figures go to OUT_DIR/gpu.json and OUT_DIR/gpu.md (rewritten after each measurement, so
@@ -62,7 +62,7 @@ CARRIED_LABELS = ROOT / ".gpu" / "text_mined_labels_171_and_split.json"  # bench
 DEFAULT_OUT = ROOT / "runs" / "gpu-check"  # git-ignored
 LOG_TAIL_BYTES = 200_000  # per measurement in gpu-log.txt (the device tool returns files <= 16 MiB)
 # Lesions of the official label JSON that keep a relevant or uncertain label (the paper's
-# "19,000+" training lesions), as read by vision.deeplesion.read_label_split; the size of
+# "19,000+" training lesions), as read by vision.data.deeplesion.read_label_split; the size of
 # the synthetic cache when the JSON is absent.
 OFFICIAL_SIZES = {"train": 19_221, "val": 1_891}
 
@@ -148,7 +148,7 @@ def synthetic_label_records(onto: Any, n_train: int, n_val: int, seed: int = 0) 
     """Label lists shaped like the official JSON's: per lesion one body part, usually a
     type and a few attributes as relevant, sometimes one uncertain and one irrelevant
     label, each drawn in proportion to its DeepLesion count in the ontology. Expansion to
-    ancestors happens later, in ``vision.labels.build_targets``, as for real lists."""
+    ancestors happens later, in ``vision.data.labels.build_targets``, as for real lists."""
     rng = np.random.default_rng(seed)
     names = onto.label_set("lesanet171")
     by_category: dict[str, tuple[list[str], np.ndarray]] = {}
@@ -184,7 +184,7 @@ def synthetic_label_records(onto: Any, n_train: int, n_val: int, seed: int = 0) 
 
 def official_label_records(path: Path, onto: Any) -> list[dict[str, Any]]:
     """Train and val lesions of an official-format label JSON (test is not needed here)."""
-    from vision.deeplesion import read_label_split
+    from vision.data.deeplesion import read_label_split
 
     split = read_label_split(path, known_labels=set(onto.terms), strict=True)
     return [
@@ -215,10 +215,10 @@ def write_synthetic_cache(
     patch_size: int = 120,
     seed: int = 0,
 ) -> Path:
-    """A patch cache in the project's format (vision.cache) with random uint8 patches and
+    """A patch cache in the project's format (vision.data.cache) with random uint8 patches and
     random boxes inside the patch; speed does not depend on pixel values."""
     from ontology.files import write_json_atomic
-    from vision.cache import CACHE_FORMAT, CACHE_VERSION
+    from vision.data.cache import CACHE_FORMAT, CACHE_VERSION
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -401,12 +401,12 @@ def machine_info() -> dict[str, Any]:
 
 
 def _training_setup(ctx: Context) -> tuple[Any, Any, Any]:
-    """Config, the cache's training data on the device (vision.train's own loading)."""
+    """Config, the cache's training data on the device (vision.engines.train's own loading)."""
     import torch
 
     from ontology import load_ontology
     from vision.config import load_config
-    from vision.train import _to_device, load_training_data
+    from vision.engines.train import _to_device, load_training_data
 
     config = load_config(ctx.config_path)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=ctx.profile.step_batch))
@@ -419,9 +419,9 @@ def _step_runner(config: Any, data: Any, device: Any, compile_backend: str | Non
     """The training loop's own objects (model, SGD, loss, index batches) and one step of it."""
     import torch
 
-    from vision.losses import ClassWeights, LesaNetLoss, class_weights
-    from vision.model import LesaNet
-    from vision.train import _batches, _epoch_generator, train_step
+    from vision.engines.train import _batches, _epoch_generator, train_step
+    from vision.networks.losses import ClassWeights, LesaNetLoss, class_weights
+    from vision.networks.model import LesaNet
 
     t = config.train
     torch.manual_seed(t.seed)
@@ -559,11 +559,11 @@ def measure_inference(ctx: Context) -> None:
     import torch
 
     from ontology import load_ontology
-    from vision.cache import PatchCache
-    from vision.checkpoint import save_checkpoint
     from vision.config import load_config
-    from vision.infer import load_predictor, score_patches
-    from vision.model import LesaNet
+    from vision.data.cache import PatchCache
+    from vision.engines.checkpoint import save_checkpoint
+    from vision.engines.infer import load_predictor, score_patches
+    from vision.networks.model import LesaNet
 
     onto = load_ontology()
     config = load_config(ctx.config_path)
@@ -609,7 +609,7 @@ def measure_inference(ctx: Context) -> None:
 def measure_search(ctx: Context) -> None:
     import torch
 
-    from vision.retrieval import ExactIndex
+    from vision.engines.retrieval import ExactIndex
 
     device = torch.device(ctx.profile.device)
     clock = Clock(device)
@@ -684,7 +684,7 @@ def _cli_train_command(config_path: Path, cache: Path, run: Path, device: str | 
 
 def _read_run(run: Path) -> dict[str, Any]:
     """The epoch line of metrics.jsonl and which run files exist."""
-    from vision.checkpoint import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, TRAIN_STATE_FILE
+    from vision.engines.checkpoint import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, TRAIN_STATE_FILE
 
     lines = (run / METRICS_FILE).read_text(encoding="utf-8").splitlines()
     epoch = json.loads(lines[-1])

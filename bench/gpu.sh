@@ -43,7 +43,7 @@ envlog="$OUT/gpu-env.log"
 : >"$envlog"
 
 works() {  # the interpreter runs torch and imports every room the check uses
-    "$1" -c 'import torch, torchvision, cli, ontology, vision.train, vision.infer, vision.retrieval' >>"$envlog" 2>&1
+    "$1" -c 'import torch, torchvision, cli, ontology, vision.engines.train, vision.engines.infer, vision.engines.retrieval' >>"$envlog" 2>&1
 }
 
 if [ -n "${LESANET_PYTHON:-}" ]; then

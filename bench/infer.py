@@ -3,14 +3,14 @@
     .venv/bin/python -m bench.infer [--configs cpu-small paper] [--vectors 1000000] [--threads 1] [--device cpu|cuda]
 
 1. Latency per lesion of `lesanet predict --deeplesion DIR --lesion IDX` without process
-   start-up: read the PNG slices, preprocess (vision.preprocess.lesion_patch, the cache's
+   start-up: read the PNG slices, preprocess (vision.data.preprocess.lesion_patch, the cache's
    function), score, decide, expand and build the record — split into preprocessing and
    model time. Lesions come from a freshly synthesised phantom; the weights are a fresh
    initialisation (speed does not depend on their values).
 2. Throughput of scoring cache patches in batches of 1, 32 and 128 (lesions/s), side by
    side with the one-at-a-time figure of the same run.
 3. Exact L2 search over N random unit 256-D embeddings: the blocked torch search of
-   vision.retrieval.ExactIndex against a plain per-query numpy scan (the obvious code),
+   vision.engines.retrieval.ExactIndex against a plain per-query numpy scan (the obvious code),
    same vectors, same queries; and faiss IndexFlatL2 when installed.
 
 All figures are CPU time of the benchmark process (``time.process_time``), so they hold on
@@ -39,14 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/infer.py` as well as `python -m bench.infer`
 
 from ontology import load_ontology  # noqa: E402
-from vision.cache import PatchCache, build_cache  # noqa: E402
-from vision.checkpoint import save_checkpoint  # noqa: E402
 from vision.config import load_config  # noqa: E402
-from vision.infer import load_predictor, predict_inputs, score_patches  # noqa: E402
-from vision.inputs import deeplesion_inputs, input_patches  # noqa: E402
-from vision.model import LesaNet  # noqa: E402
-from vision.phantom import synthesize  # noqa: E402
-from vision.retrieval import ExactIndex, make_index  # noqa: E402
+from vision.data.cache import PatchCache, build_cache  # noqa: E402
+from vision.data.inputs import deeplesion_inputs, input_patches  # noqa: E402
+from vision.data.phantom import synthesize  # noqa: E402
+from vision.engines.checkpoint import save_checkpoint  # noqa: E402
+from vision.engines.infer import load_predictor, predict_inputs, score_patches  # noqa: E402
+from vision.engines.retrieval import ExactIndex, make_index  # noqa: E402
+from vision.networks.model import LesaNet  # noqa: E402
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -235,7 +235,7 @@ import json, sys, time
 t = [time.process_time()]
 import torch; t.append(time.process_time())
 from ontology import load_ontology; onto = load_ontology(); t.append(time.process_time())
-from vision import infer; from vision.locate import VoxelBox, image_inputs; t.append(time.process_time())
+from vision import infer; from vision.data.locate import VoxelBox, image_inputs; t.append(time.process_time())
 predictor = infer.load_predictor({str(work / "run-paper")!r}, onto=onto); t.append(time.process_time())
 inputs = image_inputs({str(volume)!r}, [VoxelBox(40, (240.0, 250.0, 270.0, 274.0))]); t.append(time.process_time())
 infer.predict_inputs(predictor, inputs, warn=lambda m: None); t.append(time.process_time())
@@ -247,7 +247,7 @@ print(json.dumps([b - a for a, b in zip(t, t[1:])]))
     names = [
         "import torch",
         "load the ontology",
-        "import vision.infer (the rest)",
+        "import vision.engines.infer (the rest)",
         "load the paper model (safetensors)",
         "read the 512×512×80 NIfTI + place the lesion",
         "preprocess + score + decide + record",

@@ -4,7 +4,7 @@
 
 1. A training step of the paper configuration (VGG-16-BN, C = 171, all four losses):
    lesions/s and peak memory; bf16 autocast + channels_last on CUDA.
-2. A whole epoch through ``vision.train.fit`` (the real loop: device-resident uint8
+2. A whole epoch through ``vision.engines.train.fit`` (the real loop: device-resident uint8
    cache, index batches, validation, checkpoint) for cpu-small and, on CUDA, the paper
    config; and the implied time of the paper schedule (15 epochs x 19,000 lesions).
 3. Triplet sampling (T = 5,000 on a batch of 128 x 171): the vectorised sampler against a
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from vision.config import Config, load_config
-from vision.losses import LesaNetLoss, class_weights, label_similarity, sample_triplets
-from vision.model import LesaNet, count_parameters
-from vision.train import TrainingData, _autocast, fit
+from vision.engines.train import TrainingData, _autocast, fit
+from vision.networks.losses import LesaNetLoss, class_weights, label_similarity, sample_triplets
+from vision.networks.model import LesaNet, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 C = 171

@@ -7,6 +7,7 @@ the tests that need it are skipped with a note on where to get the files.
 
 from __future__ import annotations
 
+import locale
 import os
 from pathlib import Path
 
@@ -19,6 +20,18 @@ HOW_TO_GET = (
     "text_mined_labels_171_and_split.json, hand_labeled_dev.json) belong in "
     f"{SHARED_DATA}; get them from github.com/rsummers11/CADLab, folder LesaNet/program_data"
 )
+
+
+@pytest.fixture(autouse=True)
+def _keep_locale():
+    """Put the process locale back after every test.
+
+    GDCM's DICOM writer (SimpleITK, in the test fixtures that write DICOM series) switches
+    the process to the "C" locale, so every later ``read_text()`` would decode ASCII and
+    unrelated tests would fail depending on their order."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture(scope="session")

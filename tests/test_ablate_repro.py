@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vision import reproduction
-from vision.stats import bootstrap_mean, mean_std, paired_differences
+from vision.experiments import reproduction
+from vision.metrics.stats import bootstrap_mean, mean_std, paired_differences
 
 TINY_CONFIG = """\
 name: tiny

@@ -71,9 +71,9 @@ def test_dry_run_through_the_fallback_environment(tmp_path: Path):
 
 
 def test_synthetic_labels_are_plausible_and_the_cache_trains(tmp_path: Path, shipped_ontology):
-    from vision.cache import PatchCache
     from vision.config import load_config
-    from vision.train import load_training_data
+    from vision.data.cache import PatchCache
+    from vision.engines.train import load_training_data
 
     records = gpu.synthetic_label_records(shipped_ontology, 300, 40, seed=3)
     assert [r["split"] for r in records].count("val") == 40

@@ -49,10 +49,10 @@ def run_dir(tmp_path_factory, onto) -> Path:
     """A fresh tiny run whose thresholds decide exactly DECIDED (wiring, not accuracy)."""
     import torch
 
-    from vision.checkpoint import save_checkpoint
     from vision.config import apply_overrides, load_config
-    from vision.model import LesaNet
-    from vision.thresholds import THRESHOLDS_FILE, thresholds_document
+    from vision.engines.checkpoint import save_checkpoint
+    from vision.metrics.thresholds import THRESHOLDS_FILE, thresholds_document
+    from vision.networks.model import LesaNet
 
     config = apply_overrides(
         load_config(ROOT / "configs" / "cpu-small.yaml"),

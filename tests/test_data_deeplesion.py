@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vision.deeplesion import (
+from vision.data.deeplesion import (
     DL_INFO_COLUMNS,
     DataError,
     DLLesion,

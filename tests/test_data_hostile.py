@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vision.cache import PatchCache, build_cache
-from vision.deeplesion import (
+from vision.data.cache import PatchCache, build_cache
+from vision.data.deeplesion import (
     DL_INFO_COLUMNS,
     INDEX_RANGES,
     MAX_IMAGE_SIDE,
@@ -33,7 +33,7 @@ from vision.deeplesion import (
     read_dl_info,
     read_slice_hu,
 )
-from vision.phantom import synthesize
+from vision.data.phantom import synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 12
@@ -179,7 +179,7 @@ def test_stale_temp_files_of_a_killed_build_are_removed(ds, tmp_path):
 
 
 def test_a_second_build_into_the_same_cache_is_refused_while_one_runs(ds, tmp_path):
-    from vision.workers import BuildLocked, build_lock
+    from vision.data.workers import BuildLocked, build_lock
 
     out = tmp_path / "c"
     with build_lock(out / ".build.lock", "test"):
@@ -191,7 +191,7 @@ def test_a_second_build_into_the_same_cache_is_refused_while_one_runs(ds, tmp_pa
 
 _KILLER = """
 import os, signal, sys
-import vision.cache as cache
+import vision.data.cache as cache
 where, when = sys.argv[1], sys.argv[2]
 real_replace = os.replace
 def replace(src, dst):
@@ -287,12 +287,12 @@ def test_killed_jobs_leave_no_live_workers(phantom, tmp_path, job):
         (tmp_path / "slow" / "sitecustomize.py").write_text(_SLOW_PNG)
         env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "slow"), str(ROOT)])
         code = (
-            "from vision.cache import build_cache\n"
+            "from vision.data.cache import build_cache\n"
             f"build_cache({str(phantom)!r}, {str(phantom / 'labels.json')!r}, {str(tmp_path / 'c')!r}, workers=2, "
             "progress=False, chunk_lesions=1)\n"
         )
     else:
-        code = f"from vision.phantom import synthesize\nsynthesize({str(tmp_path / 'ph')!r}, 3000, workers=2)\n"
+        code = f"from vision.data.phantom import synthesize\nsynthesize({str(tmp_path / 'ph')!r}, 3000, workers=2)\n"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + 90

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vision.deeplesion import DataError
-from vision.preprocess import (
+from vision.data.deeplesion import DataError
+from vision.data.preprocess import (
     DEFAULT_CONFIG,
     context_positions,
     lesion_patch,

@@ -1,13 +1,13 @@
-"""NIfTI and DICOM volumes: HU, orientation and spacing read from the files (vision.volumes)."""
+"""NIfTI and DICOM volumes: HU, orientation and spacing read from the files (vision.data.volumes)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vision.deeplesion import DataError
-from vision.preprocess import lesion_patch
-from vision.volumes import read_volume
+from vision.data.deeplesion import DataError
+from vision.data.preprocess import lesion_patch
+from vision.data.volumes import read_volume
 
 Z, ROWS, COLS = 5, 40, 50
 SPACING = (0.7, 0.8, 2.5)
@@ -86,6 +86,6 @@ def test_bad_volume_inputs_are_named(tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(DataError, match="unreadable NIfTI"):
         read_volume(bad)
-    # MetaImage is read now (vision.volumes reads every ITK CT format); a missing one is named
+    # MetaImage is read now (vision.data.volumes reads every ITK CT format); a missing one is named
     with pytest.raises(DataError, match="scan.mha: no such file"):
         read_volume(tmp_path / "scan.mha")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from vision.evaluate import (
+from vision.evaluation.evaluate import (
     complete_truth,
     evaluate_scores,
     mined_truth,
@@ -17,8 +17,8 @@ from vision.evaluate import (
     table1_csv,
     table1_markdown,
 )
-from vision.metrics import calibrate_thresholds
-from vision.thresholds import EvaluationError, read_thresholds, thresholds_document
+from vision.metrics.multilabel import calibrate_thresholds
+from vision.metrics.thresholds import EvaluationError, read_thresholds, thresholds_document
 
 TERMS = ["abdomen", "kidney", "cyst", "kidney cyst", "liver", "lung"]
 

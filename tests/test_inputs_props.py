@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vision.inputs import PredictError, parse_box, parse_spacing, read_boxes
+from vision.data.inputs import PredictError, parse_box, parse_spacing, read_boxes
 
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vision.config import LossConfig
-from vision.losses import (
+from vision.networks.losses import (
     ClassWeights,
     LesaNetLoss,
     class_weights,
@@ -22,7 +22,7 @@ from vision.losses import (
     warp_loss,
     weighted_ce,
 )
-from vision.model import ModelOutput
+from vision.networks.model import ModelOutput
 
 
 def ce(logit: float, y: int) -> float:
@@ -142,7 +142,7 @@ def test_triplet_rules_on_random_label_sets(n: int, c: int, seed: int, theta: fl
 def test_triplet_loss_by_hand():
     emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
     t = (torch.tensor([0, 0]), torch.tensor([1, 2]), torch.tensor([2, 3]))
-    from vision.losses import Triplets
+    from vision.networks.losses import Triplets
 
     # (0,1,2): d_ab = sqrt2, d_ac = 0 -> sqrt2 + 0.1; (0,2,3): d_ab = 0, d_ac = 2 -> 0
     loss = triplet_loss(emb, Triplets(*t), margin=0.1)

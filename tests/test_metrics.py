@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vision.metrics import (
+from vision.metrics.multilabel import (
     average_metrics,
     best_f1_threshold,
     calibrate_thresholds,

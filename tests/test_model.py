@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vision.config import ModelConfig, load_config
-from vision.model import STAGE_STRIDES, LesaNet, RoIPool, count_parameters, model_summary
+from vision.networks.model import STAGE_STRIDES, LesaNet, RoIPool, count_parameters, model_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 

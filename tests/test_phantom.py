@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vision.cache import BuildInterrupted, PatchCache, build_cache
-from vision.deeplesion import read_dl_info, read_hand_labeled, read_label_split, read_slice_hu
-from vision.phantom import synthesize
-from vision.preprocess import lesion_patch
+from vision.data.cache import BuildInterrupted, PatchCache, build_cache
+from vision.data.deeplesion import read_dl_info, read_hand_labeled, read_label_split, read_slice_hu
+from vision.data.phantom import synthesize
+from vision.data.preprocess import lesion_patch
 
 N_LESIONS = 40
 
@@ -238,8 +238,8 @@ def test_killed_build_process_resumes_to_identical_cache(cache, phantom, tmp_pat
 
     out = tmp_path / "killed"
     code = (
-        "import sys, time; from vision.cache import build_cache\n"
-        "import vision.cache as c\n"
+        "import sys, time; from vision.data.cache import build_cache\n"
+        "import vision.data.cache as c\n"
         "slow = c.read_slice_hu\n"
         "c.read_slice_hu = lambda p: (time.sleep(0.02), slow(p))[1]  # stretch the build so it can be killed\n"
         f"build_cache({str(phantom)!r}, {str(phantom / 'labels.json')!r}, {str(out)!r}, workers=1, progress=False, chunk_lesions=2, sync_seconds=0)\n"

@@ -46,9 +46,9 @@ def _tiny_config():
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, shipped_ontology) -> TinyRun:
-    from vision.cache import build_cache
-    from vision.phantom import synthesize
-    from vision.train import train
+    from vision.data.cache import build_cache
+    from vision.data.phantom import synthesize
+    from vision.engines.train import train
 
     root = tmp_path_factory.mktemp("tiny-run")
     phantom = synthesize(root / "phantom", 48, seed=5, workers=1, onto=shipped_ontology)
@@ -67,8 +67,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, shipped_ontology) -> Tiny
 
 @pytest.fixture(scope="session")
 def predictor(tiny_run: TinyRun, shipped_ontology):
-    from vision.evaluate import calibrate_thresholds
-    from vision.infer import load_predictor
+    from vision.engines.infer import load_predictor
+    from vision.evaluation.evaluate import calibrate_thresholds
 
     loaded = load_predictor(tiny_run.run, device="cpu", onto=shipped_ontology)
     calibrate_thresholds(loaded, tiny_run.cache)
@@ -83,8 +83,8 @@ def _cache_index(tiny_run: TinyRun) -> dict:
 
 
 def test_calibrated_thresholds_beat_fixed_half_on_validation(tiny_run: TinyRun, predictor) -> None:
-    from vision.evaluate import evaluate_run
-    from vision.thresholds import read_thresholds
+    from vision.evaluation.evaluate import evaluate_run
+    from vision.metrics.thresholds import read_thresholds
 
     stored = read_thresholds(tiny_run.run, predictor.term_list, predictor.info.checkpoint_sha256)
     assert stored is not None and np.allclose(stored, predictor.thresholds)
@@ -98,7 +98,7 @@ def test_calibrated_thresholds_beat_fixed_half_on_validation(tiny_run: TinyRun, 
 
 
 def test_test_and_hand_sets_make_table1(tiny_run: TinyRun, predictor) -> None:
-    from vision.evaluate import evaluate_run, table1_markdown
+    from vision.evaluation.evaluate import evaluate_run, table1_markdown
 
     test = evaluate_run(predictor, tiny_run.cache, "test", exclusive_filter=True)
     hand = evaluate_run(predictor, tiny_run.cache, "hand")
@@ -119,7 +119,7 @@ def test_test_and_hand_sets_make_table1(tiny_run: TinyRun, predictor) -> None:
 
 
 def test_prediction_records_follow_the_contract(tiny_run: TinyRun, predictor, shipped_ontology) -> None:
-    from vision.infer import predict_cache
+    from vision.engines.infer import predict_cache
 
     records = predict_cache(predictor, tiny_run.cache, "test")
     assert records
@@ -140,8 +140,8 @@ def test_prediction_records_follow_the_contract(tiny_run: TinyRun, predictor, sh
 
 
 def test_deeplesion_files_score_like_the_cache(tiny_run: TinyRun, predictor) -> None:
-    from vision.infer import predict_cache_full, predict_inputs
-    from vision.inputs import deeplesion_inputs
+    from vision.data.inputs import deeplesion_inputs
+    from vision.engines.infer import predict_cache_full, predict_inputs
 
     cached = predict_cache_full(predictor, tiny_run.cache, "test")
     idxs = [r["lesion_idx"] for r in cached.cache_records[:3]]
@@ -152,9 +152,9 @@ def test_deeplesion_files_score_like_the_cache(tiny_run: TinyRun, predictor) -> 
 
 
 def test_png_path_and_bad_boxes(tiny_run: TinyRun, predictor) -> None:
-    from vision.deeplesion import read_dl_info
-    from vision.infer import predict_inputs
-    from vision.inputs import PredictError, deeplesion_inputs, png_inputs
+    from vision.data.deeplesion import read_dl_info
+    from vision.data.inputs import PredictError, deeplesion_inputs, png_inputs
+    from vision.engines.infer import predict_inputs
 
     lesion = read_dl_info(tiny_run.phantom / "DL_info.csv").lesions[0]
     png = lesion.slice_path(tiny_run.phantom / "Images_png", lesion.key_slice)
@@ -171,8 +171,8 @@ def test_png_path_and_bad_boxes(tiny_run: TinyRun, predictor) -> None:
 
 
 def test_run_from_another_version_is_refused(tiny_run: TinyRun, tmp_path: Path) -> None:
-    from vision.checkpoint import CheckpointError
-    from vision.infer import load_predictor
+    from vision.engines.checkpoint import CheckpointError
+    from vision.engines.infer import load_predictor
 
     other = tmp_path / "run"
     shutil.copytree(tiny_run.run, other)
@@ -187,8 +187,8 @@ def test_run_from_another_version_is_refused(tiny_run: TinyRun, tmp_path: Path) 
 
 
 def test_retrieval_puts_the_lesions_own_copy_first(tiny_run: TinyRun, predictor, tmp_path: Path) -> None:
-    from vision.inputs import deeplesion_inputs
-    from vision.retrieval import embed_cache, image_query, mark_shared, neighbours, retrieval_report
+    from vision.data.inputs import deeplesion_inputs
+    from vision.engines.retrieval import embed_cache, image_query, mark_shared, neighbours, retrieval_report
 
     emb = embed_cache(predictor, tiny_run.cache, tmp_path / "emb")
     assert len(emb.lesions) == len(_cache_index(tiny_run)["lesions"])
@@ -207,7 +207,7 @@ def test_retrieval_puts_the_lesions_own_copy_first(tiny_run: TinyRun, predictor,
 def test_run_figures_are_pictures(tiny_run: TinyRun, predictor, tmp_path: Path) -> None:
     from PIL import Image
 
-    from vision.figures import run_figures
+    from vision.reporting.figures import run_figures
 
     paths = run_figures(predictor, tiny_run.cache, tmp_path / "figs", n_panels=3)
     assert {p.name for p in paths} == {"roc.png", "spl_weights.png", "predictions.png", "retrieval.png"}
@@ -290,7 +290,7 @@ def test_cli_bad_input_is_one_line(tiny_run: TinyRun, capsys) -> None:
 
 
 def test_ablation_reuses_finished_runs(tiny_run: TinyRun, predictor, tmp_path: Path, shipped_ontology) -> None:
-    from vision.ablate import VARIANTS, run_ablation
+    from vision.experiments.ablate import VARIANTS, run_ablation
 
     assert [v.name for v in VARIANTS][:2] == ["baseline", "LesaNet"]
     shutil.copytree(tiny_run.run, tmp_path / "lesanet")
@@ -314,7 +314,7 @@ def test_ablation_reuses_finished_runs(tiny_run: TinyRun, predictor, tmp_path: P
 
 def _phantom_series(tiny_run: TinyRun, lesion_idx: int):
     """The HU slices of a lesion's series (file order), the key slice's position in them, the lesion."""
-    from vision.deeplesion import read_dl_info, read_slice_hu
+    from vision.data.deeplesion import read_dl_info, read_slice_hu
 
     lesion = read_dl_info(tiny_run.phantom / "DL_info.csv").lesions[lesion_idx]
     folder = tiny_run.phantom / "Images_png" / lesion.series_dir
@@ -366,9 +366,9 @@ def _ras_file_lesion(slices: np.ndarray, key: int, box) -> tuple[int, tuple[floa
 
 
 def test_nifti_and_dicom_score_like_the_png_path(tiny_run: TinyRun, predictor, tmp_path: Path) -> None:
-    from vision.infer import predict_inputs
-    from vision.inputs import png_inputs
-    from vision.locate import VoxelBox, image_inputs
+    from vision.data.inputs import png_inputs
+    from vision.data.locate import VoxelBox, image_inputs
+    from vision.engines.infer import predict_inputs
 
     slices, key, lesion = _phantom_series(tiny_run, 0)
     spacing = tuple(float(v) for v in lesion.spacing_mm)
@@ -390,8 +390,8 @@ def test_nifti_and_dicom_score_like_the_png_path(tiny_run: TinyRun, predictor, t
 
 
 def test_volume_inputs_refuse_bad_input(tiny_run: TinyRun, tmp_path: Path) -> None:
-    from vision.inputs import PredictError
-    from vision.locate import VoxelBox, image_inputs
+    from vision.data.inputs import PredictError
+    from vision.data.locate import VoxelBox, image_inputs
 
     def nifti_inputs(path, boxes):
         return image_inputs(path, [VoxelBox(k, box) for k, box in boxes])

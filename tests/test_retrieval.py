@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vision.retrieval import (
+from vision.engines.retrieval import (
     ExactIndex,
     RetrievalError,
     label_set_similarity,

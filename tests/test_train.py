@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import cli
-from vision.checkpoint import CHECKPOINT_FILE, RUN_FILE, CheckpointError, load_run, read_run_info
 from vision.config import Config, apply_overrides, load_config
-from vision.train import TrainError, TrainingData, fit, load_training_data, train
+from vision.engines.checkpoint import CHECKPOINT_FILE, RUN_FILE, CheckpointError, load_run, read_run_info
+from vision.engines.train import TrainError, TrainingData, fit, load_training_data, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMS = ["chest", "abdomen", "lung", "liver", "mass", "cyst", "nodule"]

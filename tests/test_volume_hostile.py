@@ -11,8 +11,8 @@ import pytest
 sitk = pytest.importorskip("SimpleITK")
 pydicom = pytest.importorskip("pydicom")
 
-from vision.deeplesion import DataError  # noqa: E402
-from vision.volumes import read_volume  # noqa: E402
+from vision.data.deeplesion import DataError  # noqa: E402
+from vision.data.volumes import read_volume  # noqa: E402
 
 
 def _volume(values: np.ndarray) -> sitk.Image:

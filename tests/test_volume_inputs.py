@@ -24,11 +24,11 @@ import pytest
 sitk = pytest.importorskip("SimpleITK")
 
 from cli import main as cli_main  # noqa: E402
-from vision.deeplesion import DataError  # noqa: E402
-from vision.inputs import PredictError, input_patches  # noqa: E402
-from vision.locate import MaskLesions, VoxelBox, WorldBox, WorldPoint, image_inputs  # noqa: E402
-from vision.preprocess import lesion_patch  # noqa: E402
-from vision.volumes import read_volume  # noqa: E402
+from vision.data.deeplesion import DataError  # noqa: E402
+from vision.data.inputs import PredictError, input_patches  # noqa: E402
+from vision.data.locate import MaskLesions, VoxelBox, WorldBox, WorldPoint, image_inputs  # noqa: E402
+from vision.data.preprocess import lesion_patch  # noqa: E402
+from vision.data.volumes import read_volume  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (60, 50, 16)  # internal x (to the patient's left), y (posterior), z (from superior down)
@@ -373,9 +373,9 @@ def fresh_run(tmp_path_factory) -> Path:
     import torch
 
     from ontology import load_ontology
-    from vision.checkpoint import save_checkpoint
     from vision.config import apply_overrides, load_config
-    from vision.model import LesaNet
+    from vision.engines.checkpoint import save_checkpoint
+    from vision.networks.model import LesaNet
 
     onto = load_ontology()
     config = apply_overrides(

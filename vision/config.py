@@ -56,7 +56,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class LabelConfig:
-    """How per-lesion targets are built from the mined labels (vision.labels.build_targets)."""
+    """How per-lesion targets are built from the mined labels (vision.data.labels.build_targets)."""
 
     positives: str = "RU"  # "RU": relevant + uncertain; "RUI": text-mined filter off
     expand: bool = True  # add ontology ancestors / composites to the positives

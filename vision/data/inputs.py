@@ -2,9 +2,9 @@
 
 Every input ends as a :class:`LesionInput` (a slice provider, the key slice, the box in
 that slice's pixels, the spacing) that :func:`input_patches` preprocesses exactly as the
-patch cache does (``vision.preprocess.lesion_patch``). This module reads DeepLesion
+patch cache does (``vision.data.preprocess.lesion_patch``). This module reads DeepLesion
 folders, DeepLesion PNG slices and boxes files; lesions on CT volumes (voxel box, world
-coordinates, masks) are placed by :mod:`vision.locate`, batches by :mod:`vision.manifest`.
+coordinates, masks) are placed by :mod:`vision.data.locate`, batches by :mod:`vision.data.manifest`.
 Nothing here imports torch, so bad input is reported before the model loads.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ontology.errors import LesanetError
-from vision.deeplesion import DataError, read_dl_info, read_slice_hu
-from vision.preprocess import lesion_patch
+from vision.data.deeplesion import DataError, read_dl_info, read_slice_hu
+from vision.data.preprocess import lesion_patch
 
 
 class PredictError(LesanetError, ValueError):
@@ -250,7 +250,7 @@ def png_inputs(
 def input_patches(
     inputs: Sequence[LesionInput], warn: Callable[[str], None] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocess every input exactly as the patch cache does (vision.preprocess.lesion_patch)."""
+    """Preprocess every input exactly as the patch cache does (vision.data.preprocess.lesion_patch)."""
     patches, boxes = [], []
     for item in inputs:
         try:

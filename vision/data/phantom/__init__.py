@@ -1,5 +1,5 @@
 """A synthetic CT phantom written in DeepLesion's format (see docs/data.md)."""
 
-from vision.phantom.writer import synthesize
+from vision.data.phantom.writer import synthesize
 
 __all__ = ["synthesize"]

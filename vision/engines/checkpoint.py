@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from ontology.errors import LesanetError
 from ontology.files import atomic_path, read_json, write_bytes_atomic, write_json_atomic
 from vision.config import Config, ConfigError, config_from_dict
-from vision.model import MODEL_NAME, MODEL_VERSION, LesaNet
+from vision.networks.model import MODEL_NAME, MODEL_VERSION, LesaNet
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 RUN_FILE = "run.json"

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from vision.deeplesion import DataError
+from vision.data.deeplesion import DataError
 
 WarningSink = Callable[[str], None]
 
@@ -185,7 +185,7 @@ class Volume:
         spacing = np.linalg.norm(linear, axis=0)
         return Grid((x, y, z), _floats3(spacing), _floats3(self.world_from_index[:3, 3]), linear / spacing)
 
-    def provider(self):  # -> vision.preprocess.SliceProvider
+    def provider(self):  # -> vision.data.preprocess.SliceProvider
         """Slice index (0-based, internal z) -> HU image, None outside the volume."""
 
         def slice_at(n: int) -> np.ndarray | None:

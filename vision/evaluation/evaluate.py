@@ -9,7 +9,7 @@ Two kinds of truth:
   ``[{"lesion_idx", "expanded_terms"}]``): every pair counts.
 
 Thresholds are calibrated per label on the validation split (exact best F1, see
-``vision.metrics.best_f1_threshold``), saved as ``RUN/thresholds.json`` and applied to
+``vision.metrics.multilabel.best_f1_threshold``), saved as ``RUN/thresholds.json`` and applied to
 any other split.
 """
 
@@ -28,11 +28,11 @@ import numpy as np
 
 from ontology.files import write_json_atomic
 from ontology.protocol import OntologyLike
-from vision.cache import PatchCache
-from vision.deeplesion import read_hand_labeled
-from vision.infer import Predictor, check_cache_labels, load_predictor, score_selection
-from vision.labels import build_targets
-from vision.metrics import (
+from vision.data.cache import PatchCache
+from vision.data.deeplesion import read_hand_labeled
+from vision.data.labels import build_targets
+from vision.engines.infer import Predictor, check_cache_labels, load_predictor, score_selection
+from vision.metrics.multilabel import (
     DEFAULT_THRESHOLD,
     Averages,
     LabelMetrics,
@@ -42,10 +42,10 @@ from vision.metrics import (
     filter_exclusive,
     label_metrics,
 )
-from vision.metrics import (
+from vision.metrics.multilabel import (
     calibrate_thresholds as calibrate_label_thresholds,
 )
-from vision.thresholds import THRESHOLDS_FILE, EvaluationError, thresholds_document
+from vision.metrics.thresholds import THRESHOLDS_FILE, EvaluationError, thresholds_document
 
 # The paper's training-frequency groups (number of training positives per label).
 FREQUENCY_BINS: tuple[tuple[str, int, float], ...] = (

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from vision.deeplesion import DataError
-from vision.phantom.anatomy import HU, LUNG_REGIONS, Grid, Patient, Region, body_half_axes
+from vision.data.deeplesion import DataError
+from vision.data.phantom.anatomy import HU, LUNG_REGIONS, Grid, Patient, Region, body_half_axes
 
 LOBE_LABELS = {
     Region.RIGHT_UPPER_LOBE: "right upper lobe",

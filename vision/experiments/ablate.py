@@ -22,9 +22,12 @@ from ontology import load_ontology
 from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
 from ontology.protocol import OntologyLike
-from vision.cache import PatchCache
 from vision.config import Config, apply_overrides
-from vision.evaluate import (
+from vision.data.cache import PatchCache
+from vision.engines.infer import load_predictor, score_selection
+from vision.engines.retrieval import label_set_similarity, lesion_label_set, make_index
+from vision.engines.train import train
+from vision.evaluation.evaluate import (
     EvalResult,
     calibrate_thresholds,
     evaluate_run,
@@ -33,11 +36,8 @@ from vision.evaluate import (
     table1_rows,
     train_positive_counts,
 )
-from vision.figures import label_subset_figure
-from vision.infer import load_predictor, score_selection
-from vision.metrics import average_metrics
-from vision.retrieval import label_set_similarity, lesion_label_set, make_index
-from vision.train import train
+from vision.metrics.multilabel import average_metrics
+from vision.reporting.figures import label_subset_figure
 
 # The paper's baseline: the multiscale multilabel CNN without the four additions.
 BASELINE = ("model.spl=false", "loss.rhem=false", "loss.triplet=false", "labels.expand=false")

@@ -28,8 +28,8 @@ import numpy as np
 from ontology.errors import LesanetError
 from ontology.files import read_versioned_json
 from ontology.protocol import OntologyLike
-from vision.cache import PatchCache
-from vision.infer import (
+from vision.data.cache import PatchCache
+from vision.engines.infer import (
     Predictor,
     check_cache_labels,
     decided_labels,

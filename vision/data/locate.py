@@ -1,7 +1,7 @@
 """Where a lesion is on a CT volume, in the forms users have, and what the record says.
 
 Four forms, each turned into a key slice and a box on the volume's internal axial frame
-(``vision.volumes``), which is what the preprocessing reads:
+(``vision.data.volumes``), which is what the preprocessing reads:
 
 * :class:`VoxelBox` — file voxel indices, as numpy / nibabel / ITK-SNAP / 3D Slicer show
   them: ``K`` along the file's third axis, ``X1, X2`` along the first, ``Y1, Y2`` along
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from vision.deeplesion import DataError
-from vision.inputs import Box, LesionInput, PredictError, parse_box
+from vision.data.deeplesion import DataError
+from vision.data.inputs import Box, LesionInput, PredictError, parse_box
 
 Point = tuple[float, float, float]
 FRAMES = ("LPS", "RAS")
@@ -133,7 +133,7 @@ def to_lps(point: Sequence[float], frame: str) -> np.ndarray:
 
 
 def place(volume: Any, location: Location) -> list[Placement]:
-    """The lesion(s) of one location on ``volume`` (a vision.volumes.Volume)."""
+    """The lesion(s) of one location on ``volume`` (a vision.data.volumes.Volume)."""
     if isinstance(location, VoxelBox):
         return [_place_voxel(volume, location)]
     if isinstance(location, WorldBox):
@@ -223,8 +223,8 @@ def mask_placements(volume: Any, location: MaskLesions) -> list[Placement]:
     """One placement per connected component (or label value) of a mask on ``volume``'s grid."""
     from scipy import ndimage
 
-    # local: vision.volumes loads SimpleITK, needed only for CT volumes
-    from vision.volumes import read_label_image
+    # local: vision.data.volumes loads SimpleITK, needed only for CT volumes
+    from vision.data.volumes import read_label_image
 
     if location.by not in MASK_MODES:
         raise PredictError(f"{location.path}: mask mode {location.by!r} is not one of {', '.join(MASK_MODES)}")
@@ -398,9 +398,9 @@ def image_inputs(
     warn: Callable[[str], None] | None = None,
     errors: list[str] | None = None,
 ) -> list[LesionInput]:
-    """Read a CT volume (any format of vision.volumes) and place its lesions (``errors``: see volume_inputs)."""
-    # local: vision.volumes loads SimpleITK, needed only for CT volumes
-    from vision.volumes import read_volume
+    """Read a CT volume (any format of vision.data.volumes) and place its lesions (``errors``: see volume_inputs)."""
+    # local: vision.data.volumes loads SimpleITK, needed only for CT volumes
+    from vision.data.volumes import read_volume
 
     try:
         volume = read_volume(path, series_uid=series, force=force, on_warning=warn)

@@ -39,8 +39,10 @@ from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
 from ontology.logs import get_logger
 from ontology.protocol import OntologyLike
-from vision.cache import PatchCache
-from vision.checkpoint import (
+from vision.config import Config, config_from_dict
+from vision.data.cache import PatchCache
+from vision.data.labels import build_targets
+from vision.engines.checkpoint import (
     METRICS_FILE,
     RUN_FILE,
     TRAIN_STATE_FILE,
@@ -49,11 +51,9 @@ from vision.checkpoint import (
     save_checkpoint,
     save_train_state,
 )
-from vision.config import Config, config_from_dict
-from vision.labels import build_targets
-from vision.losses import ClassWeights, LesaNetLoss, LossParts, class_weights
-from vision.metrics import average_metrics, label_metrics
-from vision.model import LesaNet
+from vision.metrics.multilabel import average_metrics, label_metrics
+from vision.networks.losses import ClassWeights, LesaNetLoss, LossParts, class_weights
+from vision.networks.model import LesaNet
 
 # Use at most this share of free GPU memory for the resident patch cache.
 GPU_CACHE_SHARE = 0.5

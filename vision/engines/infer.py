@@ -1,9 +1,9 @@
 """Prediction with a trained run: load, preprocess like training, score, decide, expand.
 
-Every input path ends in the same cache-format patch (``vision.preprocess.lesion_patch``,
+Every input path ends in the same cache-format patch (``vision.data.preprocess.lesion_patch``,
 the function the patch cache is built with), so a lesion scores the same whether it
 comes from the cache, a DeepLesion PNG series or a CT volume; reading and placing the
-input lesions is ``vision.inputs`` / ``vision.locate`` / ``vision.manifest``.
+input lesions is ``vision.data.inputs`` / ``vision.data.locate`` / ``vision.data.manifest``.
 
 Decisions use the run's calibrated thresholds (``RUN/thresholds.json``; 0.5 before
 calibration). A decided label implies its ontology ancestors (expansion); labels are
@@ -24,12 +24,12 @@ import torch
 
 from ontology import load_ontology
 from ontology.protocol import OntologyLike
-from vision.cache import CacheSelection, PatchCache
-from vision.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
-from vision.inputs import LesionInput, PredictError, input_patches
-from vision.metrics import DEFAULT_THRESHOLD, decide_thresholds
-from vision.model import MODEL_VERSION, LesaNet
-from vision.thresholds import read_thresholds
+from vision.data.cache import CacheSelection, PatchCache
+from vision.data.inputs import LesionInput, PredictError, input_patches
+from vision.engines.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
+from vision.metrics.multilabel import DEFAULT_THRESHOLD, decide_thresholds
+from vision.metrics.thresholds import read_thresholds
+from vision.networks.model import MODEL_VERSION, LesaNet
 
 # --------------------------------------------------------------------------- the predictor
 
@@ -405,7 +405,7 @@ def predict_patches(
     boxes: np.ndarray,
     batch_size: int = 64,
 ) -> Prediction:
-    """Score already preprocessed patches (e.g. a manifest's, vision.manifest) in batches."""
+    """Score already preprocessed patches (e.g. a manifest's, vision.data.manifest) in batches."""
     if not len(lesion_ids):
         raise PredictError("no lesions to predict")
     scored = score_patches(predictor.model, patches, boxes, batch_size, predictor.device)

@@ -24,7 +24,7 @@ from typing import cast
 import numpy as np
 from scipy import ndimage
 
-from vision.deeplesion import DataError
+from vision.data.deeplesion import DataError
 
 # slice number -> HU array (rows × cols), or None when that slice file does not exist
 SliceProvider = Callable[[int], "np.ndarray | None"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ontology.files import atomic_path
-from vision.cache import PatchCache
+from vision.data.cache import PatchCache
 
 # labels too general to tell the patches apart on the picture
 _GENERAL = {

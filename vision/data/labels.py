@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ontology.protocol import OntologyLike
-from vision.deeplesion import DataError
+from vision.data.deeplesion import DataError
 
 POSITIVE_MODES = {"R": ("relevant",), "RU": ("relevant", "uncertain"), "RUI": ("relevant", "uncertain", "irrelevant")}
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ontology.batch import RecordError, decode_json_line
 from ontology.files import read_versioned_json, write_json_atomic
-from vision.deeplesion import (
+from vision.data.deeplesion import (
     DEFAULT_COORDINATE_BASE,
     SPLIT_CODES,
     DataError,
@@ -39,8 +39,8 @@ from vision.deeplesion import (
     read_slice_hu,
     series_dir_name,
 )
-from vision.preprocess import DEFAULT_CONFIG, PreprocessConfig, lesion_patch
-from vision.workers import build_lock, process_pool
+from vision.data.preprocess import DEFAULT_CONFIG, PreprocessConfig, lesion_patch
+from vision.data.workers import build_lock, process_pool
 
 CACHE_FORMAT = "lesanet-patch-cache"
 CACHE_VERSION = 1

@@ -25,15 +25,15 @@ from sklearn.metrics import auc as area_under_curve
 from sklearn.metrics import roc_curve
 
 from ontology.files import atomic_path
-from vision.cache import PatchCache
-from vision.evaluate import complete_truth, mined_truth
-from vision.infer import (
+from vision.data.cache import PatchCache
+from vision.engines.infer import (
     PredictError,
     Prediction,
     predict_cache_full,
     score_selection,
 )
-from vision.retrieval import Embeddings, Query, RetrievalError, lesion_label_set, make_index
+from vision.engines.retrieval import Embeddings, Query, RetrievalError, lesion_label_set, make_index
+from vision.evaluation.evaluate import complete_truth, mined_truth
 
 TP_COLOUR, FP_COLOUR, FN_COLOUR, OTHER_COLOUR = "#1a9641", "#d7191c", "#2b83ba", "#555555"
 

@@ -6,7 +6,7 @@ passed in as ``prepare_data``), and this module trains each ablation variant wit
 ``train.seed=s``, the label-subset models, and measures retrieval. What a seed needs for
 the summary goes into ``SEED/seed.json``, written last: a seed with that file (for the same
 settings) is finished and skipped; an unfinished one resumes variant by variant, epoch by
-epoch (``vision.ablate``'s resume).
+epoch (``vision.experiments.ablate``'s resume).
 
 ``summarise`` reads every finished seed; ``reproduction_markdown`` turns the summary into
 ``docs/reproduction.md``: each claim of the paper, the measured figure with its interval,
@@ -28,10 +28,10 @@ import numpy as np
 from ontology import load_ontology
 from ontology.files import write_json_atomic, write_text_atomic
 from ontology.protocol import OntologyLike
-from vision.ablate import VARIANTS, AblationError, retrieval_per_query, run_ablation, run_label_subsets
 from vision.config import Config, apply_overrides
-from vision.figures import label_subset_figure
-from vision.stats import Interval, bootstrap_mean, mean_std, paired_differences
+from vision.experiments.ablate import VARIANTS, AblationError, retrieval_per_query, run_ablation, run_label_subsets
+from vision.metrics.stats import Interval, bootstrap_mean, mean_std, paired_differences
+from vision.reporting.figures import label_subset_figure
 
 SEED_FILE = "seed.json"
 SEED_FORMAT = "lesanet-reproduction-seed"

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from vision.deeplesion import DataError
-from vision.inputs import LesionInput, PredictError, input_patches
-from vision.locate import (
+from vision.data.deeplesion import DataError
+from vision.data.inputs import LesionInput, PredictError, input_patches
+from vision.data.locate import (
     MASK_MODES,
     Location,
     MaskLesions,
@@ -171,8 +171,8 @@ def prepare_manifest(
 ) -> PreparedBatch:
     """Read each volume once, place and preprocess its rows' lesions; failures become RowErrors."""
 
-    # local: vision.volumes loads SimpleITK, needed only for CT volumes
-    from vision.volumes import read_volume
+    # local: vision.data.volumes loads SimpleITK, needed only for CT volumes
+    from vision.data.volumes import read_volume
 
     path = Path(path)
     failed = list(errors)

@@ -27,7 +27,7 @@ import numpy as np
 from ontology import load_ontology
 from ontology.files import default_file_mode, write_bytes_atomic, write_json_atomic
 from ontology.protocol import OntologyLike
-from vision.deeplesion import (
+from vision.data.deeplesion import (
     SPLIT_NAMES,
     DataError,
     DLLesion,
@@ -37,10 +37,10 @@ from vision.deeplesion import (
     series_dir_name,
     write_dl_info,
 )
-from vision.phantom.anatomy import Grid, Patient, add_scanner_noise, render_slice
-from vision.phantom.lesions import SITES, PhantomLesion, paint_lesion, pick_weighted, place_lesion
-from vision.phantom.sentences import make_sentence, sentence_record
-from vision.workers import build_lock, process_pool
+from vision.data.phantom.anatomy import Grid, Patient, add_scanner_noise, render_slice
+from vision.data.phantom.lesions import SITES, PhantomLesion, paint_lesion, pick_weighted, place_lesion
+from vision.data.phantom.sentences import make_sentence, sentence_record
+from vision.data.workers import build_lock, process_pool
 
 GENERATOR = "lesanet-phantom"
 GENERATOR_VERSION = 1

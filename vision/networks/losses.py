@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vision.config import LossConfig
-from vision.model import ModelOutput
+from vision.networks.model import ModelOutput
 
 
 class ClassWeights(NamedTuple):

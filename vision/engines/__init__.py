@@ -1,0 +1,4 @@
+"""What runs a network: run directories, training, prediction, embeddings and retrieval.
+
+Imports lower layers only (``data``, ``networks``, ``metrics``).
+"""
