@@ -1110,29 +1110,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{Path(args.run) / evaluate.THRESHOLDS_FILE}",
             file=sys.stderr,
         )
-    if args.split == "all":
-        splits = ["test", "hand"]
-    else:
-        splits = [args.split]
-    results = []
-    for split in splits:
-        truth = args.truth if split == "hand" else None
-        try:
-            results.append(
-                evaluate.evaluate_run(
-                    predictor,
-                    args.data,
-                    split,
-                    truth,
-                    decision=args.decision,
-                    top_k=args.top_k,
-                    exclusive_filter=args.exclusive_filter,
-                )
-            )
-        except evaluate.EvaluationError as exc:
-            if args.split != "all":
-                raise
-            print(f"lesanet: note: {split} set skipped: {exc}", file=sys.stderr)
+
+    def skipped(split: str, exc: Exception) -> None:
+        print(f"lesanet: note: {split} set skipped: {exc}", file=sys.stderr)
+
+    results = evaluate.evaluate_splits(
+        predictor,
+        args.data,
+        args.split,
+        args.truth,
+        skipped,
+        decision=args.decision,
+        top_k=args.top_k,
+        exclusive_filter=args.exclusive_filter,
+    )
     for result in results:
         if result.unknown_labels:
             print(
@@ -1140,20 +1131,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{', '.join(result.unknown_labels)}",
                 file=sys.stderr,
             )
-    if args.format == "json":
-        text = json.dumps(
-            {
-                "table1": evaluate.table1_rows({predictor.info.config.name: results}),
-                "sets": [r.as_dict() for r in results],
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-    elif args.format == "csv":
-        text = evaluate.results_csv(results, args.sort)
-    else:
-        text = "## Table 1\n\n" + evaluate.table1_markdown({predictor.info.config.name: results}) + "\n\n"
-        text += "\n".join(r.to_markdown(args.sort, args.top) for r in results)
+    text = evaluate.results_report(results, predictor.info.config.name, args.format, args.sort, args.top)
     _emit(text, args.output)
     if args.figures:
         from vision.reporting.figures import run_figures
@@ -1419,21 +1397,6 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
-def _thresholds_note(predictor: Any, run: str) -> str:
-    """Which thresholds the decisions use (stderr), so a reader of the output knows."""
-    if not predictor.calibrated:
-        return (
-            f"{run} has no thresholds.json; deciding at 0.5 for every label "
-            "(calibrate with `lesanet evaluate RUN --data CACHE --calibrate`)"
-        )
-    try:
-        doc = json.loads((Path(run) / "thresholds.json").read_text(encoding="utf-8"))
-        where = f"calibrated on {doc.get('calibrated_on', '?')} ({doc.get('n_lesions', '?')} lesions)"
-    except (OSError, ValueError):
-        where = "calibrated"
-    return f"thresholds: {Path(run) / 'thresholds.json'}, per-label, {where}"
-
-
 def _check_sr_sources(sources: Sequence[dict]) -> None:
     from kg.dicom_sr import dicom_source
 
@@ -1510,13 +1473,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.sr and batch is None:  # before the model loads: SR needs a DICOM source
         _check_sr_sources([item.source for item in inputs] if inputs is not None else [{"dataset": args.dataset}])
     from vision.engines import infer
+    from vision.metrics.thresholds import thresholds_note
 
     predictor = infer.load_predictor(
         args.run, device=args.device, onto=_load_ontology(args), exclusive_filter=args.exclusive_filter
     )
     _warn_ontology_version(args.run, predictor.info.ontology_version, predictor.onto)
     print(
-        f"lesanet: {'note' if predictor.calibrated else 'warning'}: {_thresholds_note(predictor, args.run)}",
+        f"lesanet: {'note' if predictor.calibrated else 'warning'}: {thresholds_note(args.run, predictor.calibrated)}",
         file=sys.stderr,
     )
     if batch is not None:
@@ -1540,7 +1504,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     elif args.jsonl:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     else:
-        text = infer.records_table(records, args.top)
+        from vision.reporting.records import records_table
+
+        text = records_table(records, args.top)
     _emit(text, args.output)
     if args.rdf:
         from kg.rdf_io import write_rdf

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from vision.engines.infer import consistent_decisions
+from vision.metrics.decisions import consistent_decisions
 
 
 def test_composite_does_not_bring_back_an_exclusion(shipped_ontology):

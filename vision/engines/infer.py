@@ -13,8 +13,7 @@ records follow "Prediction records" in docs/architecture.md.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from ontology.protocol import OntologyLike
 from vision.data.cache import CacheSelection, PatchCache
 from vision.data.inputs import LesionInput, PredictError, input_patches
 from vision.engines.checkpoint import CheckpointError, RunInfo, load_run, read_run_info
+from vision.metrics.decisions import consistent_decisions, expand_decisions
 from vision.metrics.multilabel import DEFAULT_THRESHOLD, decide_thresholds
 from vision.metrics.thresholds import read_thresholds
 from vision.networks.model import MODEL_VERSION, LesaNet
@@ -148,41 +148,6 @@ def decide(predictor: Predictor, probs: np.ndarray) -> np.ndarray:
     if predictor.exclusive is not None:
         return consistent_decisions(probs, decisions, predictor.term_list, predictor.onto, predictor.exclusive)
     return expand_decisions(decisions, predictor.term_list, predictor.onto)
-
-
-def consistent_decisions(
-    probs: np.ndarray, decisions: np.ndarray, term_list: Sequence[str], onto: OntologyLike, exclusive: np.ndarray
-) -> np.ndarray:
-    """Expanded decisions with no exclusive pair: decided labels are taken in descending
-    score and one is kept only when the expansion of everything kept so far, with it, is
-    still free of exclusions. Filtering before expanding is not enough: ``lung`` and
-    ``mass`` imply the composite ``lung mass``, which may clash with a kept ``lung nodule``.
-    """
-    column = {name: c for c, name in enumerate(term_list)}
-    kept = np.zeros_like(decisions, dtype=bool)
-    for i in range(decisions.shape[0]):
-        chosen = np.flatnonzero(decisions[i])
-        names: set[str] = set()
-        for c in chosen[np.argsort(-probs[i, chosen], kind="stable")]:
-            trial = onto.expand(names | {term_list[c]})
-            cols = [column[n] for n in trial if n in column]
-            if not exclusive[np.ix_(cols, cols)].any():
-                names = trial
-        kept[i, [column[n] for n in names if n in column]] = True
-    return kept
-
-
-def expand_decisions(decisions: np.ndarray, term_list: Sequence[str], onto: OntologyLike) -> np.ndarray:
-    """Close each lesion's decided labels under the ontology (ancestors, inferred composites)."""
-    column = {name: c for c, name in enumerate(term_list)}
-    expanded = np.array(decisions, dtype=bool, copy=True)
-    for i in range(expanded.shape[0]):
-        names = [term_list[c] for c in np.flatnonzero(expanded[i])]
-        if names:
-            for name in onto.expand(names):
-                if name in column:
-                    expanded[i, column[name]] = True
-    return expanded
 
 
 def label_entries(predictor: Predictor, probs: np.ndarray, decisions: np.ndarray) -> list[dict[str, Any]]:
@@ -325,53 +290,6 @@ def predict_cache(
     """Prediction records for every lesion of a cache split (``hand`` = test lesions with truth)."""
     predictor = run_dir if isinstance(run_dir, Predictor) else load_predictor(run_dir)
     return predict_cache_full(predictor, cache, split, batch_size, dataset).records
-
-
-# --------------------------------------------------------------------------- renderings
-
-
-def records_table(records: Iterable[Mapping[str, Any]], top: int = 10) -> str:
-    """A readable table: per lesion at most ``top`` labels, decided ones first (most specific
-    first), then the best undecided ones; JSON / JSONL / RDF always carry every label."""
-    lines = []
-    for record in records:
-        lines.append(f"{record['lesion_id']}  ({_source_text(record['source'])})")
-        decided = [e for e in record["labels"] if e["decision"]]
-        undecided = [e for e in record["labels"] if not e["decision"]]
-        shown = max(0, top)
-        lines.append(f"  {'label':<32} {'score':>6} {'thr':>6}  decision")
-        for entry in decided[:shown]:
-            # a decision below its threshold was implied by a decided descendant (expansion)
-            how = "yes" if entry["score"] >= entry["threshold"] else "yes (implied)"
-            lines.append(f"  {entry['label']:<32} {entry['score']:6.3f} {entry['threshold']:6.3f}  {how}")
-        for entry in undecided[: max(0, shown - len(decided))]:
-            lines.append(f"  {entry['label']:<32} {entry['score']:6.3f} {entry['threshold']:6.3f}  no")
-        if len(decided) > shown:
-            lines.append(f"  ... and {len(decided) - shown} more decided labels (--top N shows more, --json all)")
-        if record.get("neighbors"):
-            near = ", ".join(f"{n['lesion_id']} ({n['distance']:.3f})" for n in record["neighbors"])
-            lines.append(f"  nearest lesions: {near}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _source_text(source: Mapping[str, Any]) -> str:
-    parts = [str(source.get("dataset", ""))]
-    if source.get("row") is not None:
-        parts.append(f"row {source['row']}")
-    if source.get("file"):
-        parts.append(str(source["file"]))
-    if source.get("slice") is not None:
-        parts.append(f"slice {source['slice']}")
-    if source.get("box_px"):
-        parts.append("box " + ",".join(f"{v:g}" for v in source["box_px"]))
-    if source.get("center_mm"):
-        parts.append("centre " + ",".join(f"{v:g}" for v in source["center_mm"]) + " mm LPS")
-    return ", ".join(p for p in parts if p)
-
-
-def records_json(records: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps(list(records), indent=2, ensure_ascii=False)
 
 
 @dataclass

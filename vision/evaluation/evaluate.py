@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -500,3 +500,40 @@ def evaluate_run(
         },
         decision_note=note,
     )
+
+
+def evaluate_splits(
+    predictor: Predictor,
+    cache: str | Path,
+    split: str,
+    truth: str | Path | None = None,
+    skipped: Callable[[str, EvaluationError], None] | None = None,
+    **options: Any,
+) -> list[EvalResult]:
+    """:func:`evaluate_run` on one split, or on ``all`` (test, then hand with ``truth``).
+
+    With ``all`` a set that cannot be evaluated (no truth file, no hand-labeled lesions) is
+    left out and handed to ``skipped``; a single split raises instead."""
+    results = []
+    for name in ("test", "hand") if split == "all" else (split,):
+        try:
+            results.append(evaluate_run(predictor, cache, name, truth if name == "hand" else None, **options))
+        except EvaluationError as exc:
+            if split != "all":
+                raise
+            if skipped is not None:
+                skipped(name, exc)
+    return results
+
+
+def results_report(
+    results: Sequence[EvalResult], method: str, fmt: str = "md", sort: str = "index", top: int | None = None
+) -> str:
+    """The evaluation's report: ``json`` (Table 1 and every set), ``csv`` (Table 2) or ``md`` (Markdown: Table 1, then each set)."""
+    if fmt == "json":
+        doc = {"table1": table1_rows({method: results}), "sets": [r.as_dict() for r in results]}
+        return json.dumps(doc, indent=2, ensure_ascii=False)
+    if fmt == "csv":
+        return results_csv(results, sort)
+    text = "## Table 1\n\n" + table1_markdown({method: results}) + "\n\n"
+    return text + "\n".join(r.to_markdown(sort, top) for r in results)

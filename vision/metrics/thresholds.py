@@ -6,6 +6,7 @@ so neither imports the other for them. ``EvaluationError`` lives here for the sa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,3 +58,19 @@ def read_thresholds(run_dir: str | Path, term_list: Sequence[str], checkpoint_sh
             f"{path}: its label list differs from the run's; re-run `lesanet evaluate RUN --calibrate`"
         )
     return np.array([float(entry["threshold"]) for entry in doc["labels"]])
+
+
+def thresholds_note(run_dir: str | Path, calibrated: bool) -> str:
+    """Which thresholds a run's decisions use, in one line for the reader of its output."""
+    path = Path(run_dir) / THRESHOLDS_FILE
+    if not calibrated:
+        return (
+            f"{run_dir} has no {THRESHOLDS_FILE}; deciding at 0.5 for every label "
+            "(calibrate with `lesanet evaluate RUN --data CACHE --calibrate`)"
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        where = f"calibrated on {doc.get('calibrated_on', '?')} ({doc.get('n_lesions', '?')} lesions)"
+    except (OSError, ValueError):
+        where = "calibrated"
+    return f"thresholds: {path}, per-label, {where}"
