@@ -8,11 +8,13 @@ Exit codes: 0 success, 1 a clear error (one line on stderr), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +62,23 @@ def _add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar or per-step lines"
     )
+
+
+@contextlib.contextmanager
+def _quiet_logs(quiet: bool) -> Iterator[None]:
+    """With --quiet, the rooms' progress lines (logging INFO) are held back; notes still show."""
+    from ontology.logs import ROOMS
+
+    loggers = [logging.getLogger(room) for room in ROOMS]
+    saved = [logger.level for logger in loggers]
+    if quiet:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, saved):
+            logger.setLevel(level)
 
 
 def _add_max_messages(parser: argparse.ArgumentParser) -> None:
@@ -2057,6 +2076,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also the one-seed ablation table (trains 8 variants: several times longer; off by default)",
     )
+    _add_quiet(p)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -2074,7 +2094,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         workers=args.workers,
         ablate=args.ablate,
     )
-    result = demo.run_demo(cfg, main)
+    if args.quiet:
+        result = demo.run_demo(cfg, main, log=lambda line: None)  # the summary below still shows
+    else:
+        result = demo.run_demo(cfg, main)
     checks = result.checks
     for line in result.summary_lines():
         print(line, file=sys.stderr)
@@ -2149,7 +2172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad usage
     try:
-        return int(args.func(args) or 0)
+        with _quiet_logs(getattr(args, "quiet", False)):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("lesanet: interrupted", file=sys.stderr)
         return 130
