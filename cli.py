@@ -1459,38 +1459,37 @@ def _print_row_errors(errors: Sequence[Any], keep: int) -> None:
         print(f"lesanet: {line}", file=sys.stderr)
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    # Inputs first (no torch): a bad flag, file or box is reported before the model loads.
-    batch = None
-    if args.manifest:
-        if args.data or any(getattr(args, n, None) for n in _INPUT_FLAGS):
-            raise CommandError("give either --manifest CSV or one image input / --data, not both")
-        from vision.data import manifest
-
-        rows, errors = manifest.read_manifest(args.manifest)
-        batch = manifest.prepare_manifest(args.manifest, rows, errors, force=args.force, warn=_warn_line)
-        _print_row_errors(batch.errors, args.max_messages)
-        if not batch.lesion_ids:
-            raise CommandError(f"{args.manifest}: none of its {batch.rows} rows could be predicted")
-        inputs = None
-    elif args.data:
+def _prepared_lesions(args: argparse.Namespace):  # -> vision.data.manifest.PreparedBatch | None
+    """predict's lesions, preprocessed (no torch yet): a bad flag, file or box is reported
+    before the model loads. None for --data (the cache is read by the predictor)."""
+    if args.manifest and (args.data or any(getattr(args, n, None) for n in _INPUT_FLAGS)):
+        raise CommandError("give either --manifest CSV or one image input / --data, not both")
+    if args.data:
         if any(getattr(args, n, None) for n in _INPUT_FLAGS):
             raise CommandError("give either --data CACHE or one image input, not both")
-        inputs = None
-    else:
-        from vision.data import manifest
+        return None
+    from vision.data import manifest
 
+    if args.manifest:
+        rows, errors = manifest.read_manifest(args.manifest)
+        batch = manifest.prepare_manifest(args.manifest, rows, errors, force=args.force, warn=_warn_line)
+    else:
         input_errors: list[str] = []
-        inputs = _lesion_inputs(args, input_errors)
-        lesions = manifest.prepare_inputs(inputs, input_errors, warn=_warn_line)
-        if lesions.rows == 1 and lesions.errors:
-            raise CommandError(lesions.errors[0].message)  # one lesion: its reason is the one line
-        _print_row_errors(lesions.errors, args.max_messages)
-        if not lesions.lesion_ids:
-            raise CommandError(f"none of the {lesions.rows} lesions could be predicted (see above)")
-        inputs = [item for item in inputs if item.lesion_id in set(lesions.lesion_ids)]
-    if args.sr and batch is None:  # before the model loads: SR needs a DICOM source
-        _check_sr_sources([item.source for item in inputs] if inputs is not None else [{"dataset": args.dataset}])
+        batch = manifest.prepare_inputs(_lesion_inputs(args, input_errors), input_errors, warn=_warn_line)
+        if batch.rows == 1 and batch.errors:
+            raise CommandError(batch.errors[0].message)  # one lesion: its reason is the one line
+    _print_row_errors(batch.errors, args.max_messages)
+    if not batch.lesion_ids:
+        if args.manifest:
+            raise CommandError(f"{args.manifest}: none of its {batch.rows} rows could be predicted")
+        raise CommandError(f"none of the {batch.rows} lesions could be predicted (see above)")
+    return batch
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    batch = _prepared_lesions(args)
+    if args.sr and not args.manifest:  # before the model loads: SR needs a DICOM source
+        _check_sr_sources(batch.sources if batch is not None else [{"dataset": args.dataset}])
     from vision.engines import infer
     from vision.metrics.thresholds import thresholds_note
 
@@ -1502,14 +1501,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         f"lesanet: {'note' if predictor.calibrated else 'warning'}: {thresholds_note(args.run, predictor.calibrated)}",
         file=sys.stderr,
     )
-    if batch is not None:
-        prediction = infer.predict_patches(predictor, batch.lesion_ids, batch.sources, batch.patches, batch.boxes)
-    elif inputs is None:
+    if batch is None:
         prediction = infer.predict_cache_full(predictor, args.data, args.split, dataset=args.dataset)
     else:
-        prediction = infer.predict_patches(
-            predictor, lesions.lesion_ids, lesions.sources, lesions.patches, lesions.boxes
-        )
+        prediction = infer.predict_patches(predictor, batch.lesion_ids, batch.sources, batch.patches, batch.boxes)
     records = prediction.records
     if args.embeddings:
         from vision.engines import retrieval
@@ -1518,7 +1513,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         retrieval.check_same_model(emb, predictor.info.checkpoint_sha256)
         retrieval.attach_neighbours(records, prediction.scored.embeddings, emb, args.k)
     if args.json:
-        single = batch is None and inputs is not None and lesions.rows == 1  # lists for manifests and batches
+        single = batch is not None and not args.manifest and batch.rows == 1  # lists for manifests and batches
         text = json.dumps(records[0] if single else records, indent=2, ensure_ascii=False)
     elif args.jsonl:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -1532,21 +1527,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         triples = write_rdf(records, args.rdf, onto=predictor.onto)
         print(f"wrote {args.rdf}: {triples} triples", file=sys.stderr)
-    _write_clinical(records, predictor.onto, args.sr, args.fhir, per_study=batch is not None)
+    _write_clinical(records, predictor.onto, args.sr, args.fhir, per_study=bool(args.manifest))
     if args.patch_png:
         from vision.reporting.figures import panel_lesions, prediction_panels
 
         print(f"wrote {prediction_panels(panel_lesions(prediction), args.patch_png)}", file=sys.stderr)
     if batch is not None and batch.errors:
+        what = "manifest rows" if args.manifest else "lesions"
         print(
-            f"lesanet: {len(records)} lesions predicted; {len(batch.errors)} of {batch.rows} manifest rows failed "
-            "(listed above)",
-            file=sys.stderr,
-        )
-        return EXIT_SOME_FAILED
-    if inputs is not None and lesions.errors:
-        print(
-            f"lesanet: {len(records)} lesions predicted; {len(lesions.errors)} of {lesions.rows} lesions failed "
+            f"lesanet: {len(records)} lesions predicted; {len(batch.errors)} of {batch.rows} {what} failed "
             "(listed above)",
             file=sys.stderr,
         )
