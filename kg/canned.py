@@ -16,10 +16,10 @@ from typing import Any
 import rdflib
 
 from kg import vocab
+from kg.backend import SparqlBackend
 from kg.binding import Binding
 from kg.errors import KgError
 from kg.results import QueryResult
-from kg.store import SparqlBackend
 from ontology import load_ontology
 from ontology.protocol import OntologyLike
 

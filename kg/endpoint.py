@@ -19,14 +19,11 @@ from pathlib import Path
 import pyoxigraph as ox
 
 from kg import rdf, vocab
+from kg.backend import SparqlBackend
 from kg.binding import Binding, bind_values
 from kg.errors import KgError
-from kg.formats import input_syntax
 from kg.ntriples import chunked
-from kg.records import iter_json_records
 from kg.results import QueryResult
-from kg.store import classify_json
-from ontology.batch import RecordError
 from ontology.errors import LesanetError
 from ontology.protocol import OntologyLike
 
@@ -38,7 +35,7 @@ class EndpointError(LesanetError, OSError):
     """The server refused a request or could not be reached (message says which)."""
 
 
-class SparqlEndpoint:
+class SparqlEndpoint(SparqlBackend):
     """A remote SPARQL 1.1 server.
 
     ``query_url`` answers queries; ``update_url`` takes updates (default: the query URL
@@ -107,7 +104,7 @@ class SparqlEndpoint:
     def clear_graph(self, graph: str) -> None:
         self.update(f"CLEAR SILENT GRAPH {to_oxigraph_iri(graph)}")
 
-    # --- the loading half of kg.store.SparqlBackend, as LesionStore has it
+    # --- the loading primitives of kg.backend.SparqlBackend (which gives load_files)
 
     def has_ontology(self) -> bool:
         result = self.query("ASK { ?class a <http://www.w3.org/2002/07/owl#Class> }")
@@ -121,54 +118,16 @@ class SparqlEndpoint:
         sent = self.load_ntriples((f"{t} .\n" for t in triples), vocab.GRAPH_ONTOLOGY)
         return sent + self.load_ntriples(rdf.ontology_inferred_ntriples(onto), vocab.GRAPH_ONTOLOGY_INFERRED)
 
-    def load_files(
-        self,
-        paths: Iterable[str | Path],
-        graph: str | None = None,
-        onto: OntologyLike | None = None,
-        errors: list[str] | None = None,
-        dataset: str = "deeplesion",
-    ) -> dict[str, int]:
-        """The remote twin of :meth:`kg.store.LesionStore.load_files`: lines sent per file."""
-        sent: dict[str, int] = {}
-        for path in map(Path, paths):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such file")
-            kind = classify_json(path) if path.suffix.lower() in (".json", ".jsonl") else "rdf"
-            file_errors: list[str] = []
-            if kind in ("predictions", "sentences"):
-                if onto is None:
-                    raise KgError(f"{path}: converting {kind} records needs the ontology")
-                records = iter_json_records(path, file_errors)
-                if kind == "predictions":
-                    lines = rdf.prediction_ntriples(records, onto, file_errors)
-                    sent[str(path)] = self.load_ntriples(lines, vocab.GRAPH_PREDICTIONS)
-                else:
-                    lines = rdf.sentence_ntriples(records, onto, dataset=dataset, errors=file_errors)
-                    sent[str(path)] = self.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
-            else:
-                sent[str(path)] = self._load_rdf_file(path, kind, graph)
-            if file_errors and errors is None:
-                raise RecordError(f"{path}: {file_errors[0]}")
-            if errors is not None:
-                errors.extend(f"{path}: {e}" for e in file_errors)
-        return sent
-
-    def _load_rdf_file(self, path: Path, kind: str, graph: str | None) -> int:
-        fmt = ox.RdfFormat.JSON_LD if kind == "json-ld" else input_syntax(path).oxigraph
+    def load_rdf_file(self, path: Path, fmt: ox.RdfFormat, graph: str) -> int:
+        """An RDF file that parses (``load_files`` checked it), read whole and uploaded
+        graph by graph: triples (and quads in no named graph) into ``graph``, the other
+        quads of N-Quads / TriG into their own graphs."""
         by_graph: dict[str, list[str]] = {}
-        try:
-            for item in ox.parse(path=str(path), format=fmt):
-                g = (
-                    item.graph_name.value
-                    if isinstance(item, ox.Quad) and isinstance(item.graph_name, ox.NamedNode)
-                    else None
-                )
-                by_graph.setdefault(g or graph or vocab.GRAPH_PREDICTIONS, []).append(
-                    f"{item.subject} {item.predicate} {item.object} .\n"
-                )
-        except SyntaxError as exc:
-            raise KgError(f"{path}: {exc}") from exc
+        for item in ox.parse(path=str(path), format=fmt):
+            named = item.graph_name if isinstance(item, ox.Quad) else None
+            by_graph.setdefault(named.value if isinstance(named, ox.NamedNode) else graph, []).append(
+                f"{item.subject} {item.predicate} {item.object} .\n"
+            )
         return sum(self.load_ntriples(lines, g) for g, lines in by_graph.items())
 
     def optimize(self) -> None:

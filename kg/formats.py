@@ -2,7 +2,7 @@
 
 ``kg rdf`` / ``kg export`` write the first three; ``kg load`` and ``kg validate`` read them all.
 A ``.json`` file is a JSON records file on input (prediction or mined-sentence records,
-``kg.store.classify_json``) and JSON-LD on output.
+``kg.backend.classify_json``) and JSON-LD on output.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from kg.records import (
     parse_sentence,
 )
 from kg.vocab import KG, OA
-from ontology.batch import RecordError
+from ontology.batch import ErrorSink, RecordError
 from ontology.protocol import OntologyLike
 
 # ----------------------------------------------------------------- predictions
@@ -198,7 +198,7 @@ def _prediction_text(pred: Prediction, activity_id: str) -> str:
     return "".join(lines)
 
 
-def prediction_ntriples(records: Iterable[Any], onto: OntologyLike, errors: list[str] | None = None) -> Iterator[str]:
+def prediction_ntriples(records: Iterable[Any], onto: OntologyLike, errors: ErrorSink | None = None) -> Iterator[str]:
     """N-Triples text for prediction records (docs/architecture.md format): each item is
     one or more whole lines (a record's ~1,400 triples come as one string).
 
@@ -284,7 +284,7 @@ def sentence_ntriples(
     onto: OntologyLike,
     miner: Mapping[str, Any] | None = None,
     dataset: str = "deeplesion",
-    errors: list[str] | None = None,
+    errors: ErrorSink | None = None,
 ) -> Iterator[str]:
     """N-Triples lines for mined-sentence records: training labels with their provenance.
 

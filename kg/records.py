@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ontology.batch import RecordError, check_text, decode_json_line, json_failure
+from ontology.batch import ErrorSink, RecordError, check_text, decode_json_line, json_failure
 from ontology.protocol import OntologyLike
 from ontology.records import Mention
 
@@ -76,7 +76,7 @@ _CHUNK = 1 << 20
 NOT_JSON = "not valid JSON"  # kg's word for a line or array that does not parse
 
 
-def _json_lines(handle: Any, errors: list[str] | None) -> Iterator[Located]:
+def _json_lines(handle: Any, errors: ErrorSink | None) -> Iterator[Located]:
     lineno = 0
     while True:
         raw = handle.readline(MAX_LINE_BYTES + 1)
@@ -167,7 +167,7 @@ class _ArrayReader:
             if not self._more():
                 return None
 
-    def items(self, errors: list[str] | None) -> Iterator[Located]:
+    def items(self, errors: ErrorSink | None) -> Iterator[Located]:
         if self._skip_space() != "[":
             raise RecordError("line 1: expected a JSON array")
         self._pos += 1
@@ -241,7 +241,7 @@ class _Fatal(RecordError):
     """A JSON array broken so that no further record can be found."""
 
 
-def iter_json_records(path: str | Path, errors: list[str] | None = None) -> Iterator[Located]:
+def iter_json_records(path: str | Path, errors: ErrorSink | None = None) -> Iterator[Located]:
     """Stream the records of a JSON-list or JSON-lines file, each with its line.
 
     A bad line (torn, not UTF-8, nested too deep…) is reported in ``errors`` (or raised
@@ -264,7 +264,7 @@ def iter_json_records(path: str | Path, errors: list[str] | None = None) -> Iter
         yield from _json_lines(handle, errors)
 
 
-def _report(errors: list[str] | None, message: str) -> None:
+def _report(errors: ErrorSink | None, message: str) -> None:
     if errors is None:
         raise RecordError(message)
     errors.append(message)

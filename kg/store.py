@@ -9,12 +9,11 @@ server for (``default-graph-uri``), so the same SPARQL text works everywhere.
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import pyoxigraph as ox
 import rdflib
@@ -23,12 +22,10 @@ from rdflib.term import Identifier
 
 from kg import ntriples as nt
 from kg import rdf, rdf_io, vocab
+from kg.backend import SparqlBackend, load_json_records
 from kg.binding import Binding, bind_values, to_rdflib
 from kg.errors import KgError
-from kg.formats import input_syntax
-from kg.records import iter_json_records
 from kg.results import Cell, QueryResult
-from ontology.batch import RecordError
 from ontology.errors import LesanetError
 from ontology.protocol import OntologyLike
 
@@ -46,29 +43,6 @@ def _too_large(max_rows: int | None, max_bytes: int | None, rows_left: int, unit
             f"the result has more than {max_rows:,} {unit} (--max-rows); add LIMIT or narrow the query"
         )
     raise ResultTooLarge(f"the result is over {max_bytes:,} bytes (--max-bytes); add LIMIT or select fewer variables")
-
-
-class SparqlBackend(Protocol):
-    """What canned queries and the CLI need from a store or an endpoint."""
-
-    def query(self, text: str, bindings: Mapping[str, Binding] | None = None) -> QueryResult: ...
-
-    def load_ntriples(self, lines: Iterable[str], graph: str = vocab.GRAPH_PREDICTIONS) -> int: ...
-
-    def has_ontology(self) -> bool: ...
-
-    def load_ontology(self, onto: OntologyLike) -> int: ...
-
-    def load_files(
-        self,
-        paths: Iterable[str | Path],
-        graph: str | None = None,
-        onto: OntologyLike | None = None,
-        errors: list[str] | None = None,
-        dataset: str = "deeplesion",
-    ) -> dict[str, int]: ...
-
-    def optimize(self) -> None: ...
 
 
 _XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
@@ -126,68 +100,10 @@ class _ChunkReader(io.RawIOBase):
         return size
 
 
-def _record_kind(record: Any) -> str | None:
-    if isinstance(record, Mapping):
-        if "lesion_id" in record and "labels" in record:
-            return "predictions"
-        if "lesion_idx" in record and "text" in record:
-            return "sentences"
-    return None
-
-
-def _looks_json_ld(record: Any) -> bool:
-    return isinstance(record, Mapping) and any(isinstance(k, str) and k.startswith("@") for k in record)
-
-
-def classify_json(path: Path, probe: int = 100) -> str:
-    """``predictions``, ``sentences`` or ``json-ld`` for a .json/.jsonl file, from its
-    first good records (the file is not read whole; torn lines are skipped here and
-    reported by the load). A ``.jsonl`` file is never JSON-LD; a ``.json`` file is when
-    it is one JSON document (not a list or lines of records) or its records carry
-    ``@`` keys. Records of no known shape count as predictions, so that the load
-    names each of them with its line and the missing field."""
-    is_lines = path.suffix.lower() == ".jsonl"
-    for i, item in enumerate(iter_json_records(path, errors=[])):
-        kind = _record_kind(item.value)
-        if kind is not None:
-            return kind
-        if not is_lines and _looks_json_ld(item.value):
-            return "json-ld"
-        if i + 1 >= probe:
-            break
-    if not is_lines:
-        with path.open("rb") as handle:
-            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-            handle.seek(0)
-            first_line = handle.readline(1 << 20)
-        if head.startswith(b"{"):
-            try:
-                first = json.loads(first_line)
-            except ValueError:
-                return "json-ld"  # a multi-line JSON document
-            if _looks_json_ld(first) or _record_kind(first) is None:
-                return "json-ld"
-    return "predictions"
-
-
-class _Prefixed:
-    """An ``errors`` sink that puts the file name before each message and counts them
-    (with no target list, it keeps the messages so the caller can raise the first)."""
-
-    def __init__(self, target: list[str] | None, prefix: str) -> None:
-        self.target = target if target is not None else []
-        self.prefix = prefix
-        self.count = 0
-
-    def append(self, message: str) -> None:
-        self.count += 1
-        self.target.append(f"{self.prefix}: {message}")
-
-
 # ----------------------------------------------------------------- pyoxigraph store
 
 
-class LesionStore:
+class LesionStore(SparqlBackend):
     """A pyoxigraph store on disk (or in memory when ``path`` is None)."""
 
     def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
@@ -234,7 +150,7 @@ class LesionStore:
 
     def load_records(self, records: Iterable[Any], onto: OntologyLike, errors: list[str] | None = None) -> int:
         """Prediction records straight into the predictions graph (no rdflib graph built)."""
-        return self.load_ntriples(rdf.prediction_ntriples(records, onto, errors), vocab.GRAPH_PREDICTIONS)
+        return load_json_records(self, "predictions", records, onto, errors)
 
     def load_sentences(
         self,
@@ -243,8 +159,7 @@ class LesionStore:
         dataset: str = "deeplesion",
         errors: list[str] | None = None,
     ) -> int:
-        lines = rdf.sentence_ntriples(records, onto, dataset=dataset, errors=errors)
-        return self.load_ntriples(lines, vocab.GRAPH_TRAINING_LABELS)
+        return load_json_records(self, "sentences", records, onto, errors, dataset)
 
     def load_ontology(self, onto: OntologyLike) -> int:
         """Replace the ontology graphs with ``onto`` (its OWL + inferred parent edges)."""
@@ -257,66 +172,11 @@ class LesionStore:
         inferred = self.load_ntriples(rdf.ontology_inferred_ntriples(onto), vocab.GRAPH_ONTOLOGY_INFERRED)
         return self.count(vocab.GRAPH_ONTOLOGY) + inferred
 
-    def load_files(
-        self,
-        paths: Iterable[str | Path],
-        graph: str | None = None,
-        onto: OntologyLike | None = None,
-        errors: list[str] | None = None,
-        dataset: str = "deeplesion",
-    ) -> dict[str, int]:
-        """Load RDF files (by suffix; N-Quads/TriG keep their graphs) and JSON records.
-
-        ``.json``/``.jsonl`` holding prediction or mined-sentence records are converted
-        (needs ``onto``); OWL/RDF-XML goes to ``graph`` or the predictions graph like any
-        other triples file. Returns triples (or lines) loaded per file.
-
-        JSON records are streamed (memory: one record, not the file). With ``errors``, a
-        bad record (torn line, bad field…) or an RDF file with a syntax error (loaded all
-        or nothing) is reported there as ``FILE: line N …: reason`` and the rest is
-        loaded; without it, the first one raises :class:`RecordError` after its file.
-        """
-        files = [Path(p) for p in paths]
-        for path in files:  # all named files must exist before anything is loaded
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such file")
-        loaded: dict[str, int] = {}
-        for path in files:
-            file_errors = _Prefixed(errors, str(path))
-            loaded[str(path)] = self._load_file(path, graph, onto, file_errors, dataset)
-            if errors is None and file_errors.count:
-                raise RecordError(file_errors.target[0])
-        return loaded
-
-    def _load_file(
-        self, path: Path, graph: str | None, onto: OntologyLike | None, file_errors: _Prefixed, dataset: str
-    ) -> int:
-        if path.suffix.lower() in (".json", ".jsonl"):
-            kind = classify_json(path)
-            if kind != "json-ld":
-                if onto is None:
-                    raise KgError(f"{path}: converting {kind} records needs the ontology")
-                records = iter_json_records(path, file_errors)  # type: ignore[arg-type]
-                if kind == "predictions":
-                    return self.load_records(records, onto, file_errors)  # type: ignore[arg-type]
-                return self.load_sentences(records, onto, dataset, file_errors)  # type: ignore[arg-type]
-            return self._load_rdf_file(path, ox.RdfFormat.JSON_LD, graph, file_errors)
-        return self._load_rdf_file(path, input_syntax(path).oxigraph, graph, file_errors)
-
-    def _load_rdf_file(self, path: Path, fmt: ox.RdfFormat, graph: str | None, errors: _Prefixed) -> int:
-        """One RDF file, all or nothing: parsed once to find a syntax error (streaming,
-        nothing kept), then bulk-loaded (which is fast but not atomic)."""
-        try:
-            for _ in ox.parse(path=str(path), format=fmt):
-                pass
-        except SyntaxError as exc:
-            errors.append(f"not loaded: {str(exc).splitlines()[0]}")
-            return 0
-        except (OSError, ValueError) as exc:
-            errors.append(f"not loaded: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-            return 0
+    def load_rdf_file(self, path: Path, fmt: ox.RdfFormat, graph: str) -> int:
+        """An RDF file that parses (``load_files`` checked it), bulk-loaded (fast, not
+        atomic): triples into ``graph``, N-Quads / TriG into their own graphs."""
         before = len(self._store)
-        target = None if fmt.supports_datasets else ox.NamedNode(graph or vocab.GRAPH_PREDICTIONS)
+        target = None if fmt.supports_datasets else ox.NamedNode(graph)
         self._store.bulk_load(path=str(path), format=fmt, to_graph=target)
         return len(self._store) - before
 

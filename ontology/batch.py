@@ -17,7 +17,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from ontology.errors import LesanetError
 
@@ -38,6 +38,13 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the escape of a UTF-16 s
 class RecordError(LesanetError, ValueError):
     """One input record that cannot be used; the message says why, and where when the
     reader knows (``line 12: …``, ``record 3 (deeplesion/2): labels[0].score …``)."""
+
+
+class ErrorSink(Protocol):
+    """Where a reader or converter reports bad records, one message each: a list,
+    :class:`BadRecords`, or a sink that adds the file name (``kg.loading``)."""
+
+    def append(self, message: str, /) -> None: ...
 
 
 class BadRecords(list):

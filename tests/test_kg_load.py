@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from test_kg import lesanet, make_predictions
 
 import kg.records
+from kg.backend import classify_json
 from kg.records import iter_json_records
-from kg.store import LesionStore, classify_json
+from kg.store import LesionStore
 from ontology.batch import BadRecords, RecordError
 
 _SCALARS = st.one_of(
