@@ -81,31 +81,29 @@ class LabelFilter:
     excluded: tuple[str, ...] = ()
 
 
-def _lesion_search_text(flt: LabelFilter, limit: int, offset: int) -> str:
+def _filter_where(flt: LabelFilter, lesion_pattern: str) -> str:
+    """The WHERE body of a label filter: a class (or subclass) per required label, then
+    ``lesion_pattern``, then no excluded one (``?l{i}`` / ``?n{i}`` bound by :func:`_filter_bindings`)."""
     patterns = [f"  ?c{i} rdfs:subClassOf* ?l{i} .\n  ?lesion a ?c{i} ." for i in range(len(flt.required))]
     negations = [
         f"  FILTER NOT EXISTS {{ ?x{i} rdfs:subClassOf* ?n{i} . ?lesion a ?x{i} }}" for i in range(len(flt.excluded))
     ]
+    return "\n".join(patterns) + f"\n  {lesion_pattern}\n" + "\n".join(negations)
+
+
+def _lesion_search_text(flt: LabelFilter, limit: int, offset: int) -> str:
     return (
         'SELECT ?lesion ?lesionId (GROUP_CONCAT(DISTINCT ?name; separator=", ") AS ?labels)\nWHERE {\n'
-        + "\n".join(patterns)
-        + "\n  ?lesion kg:lesionId ?lesionId ; kg:keyRegion ?region .\n"
-        + "\n".join(negations)
+        + _filter_where(flt, "?lesion kg:lesionId ?lesionId ; kg:keyRegion ?region .")
         + "\n  OPTIONAL { ?lesion a ?decided . ?decided a owl:Class ; rdfs:label ?name }\n}\n"
         + f"GROUP BY ?lesion ?lesionId\nORDER BY ?lesionId\nLIMIT {int(limit)}\nOFFSET {int(offset)}\n"
     )
 
 
 def _lesion_count_text(flt: LabelFilter) -> str:
-    patterns = [f"  ?c{i} rdfs:subClassOf* ?l{i} .\n  ?lesion a ?c{i} ." for i in range(len(flt.required))]
-    negations = [
-        f"  FILTER NOT EXISTS {{ ?x{i} rdfs:subClassOf* ?n{i} . ?lesion a ?x{i} }}" for i in range(len(flt.excluded))
-    ]
     return (
         "SELECT (COUNT(DISTINCT ?lesion) AS ?n)\nWHERE {\n"
-        + "\n".join(patterns)
-        + "\n  ?lesion kg:keyRegion ?region .\n"
-        + "\n".join(negations)
+        + _filter_where(flt, "?lesion kg:keyRegion ?region .")
         + "\n}\n"
     )
 
