@@ -407,14 +407,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         onto=onto,
     )
     if int(os.environ.get("RANK", "0")) == 0:
-        lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        last = json.loads(lines[-1]) if lines else {}
-        auc, f1 = last.get("val_mean_auc"), last.get("val_mean_f1")
-        val = f", val mean AUC {auc:.3f}, mean F1 {f1:.3f}" if auc is not None and f1 is not None else ""
-        print(
-            f"wrote {run_dir}: epoch {last.get('epoch', 0)}, loss {last.get('loss', float('nan')):.4f}{val}",
-            file=sys.stderr,
-        )
+        from vision.engines.checkpoint import last_epoch_line
+
+        print(f"wrote {run_dir}: {last_epoch_line(run_dir)}", file=sys.stderr)
         if not args.no_calibrate:
             _calibrate_after_training(run_dir, args)
     return EXIT_OK

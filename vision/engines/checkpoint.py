@@ -217,3 +217,13 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: unreadable training state ({type(exc).__name__}); train again without --resume"
         ) from None
+
+
+def last_epoch_line(run_dir: str | Path) -> str:
+    """The run's last ``metrics.jsonl`` entry in one line: epoch, loss, validation AUC / F1."""
+    path = Path(run_dir) / METRICS_FILE
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    last = json.loads(lines[-1]) if lines else {}
+    auc, f1 = last.get("val_mean_auc"), last.get("val_mean_f1")
+    val = f", val mean AUC {auc:.3f}, mean F1 {f1:.3f}" if auc is not None and f1 is not None else ""
+    return f"epoch {last.get('epoch', 0)}, loss {last.get('loss', float('nan')):.4f}{val}"
