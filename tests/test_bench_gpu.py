@@ -118,5 +118,5 @@ def test_a_failing_measurement_is_reported_and_an_exhausted_budget_skips(tmp_pat
     profile = gpu.PROFILES["dry-run"]
     runner = gpu.Runner(profile, tmp_path, tmp_path, budget_s=60)
     outcome = runner.measure("inference")  # no cache in this work folder
-    assert outcome.status == "failed" and "index.json" in outcome.error
+    assert outcome.status == "failed" and outcome.error is not None and "index.json" in outcome.error
     assert gpu.Runner(profile, tmp_path, tmp_path, budget_s=1).measure("search").status == "skipped"

@@ -211,7 +211,11 @@ def _check_fhir(path: Path, records: list[dict], study_uid: str | None) -> dict:
 
     walk(data)
     assert refs and set(refs) <= urls  # every reference resolves inside the Bundle
-    kinds = [e.resource.get_resource_type() for e in bundle.entry]
+    assert bundle.entry is not None
+    kinds = []
+    for e in bundle.entry:
+        assert e.resource is not None
+        kinds.append(e.resource.get_resource_type())
     decided = sum(item["decision"] for record in records for item in record["labels"])
     assert kinds.count("Observation") == decided and kinds.count("Device") == 1
     resources = {e["fullUrl"]: e["resource"] for e in data["entry"]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ TERMS = ["chest", "lung", "liver", "nodule", "cyst"]
 
 
 def _lesion(idx: int, **changes) -> DLLesion:
-    fields = dict(
+    fields: dict[str, Any] = dict(
         lesion_idx=idx,
         file_name=f"000001_01_01_{10 + idx:03d}.png",
         patient=1,

@@ -93,7 +93,9 @@ def test_thresholds_file_roundtrip_and_refusals(tmp_path) -> None:
     choices = calibrate_thresholds(scores, positive)
     doc = thresholds_document(["a", "b"], choices, "abc", "val", 3)
     (tmp_path / "thresholds.json").write_text(json.dumps(doc))
-    assert read_thresholds(tmp_path, ["a", "b"], "abc").tolist() == [c.threshold for c in choices]
+    thresholds = read_thresholds(tmp_path, ["a", "b"], "abc")
+    assert thresholds is not None
+    assert thresholds.tolist() == [c.threshold for c in choices]
     with pytest.raises(EvaluationError, match="another checkpoint"):
         read_thresholds(tmp_path, ["a", "b"], "other")
     with pytest.raises(EvaluationError, match="label list differs"):

@@ -25,6 +25,7 @@ def test_paper_config_has_about_24_7_million_parameters():
 
 
 def test_spl_starts_as_identity(small: LesaNet):
+    assert small.spl is not None
     assert torch.equal(small.spl.weight, torch.eye(7))
     assert torch.equal(small.spl.bias, torch.zeros(7))
     x = torch.randint(0, 256, (2, 3, 120, 120), dtype=torch.uint8)

@@ -144,9 +144,10 @@ def test_deeplesion_files_score_like_the_cache(tiny_run: TinyRun, predictor) -> 
     from vision.engines.infer import predict_cache_full, predict_inputs
 
     cached = predict_cache_full(predictor, tiny_run.cache, "test")
+    assert cached.cache_records is not None
     idxs = [r["lesion_idx"] for r in cached.cache_records[:3]]
     from_files = predict_inputs(predictor, deeplesion_inputs(tiny_run.phantom, idxs))
-    assert np.array_equal(from_files.patches, cached.patches[:3])
+    assert np.array_equal(np.asarray(from_files.patches), cached.patches[:3])
     assert np.allclose(from_files.scored.probs, cached.scored.probs[:3], atol=1e-6)
     assert from_files.records[0]["source"]["file"].startswith("Images_png/")
 
@@ -323,6 +324,12 @@ def _phantom_series(tiny_run: TinyRun, lesion_idx: int):
     return slices, numbers.index(lesion.key_slice), lesion
 
 
+def _spacing(lesion) -> tuple[float, float, float]:
+    """A lesion's voxel spacing (x, y, z mm) as plain floats."""
+    x, y, z = (float(v) for v in lesion.spacing_mm)
+    return x, y, z
+
+
 def _write_nifti(path: Path, slices: np.ndarray, spacing: tuple[float, float, float]) -> Path:
     """The displayed slices stored the RAS+ way (i to the patient's right, j anterior, k up)."""
     import nibabel as nib
@@ -334,13 +341,13 @@ def _write_nifti(path: Path, slices: np.ndarray, spacing: tuple[float, float, fl
 
 def _write_dicom_series(folder: Path, slices: np.ndarray, spacing: tuple[float, float, float], uid: str) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+    from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(slices):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = f"{uid}.{i + 1}"
+        meta.MediaStorageSOPInstanceUID = UID(f"{uid}.{i + 1}")
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
@@ -371,13 +378,13 @@ def test_nifti_and_dicom_score_like_the_png_path(tiny_run: TinyRun, predictor, t
     from vision.engines.infer import predict_inputs
 
     slices, key, lesion = _phantom_series(tiny_run, 0)
-    spacing = tuple(float(v) for v in lesion.spacing_mm)
+    spacing = _spacing(lesion)
     png = lesion.slice_path(tiny_run.phantom / "Images_png", lesion.key_slice)
     by_png = predict_inputs(predictor, png_inputs(png, ",".join(map(str, spacing)), [lesion.box]))
     nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, spacing)
     file_slice, file_box = _ras_file_lesion(slices, key, lesion.box)
     by_nifti = predict_inputs(predictor, image_inputs(nifti, [VoxelBox(file_slice, file_box)]))
-    assert np.array_equal(by_nifti.patches, by_png.patches)
+    assert np.array_equal(np.asarray(by_nifti.patches), np.asarray(by_png.patches))
     assert np.allclose(by_nifti.scored.probs, by_png.scored.probs, atol=1e-6)
     assert by_nifti.records[0]["source"]["spacing_mm"] == pytest.approx(list(spacing), abs=1e-5)
     _write_dicom_series(tmp_path / "dicom", slices, spacing, "1.2.826.0.1.3680043.8.498.1")
@@ -400,7 +407,7 @@ def test_volume_inputs_refuse_bad_input(tiny_run: TinyRun, tmp_path: Path) -> No
         return image_inputs(path, [VoxelBox(k, box) for k, box in boxes], series=series)
 
     slices, key, lesion = _phantom_series(tiny_run, 0)
-    spacing = tuple(float(v) for v in lesion.spacing_mm)
+    spacing = _spacing(lesion)
     nifti = _write_nifti(tmp_path / "ct.nii", slices, spacing)
     z = len(slices)
     with pytest.raises(PredictError, match=rf"slice {z} is out of range \(the volume has slices 0..{z - 1}\)"):
@@ -423,7 +430,7 @@ def test_volume_inputs_refuse_bad_input(tiny_run: TinyRun, tmp_path: Path) -> No
 
 def test_cli_predict_volume_with_boxes_file_and_patch_png(tiny_run: TinyRun, predictor, tmp_path: Path, capsys) -> None:
     slices, key, lesion = _phantom_series(tiny_run, 0)
-    nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, tuple(float(v) for v in lesion.spacing_mm))
+    nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, _spacing(lesion))
     file_slice, file_box = _ras_file_lesion(slices, key, lesion.box)
     boxes = tmp_path / "boxes.txt"
     boxes.write_text(
@@ -490,7 +497,7 @@ def test_cli_predict_several_lesions_one_bad_the_others_predicted(
 
 def test_cli_predict_boxes_file_with_bad_lines(tiny_run: TinyRun, predictor, tmp_path: Path, capsys) -> None:
     slices, key, lesion = _phantom_series(tiny_run, 0)
-    nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, tuple(float(v) for v in lesion.spacing_mm))
+    nifti = _write_nifti(tmp_path / "ct.nii.gz", slices, _spacing(lesion))
     file_slice, file_box = _ras_file_lesion(slices, key, lesion.box)
     good = f"{file_slice}, " + ", ".join(f"{v:g}" for v in file_box)
     bad_lines = [

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
-sitk = pytest.importorskip("SimpleITK")
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+else:
+    sitk = pytest.importorskip("SimpleITK")
 pydicom = pytest.importorskip("pydicom")
 
 from vision.data.deeplesion import DataError  # noqa: E402

@@ -17,11 +17,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
-sitk = pytest.importorskip("SimpleITK")
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+else:
+    sitk = pytest.importorskip("SimpleITK")
 
 from cli import main as cli_main  # noqa: E402
 from vision.data.deeplesion import DataError  # noqa: E402
@@ -89,7 +93,7 @@ def _write_dicom(image: sitk.Image, folder: Path, uid: str, slices=None, modalit
     iop = "\\".join(f"{v:g}" for v in [*direction[:, 0], *direction[:, 1]])
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    uids = []
+    uids: list[str] = []
     # GDCM's writer leaves the process in the "C" locale (ASCII file encoding for the rest of
     # the test session); put the caller's locale back.
     saved_locale = locale.setlocale(locale.LC_ALL)
