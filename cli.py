@@ -24,6 +24,7 @@ from ontology.files import write_text_atomic
 
 if TYPE_CHECKING:
     from kg.store import SparqlBackend
+    from ontology.protocol import OntologyLike
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -1420,7 +1421,7 @@ def _check_sr_sources(sources: Sequence[dict]) -> None:
 
 def _write_clinical(
     records: Sequence[dict],
-    onto: Any,
+    onto: OntologyLike,
     sr: str | None,
     fhir: str | None,
     per_study: bool = False,
