@@ -7,6 +7,7 @@ import cannot hide a circle. The rules are those of docs/architecture.md.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -117,3 +118,22 @@ def test_vision_layers_point_down(graph: nx.DiGraph) -> None:
     vision = {m for m in graph if room(m) == "vision"}
     upward = [(a, b) for a, b in graph.edges if a in vision and b in vision and vision_layer(b) > vision_layer(a)]
     assert not upward, upward
+
+
+def _holds_code(path: Path) -> bool:
+    """A package's __init__ is a module of its own when it defines more than a docstring and imports."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return any(not isinstance(n, ast.Import | ast.ImportFrom | ast.Expr) for n in body)
+
+
+def test_architecture_doc_has_a_line_for_every_module() -> None:
+    # docs/architecture.md is the newcomer's map: one table row a module, by its path
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\|[^|\n]*?\| `([\w/.]+\.py)` \||^\| `([\w/.]+\.py)` \|", doc, re.M))
+    listed_paths = {a or b for a, b in listed}
+    paths = {str(p.relative_to(ROOT)) for p in _modules().values()}
+    wanted = {p for p in paths if not p.endswith("__init__.py") or _holds_code(ROOT / p)}
+    missing = sorted(wanted - listed_paths)
+    assert not missing, f"modules without a line in docs/architecture.md: {missing}"
+    gone = sorted(p for p in listed_paths if not (ROOT / p).is_file())
+    assert not gone, f"docs/architecture.md lists modules that are not there: {gone}"
