@@ -259,7 +259,7 @@ def _sentence_lines(sentence: MinedSentence, activity_id: str, dataset: str) -> 
     mentions_by_class: dict[str, list[str]] = {}
     for mention in sentence.mentions:
         mnode = nt.minted(vocab.mention_iri(activity_id, sentence.sentence_id, mention.start, mention.end))
-        mentions_by_class.setdefault(mention.class_iri, []).append(mnode)
+        mentions_by_class.setdefault(mention.iri, []).append(mnode)
         yield nt.line(mnode, nt.A, nt.ref(OA.TextPositionSelector))
         yield nt.line(mnode, nt.ref(OA.start), nt.integer(mention.start))
         yield nt.line(mnode, nt.ref(OA.end), nt.integer(mention.end))

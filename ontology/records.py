@@ -2,7 +2,8 @@
 
 On the wire they stay plain JSON objects; these types say what they hold, so the contracts
 between textmine, vision and kg are code. ``Mention`` is the one mention value: the
-phantom writes gold ones, kg reads them back (with the label's class IRI).
+phantom writes gold ones, the miner writes what it found (``textmine.records``), kg
+reads them back (with the label's class IRI).
 """
 
 from __future__ import annotations
@@ -61,14 +62,28 @@ class PredictionRecord(TypedDict):
 
 @dataclass(frozen=True)
 class Mention:
-    """A label mention: ``text[start:end]``, its label, its relation to the bookmarked lesion."""
+    """A label mention: ``text[start:end]``, its label, its relation to the bookmarked lesion.
+
+    ``iri`` is the label's ontology class where the producer resolved it (the miner, kg's
+    reader); ``cue`` what decided the relation (a ConText phrase, ``model``…), as
+    ``lesanet textmine run`` writes it.
+    """
 
     start: int
     end: int
     text: str
     label: str
     relation: str = "relevant"
-    class_iri: str = ""  # the label's ontology class, where the reader resolved it
+    iri: str = ""
+    cue: str | None = None
 
     def as_record(self) -> MentionRecord:
-        return {"start": self.start, "end": self.end, "text": self.text, "label": self.label, "relation": self.relation}
+        """The JSON object of a sentence record: a resolved mention (``iri`` set) also
+        carries ``iri`` and ``cue``, as the miner's output does; a gold one does not."""
+        record: MentionRecord = {"start": self.start, "end": self.end, "text": self.text, "label": self.label}
+        if self.iri:
+            record["iri"] = self.iri
+        record["relation"] = self.relation
+        if self.iri:
+            record["cue"] = self.cue
+        return record

@@ -28,7 +28,7 @@ from typing import Any
 
 from ontology.errors import LesanetError
 from textmine.errors import TextmineError
-from textmine.lexicon import Mention, load_data_yaml, phrase_words
+from textmine.lexicon import LexiconMatch, load_data_yaml, phrase_words
 from textmine.tokens import BOOKMARK, CLAUSE_BREAKS, OTHER_BMK, SKIPPED_WORDS, Piece
 
 RELEVANT, UNCERTAIN, IRRELEVANT = "relevant", "uncertain", "irrelevant"
@@ -141,7 +141,7 @@ class RuleRelations:
         self._introducers = PhraseTable(cue_set.introducers)
 
     # ------------------------------------------------------------------ public
-    def assign(self, pieces: Sequence[Piece], mentions: list[Mention]) -> None:
+    def assign(self, pieces: Sequence[Piece], mentions: list[LexiconMatch]) -> None:
         """Set ``relation`` and ``cue`` of every mention in place."""
         owners = bookmark_owners(pieces, mentions, self._introducer_positions)
         for mention, owner in zip(mentions, owners):
@@ -153,7 +153,7 @@ class RuleRelations:
         self._apply_alternatives(pieces, mentions)
 
     # ------------------------------------------------------------------ ConText
-    def cue_hits(self, pieces: Sequence[Piece], mentions: Sequence[Mention]) -> list[CueHit]:
+    def cue_hits(self, pieces: Sequence[Piece], mentions: Sequence[LexiconMatch]) -> list[CueHit]:
         covered: set[int] = set()
         for m in mentions:
             covered.update(range(m.first_piece, m.last_piece + 1))
@@ -164,7 +164,7 @@ class RuleRelations:
             hits.append(CueHit(first, last, cue))
         return hits
 
-    def _apply_context(self, pieces: Sequence[Piece], mentions: list[Mention]) -> None:
+    def _apply_context(self, pieces: Sequence[Piece], mentions: list[LexiconMatch]) -> None:
         if not mentions:
             return
         hits = self.cue_hits(pieces, mentions)
@@ -175,7 +175,7 @@ class RuleRelations:
         for hit in hits:
             if hit.cue.category == "terminate":
                 continue
-            scope: list[Mention] = []
+            scope: list[LexiconMatch] = []
             landmark = hit.cue.category == "landmark"
             if hit.cue.direction in ("forward", "bidirectional"):
                 scope += self._scope(pieces, mentions, stops, hit.last + 1, +1, landmark)
@@ -204,17 +204,17 @@ class RuleRelations:
     @staticmethod
     def _scope(
         pieces: Sequence[Piece],
-        mentions: Sequence[Mention],
+        mentions: Sequence[LexiconMatch],
         stops: set[int],
         i: int,
         step: int,
         stop_at_comma: bool = False,
-    ) -> list[Mention]:
+    ) -> list[LexiconMatch]:
         """Mentions reached from piece ``i`` walking by ``step`` until a scope boundary."""
-        at: dict[int, list[Mention]] = {}
+        at: dict[int, list[LexiconMatch]] = {}
         for m in mentions:
             at.setdefault(m.first_piece if step > 0 else m.last_piece, []).append(m)
-        found: list[Mention] = []
+        found: list[LexiconMatch] = []
         while 0 <= i < len(pieces):
             piece = pieces[i]
             if piece.norm in CLAUSE_BREAKS or piece.norm == ":" or i in stops:
@@ -233,7 +233,7 @@ class RuleRelations:
         return found
 
     # ------------------------------------------------------------------ alternatives
-    def _apply_alternatives(self, pieces: Sequence[Piece], mentions: list[Mention]) -> None:
+    def _apply_alternatives(self, pieces: Sequence[Piece], mentions: list[LexiconMatch]) -> None:
         """ "A or B", "A versus B", "A/B": both alternatives are uncertain."""
         alternatives = self.cue_set.alternatives
         if len(mentions) < 2 or not any(p.norm in alternatives for p in pieces):
@@ -261,7 +261,7 @@ class RuleRelations:
         return [last for _, last, _ in self._introducers.find(pieces)]
 
 
-def _leading_attributes(scope: Sequence[Mention]) -> list[Mention]:
+def _leading_attributes(scope: Sequence[LexiconMatch]) -> list[LexiconMatch]:
     out = []
     for m in scope:
         if m.category != "attribute":
@@ -291,7 +291,7 @@ def check_bookmarks(pieces: Sequence[Piece]) -> None:
 
 def bookmark_owners(
     pieces: Sequence[Piece],
-    mentions: Sequence[Mention],
+    mentions: Sequence[LexiconMatch],
     find_introducers: Callable[[Sequence[Piece]], Sequence[int]] = lambda pieces: (),
 ) -> list[frozenset[str]]:
     """For each mention, the bookmark kinds it describes (empty when the text has no bookmark)."""
@@ -331,7 +331,7 @@ def _clauses(pieces: Sequence[Piece]) -> list[tuple[int, int]]:
 
 def _assign_clause(
     pieces: Sequence[Piece],
-    mentions: Sequence[Mention],
+    mentions: Sequence[LexiconMatch],
     lo: int,
     hi: int,
     introducer_ends: Sequence[int],
@@ -379,7 +379,7 @@ def _assign_clause(
 
 
 def _share_elided_head(
-    in_clause: Sequence[Mention],
+    in_clause: Sequence[LexiconMatch],
     groups: list[list[int]],
     bounds: list[int],
     kinds: list[frozenset[str]],

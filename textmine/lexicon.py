@@ -1,4 +1,5 @@
-"""The label lexicon: ontology names and synonyms plus ``data/lexicon.yaml``, and the matcher.
+"""The label lexicon: ontology names and synonyms plus ``data/lexicon.yaml``, and the matcher
+(its matches, :class:`LexiconMatch`, become :class:`ontology.records.Mention` on output).
 
 Matching runs over normalised pieces (see :mod:`textmine.tokens`): lower case, plurals
 reduced through spaCy's lemma lookup table (spacy-lookups-data) with a small suffix rule
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 
 from ontology.protocol import OntologyLike
+from ontology.records import Mention
 from textmine.derive import derivations
 from textmine.errors import TextmineError
 from textmine.tokens import SKIPPED_WORDS, Piece
@@ -42,8 +44,11 @@ class LexiconEntry:
 
 
 @dataclass(slots=True)
-class Mention:
-    """A label mention: character span in the text, the ontology label, and its relation."""
+class LexiconMatch:
+    """The matcher's working mention: a character span and the pieces it covers, the
+    label with its category, and the relation the engines assign (mutable while they
+    do). What leaves the miner is :meth:`as_mention`, the exchanged
+    :class:`ontology.records.Mention`."""
 
     start: int
     end: int
@@ -57,16 +62,8 @@ class Mention:
     cue: str | None = None
     forced: str | None = None  # a relation fixed by the phrase itself ("not calcified": calcified is denied)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "start": self.start,
-            "end": self.end,
-            "text": self.text,
-            "label": self.label,
-            "iri": self.iri,
-            "relation": self.relation,
-            "cue": self.cue,
-        }
+    def as_mention(self) -> Mention:
+        return Mention(self.start, self.end, self.text, self.label, self.relation, self.iri, self.cue)
 
 
 def load_data_yaml(name: str) -> dict[str, Any]:
@@ -181,7 +178,7 @@ class Lexicon:
     def known_words(self) -> frozenset[str]:
         return frozenset(self.normalizer.vocabulary)
 
-    def match(self, pieces: Sequence[Piece], text: str) -> list[Mention]:
+    def match(self, pieces: Sequence[Piece], text: str) -> list[LexiconMatch]:
         """All maximal label matches in ``pieces``, left to right."""
         # Articles are skipped: matching runs over the indices of the other pieces.
         index = [i for i, p in enumerate(pieces) if p.norm not in SKIPPED_WORDS]
@@ -215,7 +212,7 @@ class Lexicon:
                 maximal.append(f)
             if k not in gapped:
                 reach = max(reach, f[1])
-        mentions: list[Mention] = []
+        mentions: list[LexiconMatch] = []
         for first, last, entry in maximal:
             mentions.append(_mention(pieces, index[first], index[last], entry.label, entry.iri, entry.category, text))
             for offset, length, label, iri, category, forced in entry.nested:
@@ -240,9 +237,9 @@ class Lexicon:
         return None
 
 
-def _mention(pieces: Sequence[Piece], a: int, b: int, label: str, iri: str, category: str, text: str) -> Mention:
+def _mention(pieces: Sequence[Piece], a: int, b: int, label: str, iri: str, category: str, text: str) -> LexiconMatch:
     start, end = pieces[a].start, pieces[b].end
-    return Mention(start, end, text[start:end], label, iri, category, a, b)
+    return LexiconMatch(start, end, text[start:end], label, iri, category, a, b)
 
 
 def _extra_entries(data: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]:

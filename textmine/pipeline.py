@@ -25,7 +25,7 @@ from textmine.context import (
 )
 from textmine.derive import NameComposer
 from textmine.errors import TextmineError
-from textmine.lexicon import Lexicon, Mention, build_lexicon
+from textmine.lexicon import Lexicon, LexiconMatch, build_lexicon
 from textmine.records import InputRecord, MinedSentence
 from textmine.tokens import Piece, PieceSplitter, tokenizer_nlp
 
@@ -83,7 +83,7 @@ class LabelMiner:
         if batch:
             yield from self._mine_batch(batch, expand)
 
-    def pieces_and_mentions(self, text: str) -> tuple[list[Piece], list[Mention]]:
+    def pieces_and_mentions(self, text: str) -> tuple[list[Piece], list[LexiconMatch]]:
         """Tokenise one text and find its label mentions (no relations)."""
         pieces = self.splitter.pieces(self.nlp(text), text)
         return pieces, self.lexicon.match(pieces, text)
@@ -117,10 +117,11 @@ class LabelMiner:
             if mention.forced is not None:
                 mention.relation, mention.cue = mention.forced, mention.text
         relevant, uncertain, irrelevant = self.label_lists(mentions, expand, pieces)
-        return MinedSentence(record.id, text, mentions, relevant, uncertain, irrelevant, lesion_idx, record.line)
+        found = [m.as_mention() for m in mentions]
+        return MinedSentence(record.id, text, found, relevant, uncertain, irrelevant, lesion_idx, record.line)
 
     def label_lists(
-        self, mentions: Sequence[Mention], expand: bool, pieces: Sequence[Piece] = ()
+        self, mentions: Sequence[LexiconMatch], expand: bool, pieces: Sequence[Piece] = ()
     ) -> tuple[list[str], list[str], list[str]]:
         """Relevant, uncertain and irrelevant label names; expanded (ancestors, composites) on request.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ontology.batch import RecordError, decode_json_line
-from textmine.lexicon import Mention
+from ontology.records import Mention
 
 # Longest accepted input line; a longer one is reported, not processed (a report sentence
 # is a few hundred bytes; a megabyte line is a broken export).
@@ -52,7 +52,7 @@ class MinedSentence:
         out["relevant"] = self.relevant
         out["uncertain"] = self.uncertain
         out["irrelevant"] = self.irrelevant
-        out["mentions"] = [m.to_json() for m in self.mentions]
+        out["mentions"] = [m.as_record() for m in self.mentions]
         if self.error is not None:
             out["error"] = self.error
             out["line"] = self.line

@@ -26,7 +26,7 @@ from torch import nn
 
 from textmine.context import RELATIONS
 from textmine.errors import TextmineError
-from textmine.lexicon import Mention
+from textmine.lexicon import LexiconMatch
 from textmine.tokens import BOOKMARK, Piece
 
 FORMAT = "lesanet-relation-cnn"
@@ -134,7 +134,7 @@ class RelationModel:
         logits = self.net(*self.encode(examples))
         return [RELATIONS[i] for i in logits.argmax(dim=1).tolist()]
 
-    def assign(self, pieces: Sequence[Piece], mentions: list[Mention]) -> None:
+    def assign(self, pieces: Sequence[Piece], mentions: list[LexiconMatch]) -> None:
         """Set ``relation`` of every mention (cue = "model")."""
         predicted = self.predict([example_for(pieces, m.first_piece, m.last_piece) for m in mentions])
         for mention, relation in zip(mentions, predicted):
