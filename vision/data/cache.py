@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ontology.batch import RecordError, decode_json_line
 from ontology.files import read_versioned_json, write_json_atomic
@@ -386,8 +387,6 @@ def _build_locked(
     done = _read_done(done_path) if resumable else {}
     resumed = sum(len(done[u]) for u in done if u < len(units))
     todo = [u for u in range(len(units)) if u not in done]
-
-    from tqdm import tqdm
 
     bar = tqdm(total=len(plan.tasks), initial=resumed, unit="lesion", disable=not progress, file=sys.stderr)
     data_offset = _npy_data_offset(partial_npy)

@@ -42,6 +42,7 @@ from vision.data.locate import (
     volume_inputs,
     volume_stem,
 )
+from vision.data.volumes import read_volume
 
 COLUMNS = (
     "image",
@@ -170,9 +171,6 @@ def prepare_manifest(
     warn: Callable[[str], None] | None = None,
 ) -> PreparedBatch:
     """Read each volume once, place and preprocess its rows' lesions; failures become RowErrors."""
-
-    # local: vision.data.volumes loads SimpleITK, needed only for CT volumes
-    from vision.data.volumes import read_volume
 
     path = Path(path)
     failed = list(errors)

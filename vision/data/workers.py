@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import ctypes.util
+import fcntl
 import multiprocessing
 import os
 import signal
@@ -68,8 +69,6 @@ class BuildLocked(LesanetError, OSError):
 @contextmanager
 def build_lock(path: Path, what: str) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (created if needed) while building."""
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

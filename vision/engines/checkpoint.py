@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from ontology.errors import LesanetError
 from ontology.files import atomic_path, read_json, write_bytes_atomic, write_json_atomic
@@ -71,8 +71,6 @@ def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, 
     bit-identical retrain must give the same checkpoint hash (retrieval and thresholds
     name the checkpoint by it). The tensors' bytes and offsets are untouched; only the
     header is rewritten (sorted, padded with spaces to 8 bytes as the format allows)."""
-    from safetensors.torch import save
-
     raw = save(tensors, metadata=metadata)
     size = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + size])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from ontology.errors import LesanetError
 from ontology.files import read_versioned_json
@@ -62,8 +64,6 @@ class ExactIndex:
     product (||q||² is the same for every candidate of a query, so it is added after top-k)."""
 
     def __init__(self, vectors: np.ndarray, block_rows: int = 262_144, device: str | None = None) -> None:
-        import torch
-
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise RetrievalError(f"vectors must be N × D, got shape {vectors.shape}")
@@ -79,8 +79,6 @@ class ExactIndex:
         return int(self._vectors.shape[0])
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
         q = torch.from_numpy(np.ascontiguousarray(np.asarray(queries, dtype=np.float32))).to(self._device)
         if q.ndim != 2 or q.shape[1] != self._vectors.shape[1]:
             raise RetrievalError(f"queries must be Q × {self._vectors.shape[1]}, got {tuple(q.shape)}")
@@ -289,8 +287,6 @@ def load_embeddings(path: str | Path) -> Embeddings:
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 

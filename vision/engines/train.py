@@ -33,6 +33,7 @@ import torch.distributed as dist
 import torchvision.ops  # noqa: F401  (roi_align's meta kernels for torch.compile, deterministic CUDA fallback)
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from ontology import UnknownLabelError, load_ontology
 from ontology.errors import LesanetError
@@ -446,8 +447,6 @@ def _fit(
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr)
 
 

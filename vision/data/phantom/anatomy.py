@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
+from scipy import ndimage
 
 
 class Region(IntEnum):
@@ -383,8 +384,6 @@ def add_scanner_noise(
     """Partial-volume blur plus spatially correlated quantum noise inside the body,
     rounded to HU. Air outside the body is the flat -1024 floor (a simplification that
     keeps the PNGs small: noise does not compress)."""
-    from scipy import ndimage
-
     blurred = ndimage.gaussian_filter(hu, 0.6, mode="nearest")
     noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), 0.8) * (sigma_hu / 0.33)
     image = np.rint(blurred + noise)

@@ -36,7 +36,7 @@ def patch_panel(
     cache_dir: str | os.PathLike[str], out_png: str | os.PathLike[str], count: int = 16, seed: int = 0
 ) -> Path:
     """Draw ``count`` patches (one per kind of finding where possible) with labels."""
-    import matplotlib
+    import matplotlib  # local: ~0.5 s to import, and the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
