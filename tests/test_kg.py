@@ -365,7 +365,7 @@ def test_parameters_are_bound_not_pasted(disk_store, shipped_ontology):
         bind_values(query, {"x": rdflib.URIRef("http://a b")})
 
 
-_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
@@ -403,6 +403,7 @@ def lesanet(capsys, *args: str) -> tuple[int, str, str]:
     try:
         code = cli.main(list(args))
     except SystemExit as exc:  # argparse usage errors
+        assert isinstance(exc.code, int)  # argparse exits with 2
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err

@@ -152,6 +152,7 @@ def _start_kg_serve(store: Path, token_file: Path | None = None) -> tuple[subpro
     if token_file is not None:
         command += ["--token-file", str(token_file)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None  # stdout=PIPE
     line = process.stdout.readline()  # "serving http://127.0.0.1:PORT/query (...)"
     if not line.startswith("serving "):
         _stop(process)

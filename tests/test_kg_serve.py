@@ -36,12 +36,15 @@ class Server:
         self.log = log
         self._log_handle = log.open("w")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log_handle, text=True)
+        assert self.process.stdout is not None  # stdout=PIPE
         line = self.process.stdout.readline()
         if not line.startswith("serving "):
             self.stop()
             raise RuntimeError(f"kg serve did not start: {line!r} {log.read_text()}")
         self.url = line.split()[1]
-        self.port = int(urllib.parse.urlsplit(self.url).port)
+        port = urllib.parse.urlsplit(self.url).port
+        assert port is not None
+        self.port = port
 
     def query(self, text: str, timeout: float = 30) -> tuple[int, str]:
         data = urllib.parse.urlencode({"query": text}).encode()
