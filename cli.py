@@ -23,7 +23,7 @@ from ontology.errors import LesanetError
 from ontology.files import write_text_atomic
 
 if TYPE_CHECKING:
-    from kg.store import SparqlBackend
+    from kg.backend import SparqlBackend
     from ontology.protocol import OntologyLike
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
