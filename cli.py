@@ -817,20 +817,17 @@ def _cmd_kg_find(args: argparse.Namespace) -> int:
 def _cmd_kg_validate(args: argparse.Namespace) -> int:
     import rdflib
 
-    from kg.formats import BY_NAME, input_syntax
-    from kg.validate import validate_graph
+    from kg.validate import validate_file
 
     ontology = None
     if args.with_ontology:
         ontology = rdflib.Graph().parse(data=_load_ontology(args).serialize("ttl"), format="turtle")
     ok = True
     for path in args.files:
-        syntax = BY_NAME["json-ld"] if Path(path).suffix.lower() == ".json" else input_syntax(path)
-        graph = rdflib.Graph().parse(path, format=syntax.rdflib)
-        report = validate_graph(graph, ontology)
+        report, triples = validate_file(path, ontology)
         ok &= report.conforms
         if report.conforms:
-            print(f"{path}: conforms to kg/shapes.ttl ({len(graph)} triples)")
+            print(f"{path}: conforms to kg/shapes.ttl ({triples} triples)")
         else:
             print(report.text.rstrip())
             print(f"{path}: {report.violations} SHACL violations", file=sys.stderr)
@@ -1954,22 +1951,7 @@ def _cmd_textmine_cv(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return EXIT_OK
-    print(f"{len(items)} texts, {args.folds} folds (seed {args.seed}), labels: {args.label_set or 'all'}")
-    print(f"{'fold':>4} {'texts':>5} {'micro F1':>9} {'macro F1':>9}")
-    for i, f in enumerate(result["folds"], start=1):
-        print(f"{i:>4} {f['texts']:>5} {f['micro_f1']:>9.4f} {f['macro_f1']:>9.4f}")
-    m = result["cv_mean"]
-    print(
-        f"CV mean of held-out folds: micro F1 {m['micro_f1']:.4f} ± {m['micro_sd']:.4f}, "
-        f"macro F1 {m['macro_f1']:.4f} ± {m['macro_sd']:.4f}"
-    )
-    w = result["whole"]
-    print(f"whole set:                 micro F1 {w['micro']['f1']:.4f}, macro F1 {w['macro']['f1']:.4f}")
-    print("error classes (wrong labels over all held-out folds):")
-    for name, count in result["error_classes"].items():
-        print(f"  {count:>4}  {name}")
-    for t in cv.training_errors(0)[: args.examples]:
-        print(f"- {t.text!r}: " + "; ".join(f"{c} {l}" for c, l in t.classes))
+    sys.stdout.write(cv.report(args.label_set or "all", args.seed, args.examples))
     return EXIT_OK
 
 

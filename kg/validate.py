@@ -10,6 +10,7 @@ import pyshacl
 import rdflib
 from rdflib.namespace import OWL, RDF, SH
 
+from kg.formats import BY_NAME, input_syntax
 from kg.vocab import OA
 
 SHAPES_PATH = Path(__file__).resolve().with_name("shapes.ttl")
@@ -48,3 +49,11 @@ def validate_graph(data: rdflib.Graph, ontology: rdflib.Graph | None = None) -> 
     )
     violations = sum(1 for _ in results.subjects(RDF.type, SH.ValidationResult))
     return ShaclReport(conforms=bool(conforms), violations=violations, text=str(text))
+
+
+def validate_file(path: str | Path, ontology: rdflib.Graph | None = None) -> tuple[ShaclReport, int]:
+    """Validate an RDF file (syntax by suffix, ``.json`` = JSON-LD); the report and its triples."""
+    path = Path(path)
+    syntax = BY_NAME["json-ld"] if path.suffix.lower() == ".json" else input_syntax(path)
+    graph = rdflib.Graph().parse(path, format=syntax.rdflib)
+    return validate_graph(graph, ontology), len(graph)

@@ -84,6 +84,28 @@ class CVResult:
             "error_classes": dict(self.errors.most_common()),
         }
 
+    def report(self, label_set: str, seed: int, examples: int = 0) -> str:
+        """The table ``lesanet textmine cv`` prints: folds, CV mean, whole set, error classes
+        and the first ``examples`` wrong texts (of every fold but the first)."""
+        d = self.as_dict()
+        lines = [
+            f"{len(self.per_text)} texts, {len(self.folds)} folds (seed {seed}), labels: {label_set}",
+            f"{'fold':>4} {'texts':>5} {'micro F1':>9} {'macro F1':>9}",
+        ]
+        for i, f in enumerate(d["folds"], start=1):
+            lines.append(f"{i:>4} {f['texts']:>5} {f['micro_f1']:>9.4f} {f['macro_f1']:>9.4f}")
+        m, w = d["cv_mean"], d["whole"]
+        lines.append(
+            f"CV mean of held-out folds: micro F1 {m['micro_f1']:.4f} ± {m['micro_sd']:.4f}, "
+            f"macro F1 {m['macro_f1']:.4f} ± {m['macro_sd']:.4f}"
+        )
+        lines.append(f"whole set:                 micro F1 {w['micro']['f1']:.4f}, macro F1 {w['macro']['f1']:.4f}")
+        lines.append("error classes (wrong labels over all held-out folds):")
+        lines += [f"  {count:>4}  {name}" for name, count in d["error_classes"].items()]
+        for t in self.training_errors(0)[:examples]:
+            lines.append(f"- {t.text!r}: " + "; ".join(f"{c} {label}" for c, label in t.classes))
+        return "\n".join(lines) + "\n"
+
 
 def classify_errors(miner: LabelMiner, mentioned: set[str], gold: set[str], pred: set[str]) -> list[tuple[str, str]]:
     """One error class per wrong label (see the module docstring)."""
