@@ -1410,7 +1410,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_sr_sources(sources: Sequence[dict]) -> None:
-    from kg.dicom_sr import dicom_source
+    from kg.dicom_source import dicom_source
 
     for i, source in enumerate(sources):
         dicom_source({"source": source}, f"lesion {i + 1}" if len(sources) > 1 else "--sr")
@@ -1435,7 +1435,7 @@ def _write_clinical(
         for path, count in written:
             print(f"wrote {path}: DICOM SR, {count} measurement group(s)", file=sys.stderr)
     if fhir:
-        from kg.dicom_sr import dicom_headers
+        from kg.dicom_source import dicom_headers
         from kg.fhir import write_fhir
 
         count = write_fhir(records, fhir, onto, dicom_headers(records, dicom, required=required))

@@ -34,11 +34,33 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import numpy as np
+from highdicom.sr import (
+    AlgorithmIdentification,
+    CodedConcept,
+    Comprehensive3DSR,
+    ContentSequence,
+    DeviceObserverIdentifyingAttributes,
+    FindingSite,
+    GraphicTypeValues,
+    ImageRegion,
+    MeasurementReport,
+    NumContentItem,
+    ObservationContext,
+    ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
+    QualitativeEvaluation,
+    RelationshipTypeValues,
+    TrackingIdentifier,
+)
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
 
 from kg.clinical import (
     DESIGNATOR,
@@ -57,6 +79,7 @@ from kg.clinical import (
     record_where,
     short_version,
 )
+from kg.dicom_source import dicom_source, records_by_study, source_instances
 from ontology.files import atomic_path
 from ontology.protocol import OntologyLike
 
@@ -77,87 +100,12 @@ _TYPE2 = (
 _CT_PROCEDURE = ("25045-6", "LN", "CT unspecified body region")
 
 
-@dataclass(frozen=True)
-class DicomSource:
-    """Where a record's lesion sits in DICOM terms (from the record's ``source``)."""
-
-    file: str
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    box_px: tuple[float, float, float, float]
-
-
-def dicom_source(record: Mapping[str, Any], where: str) -> DicomSource:
-    """The record's DICOM references, or a clear error saying that SR needs a DICOM source."""
-    source = record.get("source") if isinstance(record, Mapping) else None
-    if not isinstance(source, Mapping):
-        raise ClinicalExportError(f"{where}: the record has no source; DICOM SR needs a DICOM source")
-    dataset = str(source.get("dataset") or "")
-    if dataset != "dicom" or not source.get("sop_instance_uid"):
-        what = f"a {dataset} input" if dataset else "an input"
-        raise ClinicalExportError(
-            f"{where}: DICOM SR needs a DICOM source, and this lesion comes from {what} "
-            f"({source.get('file') or 'no file'}) without DICOM UIDs; predict on the DICOM series "
-            "(--image DIR) for an SR, or write FHIR (--fhir), which needs no DICOM"
-        )
-    missing = [k for k in ("study_instance_uid", "series_instance_uid", "box_px", "file") if not source.get(k)]
-    if missing:
-        raise ClinicalExportError(f"{where}: source lacks {', '.join(missing)}, which the SR references")
-    box = source["box_px"]
-    if not isinstance(box, (list, tuple)) or len(box) != 4:
-        raise ClinicalExportError(f"{where}: source.box_px must be [x1, y1, x2, y2], got {box!r}")
-    return DicomSource(
-        str(source["file"]),
-        str(source["sop_instance_uid"]),
-        str(source["study_instance_uid"]),
-        str(source["series_instance_uid"]),
-        (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-    )
-
-
-def read_source_instances(path: str | os.PathLike[str], sop_instance_uids: Sequence[str]) -> dict[str, Any]:
-    """Headers (no pixels) of the DICOM files under ``path`` (a file or a folder, searched
-    recursively) whose SOP Instance UID is one of ``sop_instance_uids``."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    wanted, found = set(sop_instance_uids), {}
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-    if not files:
-        raise ClinicalExportError(
-            f"{root}: no such DICOM file or folder (the record's source); "
-            "give the folder of the source series (--dicom DIR)"
-        )
-    for file in files:
-        try:
-            ds = pydicom.dcmread(file, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue
-        uid = str(ds.get("SOPInstanceUID", ""))
-        if uid in wanted:
-            found[uid] = ds
-            if len(found) == len(wanted):
-                break
-    missing = sorted(wanted - set(found))
-    if missing:
-        raise ClinicalExportError(
-            f"{root}: no DICOM file with SOP Instance UID {missing[0]} (the record's key "
-            "slice); give the folder of the series the lesion was predicted on"
-        )
-    return found
-
-
 def _concept(code: Code) -> Any:
-    from highdicom.sr import CodedConcept
-
     return CodedConcept(code.value, code.designator, code.meaning[:64], code.version)
 
 
 def _label_concept(label: DecidedLabel) -> Any:
     """The label's own-scheme concept, with its exactMatch codes as Equivalent Code Sequence."""
-    from pydicom.dataset import Dataset
 
     concept = _concept(label.own)
     if label.standard:
@@ -177,9 +125,6 @@ def _private(value: str, meaning: str) -> Any:
 
 
 def _score_items(label: DecidedLabel) -> list[Any]:
-    from highdicom.sr import CodedConcept, NumContentItem, RelationshipTypeValues
-    from pydicom.sr.codedict import codes
-
     unit = CodedConcept.from_code(codes.UCUM.NoUnits)
     return [
         NumContentItem(
@@ -195,8 +140,6 @@ def _score_items(label: DecidedLabel) -> list[Any]:
 
 
 def _with_scores(item: Any, label: DecidedLabel) -> Any:
-    from highdicom.sr import ContentSequence
-
     children = list(getattr(item, "ContentSequence", []) or [])
     item.ContentSequence = ContentSequence(children + _score_items(label))
     return item
@@ -204,24 +147,11 @@ def _with_scores(item: Any, label: DecidedLabel) -> Any:
 
 def uid_from(*parts: str) -> str:
     """A UID derived from ``parts`` (pydicom's root, SHA-512 of the parts): stable for the same inputs."""
-    from pydicom.uid import generate_uid
 
     return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
 
 
 def _measurement_group(record: Mapping[str, Any], where: str, onto: OntologyLike, instance: Any) -> Any:
-    import highdicom as hd
-    from highdicom.sr import (
-        AlgorithmIdentification,
-        FindingSite,
-        GraphicTypeValues,
-        ImageRegion,
-        PlanarROIMeasurementsAndQualitativeEvaluations,
-        QualitativeEvaluation,
-        TrackingIdentifier,
-    )
-    from pydicom.sr.codedict import codes
-
     ref = dicom_source(record, where)
     version = str(record["ontology_version"])
     model = model_of(record, where)
@@ -278,8 +208,6 @@ def _measurement_group(record: Mapping[str, Any], where: str, onto: OntologyLike
 
 
 def _coding_schemes(labels: Sequence[DecidedLabel], version: str, version_iri: str | None) -> list[Any]:
-    from pydicom.dataset import Dataset
-
     own = Dataset()
     own.CodingSchemeDesignator = DESIGNATOR
     own.CodingSchemeName = f"{SCHEME_NAME} {version}"
@@ -311,7 +239,6 @@ def _coding_schemes(labels: Sequence[DecidedLabel], version: str, version_iri: s
 
 def _evidence(instance: Any) -> Any:
     """A copy of the source header with absent Type 2 patient / study attributes empty."""
-    from copy import deepcopy
 
     copy = deepcopy(instance)
     for keyword in _TYPE2:
@@ -336,7 +263,6 @@ def _library_header(instance: Any) -> Any:
     :func:`_drop_unknown_thickness` removes again, so no made-up value is written."""
     if _thickness(instance) is not None:
         return instance
-    from copy import deepcopy
 
     copy = deepcopy(instance)
     copy.SliceThickness = 0
@@ -344,8 +270,6 @@ def _library_header(instance: Any) -> Any:
 
 
 def _drop_unknown_thickness(report: Any, sop_uids: set[str]) -> None:
-    from pydicom.sr.codedict import codes
-
     def walk(items: Any) -> None:
         for item in items:
             children = getattr(item, "ContentSequence", None)
@@ -372,16 +296,6 @@ def _drop_unknown_thickness(report: Any, sop_uids: set[str]) -> None:
 def measurement_report(records: Sequence[Mapping[str, Any]], onto: OntologyLike, instances: Mapping[str, Any]) -> Any:
     """A Comprehensive 3D SR (TID 1500) for ``records`` (all of one study) given the key
     slices' headers (``instances``: SOP Instance UID -> pydicom Dataset)."""
-    import highdicom as hd
-    from highdicom.sr import (
-        CodedConcept,
-        Comprehensive3DSR,
-        DeviceObserverIdentifyingAttributes,
-        MeasurementReport,
-        ObservationContext,
-        ObserverContext,
-    )
-    from pydicom.sr.codedict import codes
 
     if not records:
         raise ClinicalExportError("no prediction records to write as DICOM SR")
@@ -466,36 +380,6 @@ def write_sr(
     return target
 
 
-def records_by_study(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Mapping[str, Any]]], list[str]]:
-    """DICOM records grouped by Study Instance UID, and one message per record that has no
-    DICOM source (those get no SR)."""
-    studies: dict[str, list[Mapping[str, Any]]] = {}
-    skipped = []
-    for i, record in enumerate(records):
-        try:
-            ref = dicom_source(record, record_where(records, i))
-        except ClinicalExportError as exc:
-            skipped.append(str(exc))
-            continue
-        studies.setdefault(ref.study_instance_uid, []).append(record)
-    return studies, skipped
-
-
-def source_instances(
-    records: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str] | None = None
-) -> dict[str, Any]:
-    """The key slices' headers of DICOM ``records``, read from each record's source file
-    or folder (or from ``folder`` when given: the series moved since prediction)."""
-    by_path: dict[str, list[str]] = {}
-    for i, record in enumerate(records):
-        ref = dicom_source(record, record_where(records, i))
-        by_path.setdefault(str(folder) if folder else ref.file, []).append(ref.sop_instance_uid)
-    found: dict[str, Any] = {}
-    for path, uids in by_path.items():
-        found.update(read_source_instances(path, uids))
-    return found
-
-
 def write_sr_outputs(
     records: Sequence[Mapping[str, Any]],
     target: str | os.PathLike[str],
@@ -522,23 +406,3 @@ def write_sr_outputs(
         path = Path(target) / f"{study_uid}.dcm" if per_study else Path(target)
         written.append((write_sr(members, path, onto, source_instances(members, folder)), len(members)))
     return written, skipped
-
-
-def dicom_headers(
-    records: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str] | None = None, required: bool = True
-) -> dict[str, Any]:
-    """Key-slice headers of the DICOM records (for FHIR's Patient / ImagingStudy);
-    with ``required=False`` an unreadable source gives none rather than an error."""
-    dicom = [
-        r
-        for r in records
-        if isinstance(r, Mapping) and isinstance(r.get("source"), Mapping) and r["source"].get("sop_instance_uid")
-    ]
-    if not dicom:
-        return {}
-    try:
-        return source_instances(dicom, folder)
-    except ClinicalExportError:
-        if required:
-            raise
-        return {}

@@ -33,6 +33,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir.resources.R4B.bundle import Bundle
+from pydantic import ValidationError
+
 from kg.clinical import (
     ClinicalExportError,
     Code,
@@ -41,6 +44,7 @@ from kg.clinical import (
     model_of,
     record_where,
 )
+from kg.dicom_source import dicom_source
 from ontology.files import write_text_atomic
 from ontology.protocol import OntologyLike
 
@@ -157,8 +161,6 @@ def bundle_dict(
 ) -> dict[str, Any]:
     """The Bundle as JSON-ready data, before validation (see :func:`fhir_bundle`)."""
     # local: kg.dicom_sr loads highdicom, needed only for DICOM sources
-    from kg.dicom_sr import dicom_source
-
     if not records:
         raise ClinicalExportError("no prediction records to write as FHIR")
     instances = instances or {}
@@ -340,9 +342,6 @@ def fhir_bundle(
     issued: datetime | None = None,
 ) -> Any:
     """The Bundle as a validated ``fhir.resources.R4B`` model (pydantic: a bad field raises)."""
-    from fhir.resources.R4B.bundle import Bundle
-    from pydantic import ValidationError
-
     data = bundle_dict(records, onto, instances, issued)
     check_references(data)
     try:
@@ -359,8 +358,6 @@ def write_fhir(
 ) -> int:
     """Write the Bundle as JSON atomically; parsed back by the models before the rename.
     Returns the number of Observations."""
-    from fhir.resources.R4B.bundle import Bundle
-
     bundle = fhir_bundle(records, onto, instances)
     text = json.dumps(json.loads(bundle.model_dump_json(exclude_none=True)), indent=2, ensure_ascii=False) + "\n"
     Bundle.model_validate_json(text)  # what is written reads back

@@ -26,8 +26,8 @@ class RdfSyntax:
 
     @property
     def oxigraph(self) -> Any:
-        """pyoxigraph's ``RdfFormat`` (imported here: the CLI reads this table to build --help fast)."""
-        import pyoxigraph as ox
+        """pyoxigraph's ``RdfFormat``."""
+        import pyoxigraph as ox  # local: the CLI reads this table to build --help, which stays fast without it
 
         return getattr(ox.RdfFormat, self.oxigraph_name)
 

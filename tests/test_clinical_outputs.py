@@ -28,7 +28,7 @@ from test_volume_inputs import _file_lesion, _reference, _write_dicom  # noqa: E
 from cli import main as cli_main  # noqa: E402
 from conftest import require_program  # noqa: E402
 from kg.clinical import DESIGNATOR, local_name, short_version  # noqa: E402
-from kg.dicom_sr import read_source_instances  # noqa: E402
+from kg.dicom_source import read_source_instances  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "tests" / "data" / "example-mappings.sssom.tsv"

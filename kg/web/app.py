@@ -23,6 +23,7 @@ from http import HTTPStatus
 from typing import Any
 
 import jinja2
+import rdflib
 
 from kg import vocab
 from kg.binding import Binding, bind_values
@@ -502,8 +503,6 @@ class LesionBrowser:
 
 
 def _uri(value: Any) -> Binding:
-    import rdflib
-
     return rdflib.URIRef(str(value))
 
 
