@@ -20,7 +20,7 @@ class HermitResult:
 
 def hermit_unsatisfiable(rdf: Graph, source: str) -> HermitResult:
     """Classify the ontology with HermiT; return consistency and unsatisfiable class IRIs."""
-    import owlready2
+    import owlready2  # local: owlready2 (and its Java) only for the HermiT cross-check
 
     if shutil.which(owlready2.JAVA_EXE) is None and not Path(owlready2.JAVA_EXE).exists():
         raise OntologyError(f"{source}: HermiT needs Java on PATH (or use --no-reasoner)")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -165,9 +166,7 @@ def _unread_syntax(head: str) -> str | None:
 
 def _read_owl_xml(path: Path) -> Graph:
     """OWL/XML goes through owlready2, which reads it, into N-Triples for rdflib."""
-    import tempfile
-
-    import owlready2
+    import owlready2  # local: owlready2 is needed only to read OWL/XML
 
     world = owlready2.World()
     try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from rdflib import Graph, URIRef
+from rdflib.namespace import DCTERMS
 from rdflib.term import Node
 
 from ontology.errors import OntologyError
@@ -329,8 +330,6 @@ def _model_checks(onto: Ontology) -> list[Problem]:
 
 
 def _header_checks(g: Graph) -> list[Problem]:
-    from rdflib.namespace import DCTERMS
-
     header = next(iter(g.subjects(RDF.type, OWL.Ontology)), None)
     if header is None:
         return [Problem("WARN", "missing_header", "", "no owl:Ontology header")]

@@ -16,7 +16,9 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import networkx as nx
+import openpyxl
 import yaml
+from rdflib import Graph
 
 from ontology.errors import OntologyError
 from ontology.model import Ontology
@@ -122,8 +124,6 @@ def _load_decisions() -> dict:
 def read_sheet(path: str | Path) -> tuple[dict[str, SheetTerm], dict[str, dict[str, list[str]]]]:
     """Read the spreadsheet: terms by name, and each term's raw relation columns."""
     try:
-        import openpyxl
-
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except FileNotFoundError:
         raise OntologyError(f"{path}: file not found") from None
@@ -397,8 +397,6 @@ def import_xlsx(xlsx: str | Path, labels_json: str | Path | None = None) -> Impo
 
 def _content_version_iri(body_xml: str, version_info: str) -> str:
     """The versionIRI of a rendered body: its content digest, read back the way users load it."""
-    from rdflib import Graph
-
     digest = Ontology(Graph().parse(data=body_xml, format="xml"), "the import").content_digest
     return str(version_iri(version_info, digest))
 

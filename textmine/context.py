@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from ontology.errors import LesanetError
 from textmine.errors import TextmineError
 from textmine.lexicon import LexiconMatch, load_data_yaml, phrase_words
@@ -73,8 +75,6 @@ class CueSet:
 
 def load_cues(path_text: str | None = None) -> dict[str, Any]:
     """The raw cue data: ``data/context_cues.yaml`` (or YAML text given by the caller)."""
-    import yaml
-
     return yaml.safe_load(path_text) if path_text is not None else load_data_yaml("context_cues.yaml")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 import yaml
@@ -66,8 +67,6 @@ class NameComposite:
 @lru_cache(maxsize=1)
 def derivation_rules() -> dict[str, Any]:
     """The rules shipped in ``textmine/data/derivations.yaml``."""
-    from importlib import resources
-
     return yaml.safe_load(resources.files("textmine").joinpath("data", DERIVATIONS_FILE).read_text(encoding="utf-8"))
 
 

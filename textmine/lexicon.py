@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
+from spacy.lookups import load_lookups
 
 from ontology.protocol import OntologyLike
 from ontology.records import Mention
@@ -75,8 +76,6 @@ def load_data_yaml(name: str) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def lemma_table() -> dict[str, str]:
     """spaCy's English lemma lookup table (from the installed spacy-lookups-data package)."""
-    from spacy.lookups import load_lookups
-
     return dict(load_lookups("en", ["lemma_lookup"]).get_table("lemma_lookup").items())
 
 

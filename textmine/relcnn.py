@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ontology.files import atomic_path
 from textmine.context import RELATIONS
 from textmine.errors import TextmineError
 from textmine.lexicon import LexiconMatch
@@ -142,11 +145,6 @@ class RelationModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
         metadata = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -155,14 +153,11 @@ class RelationModel:
             "history": json.dumps(self.history),
         }
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
-        save_file(state, str(tmp), metadata=metadata)
-        tmp.replace(target)
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> RelationModel:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}

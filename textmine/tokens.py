@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import spacy
+from scispacy.custom_tokenizer import combined_rule_tokenizer
 from spacy.attrs import IDX, LENGTH
 from spacy.language import Language
 
@@ -52,8 +53,6 @@ class Piece:
 @lru_cache(maxsize=1)
 def tokenizer_nlp() -> Language:
     """``spacy.blank("en")`` with scispacy's tokenizer rules (no model, nothing downloaded)."""
-    from scispacy.custom_tokenizer import combined_rule_tokenizer
-
     nlp = spacy.blank("en")
     with warnings.catch_warnings():  # scispacy's regexes trip a FutureWarning of `re`; harmless
         warnings.simplefilter("ignore", FutureWarning)
