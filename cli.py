@@ -478,53 +478,31 @@ def _add_kg_backend_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# option, kg.guard.QueryLimits field, type, metavar, help (given the default)
+_KG_LIMITS: tuple[tuple[str, str, type, str, Callable[[Any], str]], ...] = (
+    ("--timeout", "timeout_s", float, "S", lambda d: f"seconds one query may run (default {d:g})"),
+    ("--max-rows", "max_rows", int, "N", lambda d: f"result rows, or triples of CONSTRUCT/DESCRIBE (default {d:,})"),
+    ("--max-bytes", "max_bytes", int, "N", lambda d: f"serialised result size in bytes (default {d:,})"),
+    (
+        "--max-memory",
+        "max_memory_mib",
+        int,
+        "MIB",
+        lambda d: f"memory of the query's worker process in MiB (default {d})",
+    ),
+    ("--max-query-chars", "max_chars", int, "N", lambda d: f"length of the query text (default {d:,})"),
+    ("--max-depth", "max_depth", int, "N", lambda d: f"nesting of {{ }} ( ) [ ] in the query (default {d})"),
+)
+
+
 def _add_kg_limit_options(parser: argparse.ArgumentParser, server: bool) -> None:
     """Limits on user SPARQL (kg.guard.QueryLimits); the defaults are stated in --help."""
-    from kg.guard import DEFAULT_LIMITS as d
+    from kg.guard import DEFAULT_LIMITS
 
     group = parser.add_argument_group("query limits (a query past one is stopped and the reply names the limit)")
-    group.add_argument(
-        "--timeout",
-        type=float,
-        default=d.timeout_s,
-        metavar="S",
-        help=f"seconds one query may run (default {d.timeout_s:g})",
-    )
-    group.add_argument(
-        "--max-rows",
-        type=int,
-        default=d.max_rows,
-        metavar="N",
-        help=f"result rows, or triples of CONSTRUCT/DESCRIBE (default {d.max_rows:,})",
-    )
-    group.add_argument(
-        "--max-bytes",
-        type=int,
-        default=d.max_bytes,
-        metavar="N",
-        help=f"serialised result size in bytes (default {d.max_bytes:,})",
-    )
-    group.add_argument(
-        "--max-memory",
-        type=int,
-        default=d.max_memory_mib,
-        metavar="MIB",
-        help=f"memory of the query's worker process in MiB (default {d.max_memory_mib})",
-    )
-    group.add_argument(
-        "--max-query-chars",
-        type=int,
-        default=d.max_chars,
-        metavar="N",
-        help=f"length of the query text (default {d.max_chars:,})",
-    )
-    group.add_argument(
-        "--max-depth",
-        type=int,
-        default=d.max_depth,
-        metavar="N",
-        help=f"nesting of {{ }} ( ) [ ] in the query (default {d.max_depth})",
-    )
+    for option, field, kind, metavar, text in _KG_LIMITS:
+        default = getattr(DEFAULT_LIMITS, field)
+        group.add_argument(option, type=kind, default=default, metavar=metavar, help=text(default))
     group.add_argument(
         "--allow-service",
         action="store_true",
@@ -550,15 +528,8 @@ def _add_kg_limit_options(parser: argparse.ArgumentParser, server: bool) -> None
 def _kg_limits(args: argparse.Namespace):  # -> kg.guard.QueryLimits
     from kg.guard import QueryLimits
 
-    return QueryLimits(
-        max_chars=args.max_query_chars,
-        max_depth=args.max_depth,
-        timeout_s=args.timeout,
-        max_rows=args.max_rows,
-        max_bytes=args.max_bytes,
-        max_memory_mib=args.max_memory,
-        allow_service=args.allow_service,
-    )
+    given = {field: getattr(args, option[2:].replace("-", "_")) for option, field, *_ in _KG_LIMITS}
+    return QueryLimits(**given, allow_service=args.allow_service)
 
 
 def _read_token(path: str | None) -> str | None:

@@ -11,7 +11,6 @@ from the store is never opened outside that folder.
 from __future__ import annotations
 
 import io
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ontology.errors import LesanetError
+from ontology.files import read_json
 
 CACHE_FORMAT = "lesanet-patch-cache"
 # The cache's window (docs/architecture.md): the same grey levels the model saw.
@@ -77,10 +77,7 @@ class PatchCache:
         for path in (index_path, patches_path):
             if not path.is_file():
                 raise PatchError(f"{path}: missing; --cache takes a folder written by `lesanet data cache`")
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise PatchError(f"{index_path}: unreadable ({exc}); rebuild it with `lesanet data cache`") from None
+        index = read_json(index_path, PatchError, "a patch cache index")
         if (
             not isinstance(index, dict)
             or index.get("format") != CACHE_FORMAT

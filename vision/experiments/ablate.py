@@ -24,6 +24,7 @@ from ontology.files import write_text_atomic
 from ontology.protocol import OntologyLike
 from vision.config import Config, apply_overrides
 from vision.data.cache import PatchCache
+from vision.engines.checkpoint import read_run_info
 from vision.engines.infer import load_predictor, score_selection
 from vision.engines.retrieval import label_set_similarity, lesion_label_set, make_index
 from vision.engines.train import train
@@ -85,10 +86,9 @@ def _write(path: Path, text: str) -> Path:
 def _finished(run_dir: Path, epochs: int) -> bool:
     """A run whose run.json records the last epoch of its schedule."""
     try:
-        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_run_info(run_dir).epoch >= epochs
+    except LesanetError:  # no run.json yet, or one a killed run left unreadable: train it (again)
         return False
-    return int(run.get("epoch", -1)) >= epochs
 
 
 def _train_variant(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ontology import load_ontology
-from ontology.files import write_json_atomic, write_text_atomic
+from ontology.files import read_json, write_json_atomic, write_text_atomic
 from ontology.protocol import OntologyLike
 from vision.config import Config, apply_overrides
 from vision.experiments.ablate import VARIANTS, AblationError, retrieval_per_query, run_ablation, run_label_subsets
@@ -157,11 +157,8 @@ def load_seed_records(out: str | Path) -> list[dict[str, Any]]:
     """Every finished seed under ``out`` (seed order)."""
     records = []
     for path in sorted(Path(out).glob(f"seed-*/{SEED_FILE}")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise AblationError(f"{path}: not valid JSON ({exc}); delete it to rerun that seed") from None
-        if record.get("format") != SEED_FORMAT:
+        record = read_json(path, AblationError, "a reproduction seed record")
+        if not isinstance(record, dict) or record.get("format") != SEED_FORMAT:
             raise AblationError(f"{path}: not a reproduction seed record; delete it to rerun that seed")
         records.append(record)
     return sorted(records, key=lambda r: r["seed"])
