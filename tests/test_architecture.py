@@ -137,3 +137,22 @@ def test_architecture_doc_has_a_line_for_every_module() -> None:
     assert not missing, f"modules without a line in docs/architecture.md: {missing}"
     gone = sorted(p for p in listed_paths if not (ROOT / p).is_file())
     assert not gone, f"docs/architecture.md lists modules that are not there: {gone}"
+
+
+def test_local_imports_in_the_rooms_say_why() -> None:
+    # the house rule: imports at module top, unless a heavy or optional dependency justifies
+    # a local one, which says so in a comment (on its line or the line above)
+    unexplained = []
+    for name, path in _modules().items():
+        if room(name) not in ROOMS:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines), str(path))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import | ast.ImportFrom):
+                    here, above = lines[inner.lineno - 1], lines[inner.lineno - 2]
+                    if "#" not in here and "#" not in above:
+                        unexplained.append(f"{path.relative_to(ROOT)}:{inner.lineno}: {here.strip()}")
+    assert not unexplained, unexplained

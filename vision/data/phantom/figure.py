@@ -39,7 +39,7 @@ def patch_panel(
     import matplotlib  # local: ~0.5 s to import, and the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # local: after the backend is chosen
 
     cache = PatchCache(cache_dir)
     rng = np.random.default_rng(seed)
