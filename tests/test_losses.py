@@ -192,3 +192,33 @@ def test_lesanet_loss_sums_parts_with_lambda_and_switches():
     assert set(LesaNetLoss(baseline, betas)(out, positive, weight, reliable, False).parts) == {"wce"}
     warp = LossConfig(classification="warp", rhem=False, triplet=False)
     assert set(LesaNetLoss(warp, betas)(out, positive, weight, reliable, False).parts) == {"warp"}
+
+
+def test_triplet_and_rhem_gradients_are_the_same_every_time_on_several_threads():
+    # repeated rows (many triplets share an anchor; RHEM draws with replacement) must be
+    # summed in a fixed order, or two identical trainings end with different weights
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        base = torch.rand(6, 171, generator=g) < 0.05
+        positive = base[torch.randint(0, 6, (32,), generator=g)] | (torch.rand(32, 171, generator=g) < 0.01)
+        triplets = sample_triplets(positive, 2000, 1.0, torch.Generator().manual_seed(5))
+        assert triplets.anchor.numel() == 2000
+        embedding, logits = torch.randn(32, 128, generator=g), torch.randn(32, 171, generator=g)
+
+        def gradients() -> tuple[torch.Tensor, torch.Tensor]:
+            e, s = embedding.clone().requires_grad_(), logits.clone().requires_grad_()
+            loss = triplet_loss(e, triplets, 0.1) + rhem_loss(
+                s, positive, torch.ones_like(s), 2.0, 4000, torch.Generator().manual_seed(7)
+            )
+            loss.backward()
+            assert e.grad is not None and s.grad is not None
+            return e.grad, s.grad
+
+        first = gradients()
+        for _ in range(20):
+            again = gradients()
+            assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    finally:
+        torch.set_num_threads(threads)

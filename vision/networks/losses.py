@@ -71,7 +71,8 @@ def rhem_loss(
         picked = torch.multinomial(
             torch.where(any_hard, flat, torch.ones_like(flat)), samples, replacement=True, generator=generator
         )
-    ce = F.binary_cross_entropy_with_logits(logits.flatten()[picked], target.flatten()[picked])
+    # index_select: a deterministic backward for the repeated picks (see triplet_loss)
+    ce = F.binary_cross_entropy_with_logits(logits.flatten().index_select(0, picked), target.flatten()[picked])
     return ce * any_hard
 
 
@@ -132,7 +133,10 @@ def triplet_loss(embedding: Tensor, triplets: Triplets, margin: float) -> Tensor
     """mean over triplets of max(0, d(A, B) - d(A, C) + margin), d = Euclidean distance."""
     if triplets.anchor.numel() == 0:
         return embedding.sum() * 0.0
-    ea, eb, ec = embedding[triplets.anchor], embedding[triplets.positive], embedding[triplets.negative]
+    # index_select, not embedding[idx]: its backward (index_add_) sums repeated rows in a fixed
+    # order, while advanced indexing's (index_put_ accumulate) does not on a multi-threaded
+    # CPU, which made two identical trainings on 2 threads end with different weights
+    ea, eb, ec = (embedding.index_select(0, rows) for rows in triplets)
     # eps inside the sqrt: identical embeddings would otherwise give a NaN gradient.
     d_ab = ((ea - eb) ** 2).sum(1).add(1e-12).sqrt()
     d_ac = ((ea - ec) ** 2).sum(1).add(1e-12).sqrt()
