@@ -1,8 +1,9 @@
 """Label decisions that respect the ontology: expansion to ancestors, no exclusive pair.
 
 Thresholding itself is ``vision.metrics.multilabel.decide_thresholds``; these rules turn
-its decisions into an ontology-consistent label set (the paper's label expansion and its
-optional exclusion filter), for prediction and evaluation alike.
+its decisions into the ontology-consistent label set a prediction record carries (the
+paper's label expansion, and ``predict --exclusive-filter``). Evaluation's filter, which
+scores the flat label columns as the paper's tables do, is ``multilabel.filter_exclusive``.
 """
 
 from __future__ import annotations
