@@ -42,7 +42,7 @@ class RecordError(LesanetError, ValueError):
 
 class ErrorSink(Protocol):
     """Where a reader or converter reports bad records, one message each: a list,
-    :class:`BadRecords`, or a sink that adds the file name (``kg.loading``)."""
+    :class:`BadRecords`, or a sink that adds the file name (``kg.backend``)."""
 
     def append(self, message: str, /) -> None: ...
 

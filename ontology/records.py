@@ -79,7 +79,8 @@ class Mention:
 
     def as_record(self) -> MentionRecord:
         """The JSON object of a sentence record: a resolved mention (``iri`` set) also
-        carries ``iri`` and ``cue``, as the miner's output does; a gold one does not."""
+        carries ``iri`` and ``cue``, as the miner's output does; a gold one does not. The keys
+        keep the order ``lesanet textmine run`` has always written."""
         record: MentionRecord = {"start": self.start, "end": self.end, "text": self.text, "label": self.label}
         if self.iri:
             record["iri"] = self.iri
